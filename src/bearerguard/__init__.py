@@ -1,0 +1,35 @@
+"""bearerguard: guard HTTP APIs behind a central auth service with Bearer tokens."""
+
+from __future__ import annotations
+
+from .asgi import BearerGuardMiddleware
+from .backends import AsyncTokenBackend, StoreBackend, TokenBackend
+from .cache import TokenCache
+from .clientip import ClientIPResolver
+from .errors import BackendUnavailable, BearerGuardError, Challenge, ConfigurationError
+from .flow import Guard
+from .stores import open_store
+from .tokens import Identity, Invalidation, TokenInfo
+from .wsgi import WSGIBearerGuard
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncTokenBackend",
+    "BackendUnavailable",
+    "BearerGuardError",
+    "BearerGuardMiddleware",
+    "Challenge",
+    "ClientIPResolver",
+    "ConfigurationError",
+    "Guard",
+    "Identity",
+    "Invalidation",
+    "StoreBackend",
+    "TokenBackend",
+    "TokenCache",
+    "TokenInfo",
+    "WSGIBearerGuard",
+    "__version__",
+    "open_store",
+]

@@ -1,0 +1,146 @@
+"""Pure ASGI middleware: HTTP and WebSocket requests are checked before the app runs.
+
+Lifespan and other scope types pass straight through; response bodies are never
+touched, so streaming works as without us.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from ._edge import AsyncCaller, wire_invalidations
+from ._types import ASGIApp, Receive, Scope, Send
+from .errors import BackendUnavailable, Challenge
+from .flow import Allow, Decision, Guard, RequestFacts
+from .tokens import ANONYMOUS
+
+__all__ = ["BearerGuardMiddleware"]
+
+
+def _query_tokens(scope: Scope) -> tuple[str, ...]:
+    qs: bytes = scope.get("query_string", b"")
+    if b"access_token" not in qs:
+        return ()
+    pairs = parse_qsl(qs.decode("latin-1"), keep_blank_values=True, max_num_fields=100)
+    return tuple(v for k, v in pairs if k == "access_token")
+
+
+class BearerGuardMiddleware:
+    """Check the bearer token of every HTTP and WebSocket request.
+
+    ``BearerGuardMiddleware(app, backend=…, api="dns", public_paths=["/health"])``.
+    `backend` has `alookup` and/or `lookup` (a sync-only backend runs in a worker
+    thread). `backend_timeout` (default 5 s) bounds each backend call and
+    `max_in_flight` (default 16) the calls outstanding at once. The other keyword
+    options are `Guard`'s.
+
+    An allowed request carries its `Identity` in ``scope["bearerguard"]``, and in
+    ``scope["user"]``/``scope["auth"]`` for Starlette's ``request.user`` and
+    ``@requires``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        backend: object,
+        backend_timeout: float = 5.0,
+        max_in_flight: int = 16,
+        guard: Guard | None = None,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        self.backend = backend
+        self.guard = guard or Guard(**options)
+        self._caller = AsyncCaller(
+            backend, self.guard, timeout=backend_timeout, max_in_flight=max_in_flight
+        )
+        self._unsubscribe = wire_invalidations(backend, self.guard)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        decision = await self.decide(scope)
+        if isinstance(decision, Allow):
+            identity = decision.identity
+            if identity is None:
+                scope.setdefault("user", ANONYMOUS)
+                scope.setdefault("auth", ANONYMOUS)
+            else:
+                scope["bearerguard"] = scope["user"] = scope["auth"] = identity
+            await self.app(scope, receive, send)
+        elif kind == "http":
+            await self._refuse_http(decision.challenge, send)
+        else:
+            await self._refuse_websocket(scope, decision.challenge, send)
+
+    async def decide(self, scope: Scope, api: str | None = None) -> Decision:
+        """Run the core's flow for one HTTP or WebSocket scope."""
+        guard = self.guard
+        auth: list[str] = []
+        xff: list[str] = []
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                auth.append(value.decode("latin-1"))
+            elif name == b"x-forwarded-for":
+                xff.append(value.decode("latin-1"))
+        query = guard.query_token or (guard.websocket_query_token and scope["type"] == "websocket")
+        client = scope.get("client")
+        facts = RequestFacts(
+            scope["path"],
+            tuple(auth),
+            _query_tokens(scope) if query else (),
+            client[0] if client else None,
+            tuple(xff),
+        )
+        flow = guard.authenticate(facts, api)
+        try:
+            step = next(flow)
+            while True:
+                try:
+                    answer = await self._caller.lookup(step)
+                except BackendUnavailable as exc:
+                    step = flow.throw(exc)
+                else:
+                    step = flow.send(answer)
+        except StopIteration as stop:
+            decision: Decision = stop.value
+        if isinstance(decision, Allow) and decision.follow_up is not None:
+            self._caller.refresh(decision.follow_up)
+        return decision
+
+    async def _refuse_http(self, challenge: Challenge, send: Send) -> None:
+        headers = [(k.encode(), v.encode()) for k, v in challenge.to_headers(self.guard.realm)]
+        await send({"type": "http.response.start", "status": challenge.status, "headers": headers})
+        await send({"type": "http.response.body", "body": challenge.to_body()})
+
+    async def _refuse_websocket(self, scope: Scope, challenge: Challenge, send: Send) -> None:
+        # Refuse before accept. With the WebSocket Denial Response extension the client
+        # sees our status and challenge; without it the server answers 403.
+        if "websocket.http.response" in scope.get("extensions", {}):
+            headers = [(k.encode(), v.encode()) for k, v in challenge.to_headers(self.guard.realm)]
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": challenge.status,
+                    "headers": headers,
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": challenge.to_body()})
+        else:
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": 1008,
+                    "reason": challenge.error or "unauthorized",
+                }
+            )
+
+    def close(self) -> None:
+        """Stop listening for revocations and release worker threads."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self._caller.close()

@@ -1,0 +1,41 @@
+"""What a backend is: something that can say whether a token is active.
+
+A backend has a sync face, `lookup(token)`, an async face, `alookup(token)`, or both.
+Either returns a `TokenInfo` for an active token and None for an unknown, revoked or
+expired one, counts as a use of the token at the source (sliding expiry), and raises
+`BackendUnavailable` when it cannot tell. The ASGI middleware runs a sync-only backend
+in a worker thread; the WSGI middleware refuses an async-only one at start-up.
+
+A backend may also offer `subscribe(callback)`, calling `callback(Invalidation)` when
+the source revokes a token or a key, so that running middlewares evict at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from ..tokens import Invalidation, TokenInfo
+
+__all__ = ["AsyncTokenBackend", "Invalidation", "InvalidationSource", "TokenBackend"]
+
+
+@runtime_checkable
+class TokenBackend(Protocol):
+    def lookup(self, token: str) -> TokenInfo | None:
+        """Return the token's facts, None if it is not active; may raise BackendUnavailable."""
+        ...
+
+
+@runtime_checkable
+class AsyncTokenBackend(Protocol):
+    async def alookup(self, token: str) -> TokenInfo | None:
+        """Async face of `TokenBackend.lookup`."""
+        ...
+
+
+@runtime_checkable
+class InvalidationSource(Protocol):
+    def subscribe(self, callback: Callable[[Invalidation], None]) -> Callable[[], None]:
+        """Call `callback` on each revocation until the returned function is called."""
+        ...

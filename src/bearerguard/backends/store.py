@@ -1,0 +1,41 @@
+"""`StoreBackend`: the middleware reads the auth service's store directly."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from ..stores.base import AsyncTokenStore, TokenStore
+from ..tokens import Invalidation, TokenInfo, token_digest
+
+__all__ = ["StoreBackend"]
+
+
+class StoreBackend:
+    """Look tokens up in a shared store; each lookup extends the token (sliding expiry).
+
+    `store` is any store object (`open_store(url)`); it must have the sync face for
+    WSGI, and uses its async face under ASGI when it has one.
+    """
+
+    def __init__(self, store: TokenStore, *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._clock = clock
+        self._astore: AsyncTokenStore | None = store if isinstance(store, AsyncTokenStore) else None
+
+    def lookup(self, token: str) -> TokenInfo | None:
+        record = self.store.touch_token(token_digest(token), self._clock())
+        return None if record is None else record.to_info()
+
+    async def alookup(self, token: str) -> TokenInfo | None:
+        if self._astore is None:
+            return await asyncio.to_thread(self.lookup, token)
+        record = await self._astore.atouch_token(token_digest(token), self._clock())
+        return None if record is None else record.to_info()
+
+    def subscribe(self, callback: Callable[[Invalidation], None]) -> Callable[[], None]:
+        return self.store.subscribe(callback)
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,145 @@
+"""Denials as values, and the few exceptions that mean "cannot decide".
+
+Exceptions::
+
+    BearerGuardError
+    ├── BackendUnavailable   a backend failed transiently (timeout, refused, garbage):
+    │                        the request gets 503, or a stale cache entry if allowed
+    └── ConfigurationError   bad options, raised at construction, never per request
+
+A refusal is not an exception: it is a `Challenge`, rendered once for both adapters as
+an RFC 6750 §3 ``WWW-Authenticate`` header plus a JSON body.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+__all__ = [
+    "BackendUnavailable",
+    "BearerGuardError",
+    "Challenge",
+    "ConfigurationError",
+    "quote_param",
+]
+
+
+class BearerGuardError(Exception):
+    """Base class of every exception bearerguard raises on purpose."""
+
+
+class BackendUnavailable(BearerGuardError):
+    """The backend could not answer (unreachable, timed out, answered garbage)."""
+
+
+class ConfigurationError(BearerGuardError, ValueError):
+    """Options that cannot work; raised when the middleware or backend is built."""
+
+
+def _check_quotable(value: str) -> None:
+    # RFC 6750 §3: error, error_description and scope values MUST NOT include characters
+    # outside %x20-21 / %x23-5B / %x5D-7E; realm is a quoted-string (RFC 7235 §2.1), so
+    # we hold it to the same printable-ASCII set and escape quote and backslash.
+    for ch in value:
+        if not (0x20 <= ord(ch) <= 0x7E):
+            raise ConfigurationError(f"not printable ASCII: {value!r}")
+
+
+def quote_param(value: str) -> str:
+    """Return `value` as an RFC 7235 quoted-string."""
+    _check_quotable(value)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """A refusal: HTTP status, RFC 6750 error code, description and the API needed.
+
+    `error` is None only for a request that carried no credentials (RFC 6750 §3.1: the
+    challenge then names no error code). `retry_after` is set on 503 answers.
+    """
+
+    status: int
+    error: str | None = None
+    description: str | None = None
+    scope: str | None = None
+    retry_after: int | None = None
+
+    def to_header(self, realm: str) -> str:
+        """Render the ``WWW-Authenticate`` value for this refusal."""
+        parts = [f"Bearer realm={quote_param(realm)}"]
+        if self.error is not None:
+            parts.append(f"error={quote_param(self.error)}")
+            if self.description:
+                parts.append(f"error_description={quote_param(self.description)}")
+            if self.scope:
+                parts.append(f"scope={quote_param(self.scope)}")
+        return ", ".join(parts)
+
+    def to_body(self) -> bytes:
+        """Render the JSON body: ``{"error": …, "error_description": …}``."""
+        body: dict[str, str] = {
+            "error": self.error or "unauthorized",
+            "error_description": self.description or "Bearer token required",
+        }
+        if self.scope:
+            body["scope"] = self.scope
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def to_headers(self, realm: str) -> list[tuple[str, str]]:
+        """Return all response headers for this refusal (text, in order)."""
+        body_len = len(self.to_body())
+        headers = [
+            ("content-type", "application/json"),
+            ("content-length", str(body_len)),
+            ("www-authenticate", self.to_header(realm)),
+            ("cache-control", "no-store"),
+        ]
+        if self.retry_after is not None:
+            headers.append(("retry-after", str(self.retry_after)))
+        return headers
+
+    @classmethod
+    def from_header(cls, value: str) -> dict[str, str]:
+        """Parse a ``WWW-Authenticate: Bearer …`` value into its parameters.
+
+        The inverse of `to_header`, for tests and clients; raises ValueError on input
+        that is not a Bearer challenge.
+        """
+        scheme, _, rest = value.partition(" ")
+        if scheme.lower() != "bearer":
+            raise ValueError("not a Bearer challenge")
+        params: dict[str, str] = {}
+        i, n = 0, len(rest)
+        while i < n:
+            while i < n and rest[i] in " ,":
+                i += 1
+            if i >= n:
+                break
+            eq = rest.find("=", i)
+            if eq < 0:
+                raise ValueError("parameter without value")
+            name = rest[i:eq].strip().lower()
+            i = eq + 1
+            if i < n and rest[i] == '"':
+                i += 1
+                out = []
+                while i < n and rest[i] != '"':
+                    if rest[i] == "\\" and i + 1 < n:
+                        i += 1
+                    out.append(rest[i])
+                    i += 1
+                if i >= n:
+                    raise ValueError("unterminated quoted-string")
+                i += 1
+                params[name] = "".join(out)
+            else:
+                end = rest.find(",", i)
+                end = n if end < 0 else end
+                params[name] = rest[i:end].strip()
+                i = end
+        return params
+
+
+MISSING = Challenge(401)

@@ -1,0 +1,249 @@
+"""Request logic, written once for both adapters as a sans-I/O generator.
+
+`Guard.authenticate(facts)` yields a `Lookup` when the cache cannot answer and the
+driver (ASGI or WSGI) sends back the backend's `TokenInfo | None`, or throws
+`BackendUnavailable` into the generator. It returns `Allow` or `Deny`. Drivers wait,
+time out and run refreshes; they make no decision of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass, field
+
+from .cache import TokenCache
+from .clientip import ClientIPResolver
+from .credentials import DEFAULT_MAX_TOKEN_LENGTH, MalformedCredentials, extract_token
+from .errors import BackendUnavailable, Challenge, ConfigurationError, quote_param
+from .policy import UNAVAILABLE, decide, insufficient_scope
+from .tokens import Identity, TokenInfo, fingerprint, token_digest
+
+__all__ = [
+    "Allow",
+    "Decision",
+    "Deny",
+    "Guard",
+    "Lookup",
+    "RequestFacts",
+]
+
+logger = logging.getLogger("bearerguard")
+
+MISSING = Challenge(401)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the core needs to know about a request, gathered by an adapter."""
+
+    path: str
+    authorization: tuple[str, ...] = ()
+    query_tokens: tuple[str, ...] = ()
+    peer: str | None = None
+    forwarded_for: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """Ask the backend about a token (the digest keys caches and single-flight)."""
+
+    token: str = field(repr=False)
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Let the request through; `identity` is None on a public path.
+
+    `follow_up`, when set, is a background lookup the driver should start (once per
+    token) and report through `Guard.refreshed`: the touch that keeps a cached token
+    alive at the source.
+    """
+
+    identity: Identity | None
+    follow_up: Lookup | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    challenge: Challenge
+
+
+Decision = Allow | Deny
+PUBLIC = Allow(None)
+
+
+def _public_matcher(paths: Iterable[str]) -> Callable[[str], bool]:
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    for p in paths:
+        if not p.startswith("/"):
+            raise ConfigurationError(f"public path must start with '/': {p!r}")
+        if p.endswith("*"):
+            prefixes.append(p[:-1])
+        else:
+            exact.add(p)
+    prefix_tuple = tuple(prefixes)
+    if not prefix_tuple:
+        return exact.__contains__
+    return lambda path: path in exact or path.startswith(prefix_tuple)
+
+
+class Guard:
+    """The configured core: settings, cache and client-address rules.
+
+    Options (keyword-only, shared by `BearerGuardMiddleware` and `WSGIBearerGuard`):
+
+    - `api`: the API every protected request needs (None: any valid token will do).
+    - `public_paths`: paths that pass unchecked; an entry ending in ``*`` is a prefix.
+    - `trusted_proxies`: IPs/CIDRs whose ``X-Forwarded-For`` is believed.
+    - `realm`: the ``realm`` of every challenge.
+    - `query_token`: accept RFC 6750 §2.3 ``access_token`` in the query string (off;
+      URIs end up in logs). `websocket_query_token`: the same for WebSockets only.
+    - `ip_binding`: refuse tokens used from another address than they were issued to.
+    - `cache_ttl`, `cache_maxsize`, `negative_cache_ttl`, `negative_cache_maxsize`,
+      `touch_interval`, `stale_if_error`: see `TokenCache`.
+    - `max_token_length`: longer tokens are refused with 400 before any lookup.
+    - `retry_after`: seconds in the ``Retry-After`` of a 503.
+    - `clock`: wall-clock seconds, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        api: str | None = None,
+        public_paths: Iterable[str] = (),
+        trusted_proxies: Iterable[str] = (),
+        realm: str = "api",
+        query_token: bool = False,
+        websocket_query_token: bool = False,
+        ip_binding: bool = True,
+        cache_ttl: float = 10.0,
+        cache_maxsize: int = 100_000,
+        negative_cache_ttl: float = 5.0,
+        negative_cache_maxsize: int = 10_000,
+        touch_interval: float = 5.0,
+        stale_if_error: float = 0.0,
+        max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH,
+        retry_after: int = 5,
+        clock: Callable[[], float] = time.time,
+        cache: TokenCache | None = None,
+    ) -> None:
+        quote_param(realm)  # fails at construction on a realm we cannot quote
+        if api is not None:
+            quote_param(api)
+        if max_token_length < 1:
+            raise ConfigurationError("max_token_length must be at least 1")
+        if retry_after < 0 or not math.isfinite(retry_after):
+            raise ConfigurationError("retry_after must be a non-negative number")
+        self.api = api
+        self.realm = realm
+        self.query_token = query_token
+        self.websocket_query_token = websocket_query_token or query_token
+        self.ip_binding = ip_binding
+        self.max_token_length = max_token_length
+        self.clock = clock
+        self.is_public = _public_matcher(public_paths)
+        self.resolver = ClientIPResolver(trusted_proxies)
+        self.cache = cache or TokenCache(
+            maxsize=cache_maxsize,
+            ttl=cache_ttl,
+            touch_interval=touch_interval,
+            negative_maxsize=negative_cache_maxsize,
+            negative_ttl=negative_cache_ttl,
+            stale_if_error=stale_if_error,
+            clock=clock,
+        )
+        self.unavailable = Challenge(
+            UNAVAILABLE.status,
+            UNAVAILABLE.error,
+            UNAVAILABLE.description,
+            retry_after=int(retry_after),
+        )
+
+    def authenticate(
+        self, facts: RequestFacts, api: str | None = None
+    ) -> Generator[Lookup, TokenInfo | None, Decision]:
+        """Decide one request; `api` overrides the guard's own requirement."""
+        if self.is_public(facts.path):
+            return PUBLIC
+        try:
+            token = extract_token(
+                facts.authorization, facts.query_tokens, max_length=self.max_token_length
+            )
+        except MalformedCredentials as exc:
+            return Deny(Challenge(400, "invalid_request", str(exc)))
+        if token is None:
+            return Deny(MISSING)
+        digest = token_digest(token)
+        entry, negative = self.cache.get(digest)
+        now = self.clock()
+        follow_up: Lookup | None = None
+        info: TokenInfo | None
+        if entry is not None and now < entry.fresh_until:
+            info = entry.info
+            if now >= entry.refresh_at:
+                follow_up = Lookup(token, digest)
+        elif negative:
+            info = None
+        else:
+            try:
+                answer = yield Lookup(token, digest)
+            except BackendUnavailable as exc:
+                if entry is None or now >= entry.stale_until:
+                    logger.warning(
+                        "backend unavailable, refusing token %s: %s", fingerprint(digest), exc
+                    )
+                    return Deny(self.unavailable)
+                logger.warning(
+                    "backend unavailable, serving token %s from stale cache: %s",
+                    fingerprint(digest),
+                    exc,
+                )
+                info = entry.info
+            else:
+                info = self._accept(digest, answer)
+                if info is BAD_ANSWER:
+                    return Deny(self.unavailable)
+            now = self.clock()
+        client_ip = self.resolver.resolve(facts.peer, facts.forwarded_for)
+        verdict = decide(
+            info,
+            client_ip,
+            api or self.api,
+            now,
+            ip_binding=self.ip_binding,
+            fingerprint=fingerprint(digest),
+        )
+        if isinstance(verdict, Challenge):
+            return Deny(verdict)
+        return Allow(verdict, follow_up)
+
+    def _accept(self, digest: str, answer: object) -> TokenInfo | None:
+        if answer is not None and not isinstance(answer, TokenInfo):
+            logger.warning(
+                "backend answered %s for token %s, not TokenInfo or None",
+                type(answer).__name__,
+                fingerprint(digest),
+            )
+            return BAD_ANSWER
+        self.cache.put(digest, answer, self.clock())
+        return answer
+
+    def refreshed(self, digest: str, answer: object) -> None:
+        """Record the outcome of a background refresh (a value or an exception)."""
+        if isinstance(answer, BaseException):
+            logger.warning("background refresh of token %s failed: %s", fingerprint(digest), answer)
+            return
+        if answer is None or isinstance(answer, TokenInfo):
+            self.cache.put(digest, answer, self.clock())
+
+    def check_api(self, identity: Identity, api: str) -> Challenge | None:
+        """For per-route requirements: the challenge if `identity` lacks `api`."""
+        return None if api in identity.apis else insufficient_scope(api)
+
+
+BAD_ANSWER = TokenInfo("", frozenset())

@@ -1,0 +1,183 @@
+"""Records and the interface every store implements (memory, SQLite, Redis).
+
+The auth service writes keys and tokens through a store; the middleware's
+`StoreBackend` reads tokens through the same interface. Rules every store keeps:
+
+* tokens are kept only as SHA-256 digests (`token_digest`), key secrets only as
+  SHA-256 digests compared with `hmac.compare_digest`;
+* `touch_token` is lookup-and-extend in one atomic step: it returns the record with
+  ``expires_at = now + ttl`` (sliding expiry), or None for a missing or expired token;
+* `revoke_key` removes the key and every token of it, and announces an `Invalidation`
+  to subscribers (other processes too, where the store can: Redis pub/sub);
+* every I/O failure is raised as `StoreUnavailable`, never as the driver's own error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Protocol, runtime_checkable
+
+from ..errors import BackendUnavailable
+from ..tokens import Invalidation, TokenInfo
+
+__all__ = [
+    "AsyncTokenStore",
+    "KeyRecord",
+    "StoreUnavailable",
+    "TokenRecord",
+    "TokenStore",
+    "digest_secret",
+    "new_key_id",
+    "new_secret",
+    "new_token",
+    "verify_secret",
+]
+
+
+class StoreUnavailable(BackendUnavailable):
+    """The store could not be reached or answered with an error."""
+
+
+def new_key_id() -> str:
+    """A fresh Key ID: public, unique, 96 random bits."""
+    return "key_" + secrets.token_hex(12)
+
+
+def new_secret() -> str:
+    """A fresh key secret: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def new_token() -> str:
+    """A fresh access token: 256 random bits, RFC 6750 b64token syntax."""
+    return secrets.token_urlsafe(32)
+
+
+def digest_secret(secret: str) -> str:
+    """SHA-256 hex digest of a key secret (secrets are 256-bit random, so no KDF)."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def verify_secret(record: KeyRecord | None, secret: str) -> bool:
+    """Constant-time check of `secret` against a key record (False for no record)."""
+    candidate = digest_secret(secret)
+    # Compare even when the key does not exist, so timing does not reveal which key
+    # ids are real.
+    expected = record.secret_digest if record is not None else "0" * 64
+    return hmac.compare_digest(candidate, expected) and record is not None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """An API key: its id, the APIs it may use, whether it may call /introspect."""
+
+    key_id: str
+    apis: frozenset[str]
+    introspect: bool = False
+    created_at: float = 0.0
+    secret_digest: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An issued token as stored: digest, owner, APIs, bound address and timing."""
+
+    digest: str
+    key_id: str
+    apis: frozenset[str]
+    bound_ip: str
+    issued_at: float
+    ttl: float
+    expires_at: float
+
+    def touched(self, now: float) -> TokenRecord:
+        """This record after a use at `now` (sliding expiry)."""
+        return replace(self, expires_at=now + self.ttl)
+
+    def to_info(self) -> TokenInfo:
+        return TokenInfo(
+            key_id=self.key_id,
+            apis=self.apis,
+            bound_ip=self.bound_ip,
+            expires_at=self.expires_at,
+            ttl=self.ttl,
+            claims={"iat": int(self.issued_at)},
+        )
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """The sync face of a store."""
+
+    url: str
+
+    def create_key(
+        self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+    ) -> tuple[KeyRecord, str]:
+        """Create a key; return its record and its secret (shown once, never stored)."""
+        ...
+
+    def get_key(self, key_id: str) -> KeyRecord | None: ...
+
+    def list_keys(self) -> list[KeyRecord]: ...
+
+    def revoke_key(self, key_id: str) -> bool:
+        """Delete the key and all its tokens, announce it; False if there was no key."""
+        ...
+
+    def put_token(self, record: TokenRecord) -> None:
+        """Store a newly issued token."""
+        ...
+
+    def touch_token(self, digest: str, now: float) -> TokenRecord | None:
+        """Atomically look a token up and extend its expiry to ``now + ttl``."""
+        ...
+
+    def get_token(self, digest: str, now: float) -> TokenRecord | None:
+        """Look a token up without counting it as a use."""
+        ...
+
+    def revoke_token(self, digest: str) -> bool:
+        """Delete one token and announce it; False if there was no such token."""
+        ...
+
+    def subscribe(self, callback: Callable[[Invalidation], None]) -> Callable[[], None]:
+        """Call `callback` for every revocation; return a function that unsubscribes."""
+        ...
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncTokenStore(Protocol):
+    """The async face of a store: the same operations, prefixed with ``a``."""
+
+    async def acreate_key(
+        self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+    ) -> tuple[KeyRecord, str]: ...
+
+    async def aget_key(self, key_id: str) -> KeyRecord | None: ...
+
+    async def alist_keys(self) -> list[KeyRecord]: ...
+
+    async def arevoke_key(self, key_id: str) -> bool: ...
+
+    async def aput_token(self, record: TokenRecord) -> None: ...
+
+    async def atouch_token(self, digest: str, now: float) -> TokenRecord | None: ...
+
+    async def aget_token(self, digest: str, now: float) -> TokenRecord | None: ...
+
+    async def arevoke_token(self, digest: str) -> bool: ...
+
+    async def aping(self) -> None: ...
+
+    async def aclose(self) -> None: ...

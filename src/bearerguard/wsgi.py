@@ -1,0 +1,115 @@
+"""WSGI middleware: every request is checked before the app runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from ._edge import SyncCaller, wire_invalidations
+from .errors import BackendUnavailable, Challenge, ConfigurationError
+from .flow import Allow, Decision, Guard, RequestFacts
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+__all__ = ["WSGIBearerGuard"]
+
+
+def _status_line(code: int) -> str:
+    return f"{code} {HTTPStatus(code).phrase}"
+
+
+class WSGIBearerGuard:
+    """Check the bearer token of every request to a WSGI app.
+
+    ``app.wsgi_app = WSGIBearerGuard(app.wsgi_app, backend=…, api="dns")``. `backend`
+    needs a sync `lookup`; an async-only backend is refused here with
+    ConfigurationError. `backend_timeout` and `max_in_flight` bound backend calls as
+    in `BearerGuardMiddleware`; the other options are `Guard`'s.
+
+    An allowed request carries its `Identity` in ``environ["bearerguard.identity"]``.
+    WSGI servers join repeated headers with commas, so two ``Authorization`` headers
+    arrive as one malformed value and are refused with 400 all the same.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        backend: object,
+        backend_timeout: float = 5.0,
+        max_in_flight: int = 16,
+        guard: Guard | None = None,
+        **options: Any,
+    ) -> None:
+        lookup = getattr(backend, "lookup", None)
+        if not callable(lookup):
+            raise ConfigurationError(
+                f"{type(backend).__name__} has no sync lookup(token): WSGI cannot use an "
+                "async-only backend; give it a lookup method or use the ASGI middleware"
+            )
+        self.app = app
+        self.backend = backend
+        self.guard = guard or Guard(**options)
+        self._caller = SyncCaller(
+            lookup, self.guard, timeout=backend_timeout, max_in_flight=max_in_flight
+        )
+        self._unsubscribe = wire_invalidations(backend, self.guard)
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        decision = self.decide(environ)
+        if isinstance(decision, Allow):
+            if decision.identity is not None:
+                environ["bearerguard.identity"] = decision.identity
+            return self.app(environ, start_response)
+        return self.refuse(decision.challenge, start_response)
+
+    def decide(self, environ: WSGIEnvironment, api: str | None = None) -> Decision:
+        """Run the core's flow for one WSGI request."""
+        guard = self.guard
+        auth = environ.get("HTTP_AUTHORIZATION")
+        xff = environ.get("HTTP_X_FORWARDED_FOR")
+        query: tuple[str, ...] = ()
+        if guard.query_token:
+            qs = environ.get("QUERY_STRING", "")
+            if "access_token" in qs:
+                query = tuple(
+                    v
+                    for k, v in parse_qsl(qs, keep_blank_values=True, max_num_fields=100)
+                    if k == "access_token"
+                )
+        facts = RequestFacts(
+            environ.get("PATH_INFO", "") or "/",
+            (auth,) if auth is not None else (),
+            query,
+            environ.get("REMOTE_ADDR"),
+            (xff,) if xff else (),
+        )
+        flow = guard.authenticate(facts, api)
+        try:
+            step = next(flow)
+            while True:
+                try:
+                    answer = self._caller.lookup(step)
+                except BackendUnavailable as exc:
+                    step = flow.throw(exc)
+                else:
+                    step = flow.send(answer)
+        except StopIteration as stop:
+            decision: Decision = stop.value
+        if isinstance(decision, Allow) and decision.follow_up is not None:
+            self._caller.refresh(decision.follow_up)
+        return decision
+
+    def refuse(self, challenge: Challenge, start_response: StartResponse) -> list[bytes]:
+        """Answer with `challenge`: status, ``WWW-Authenticate`` and the JSON body."""
+        start_response(_status_line(challenge.status), challenge.to_headers(self.guard.realm))
+        return [challenge.to_body()]
+
+    def close(self) -> None:
+        """Stop listening for revocations and release worker threads."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self._caller.close()

@@ -1,0 +1,72 @@
+"""Shared test helpers: a controllable clock and tokens issued straight into a store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from bearerguard.stores.base import TokenRecord, new_token
+from bearerguard.stores.memory import MemoryStore
+from bearerguard.tokens import token_digest
+
+
+# Every token and secret a test makes goes here; conftest checks that no log line of
+# the suite ever contains one of them.
+SECRETS: set[str] = set()
+
+
+def remember_secret(value: str) -> str:
+    """Register a token or key secret that must never appear in any log record."""
+    SECRETS.add(value)
+    return value
+
+
+@dataclass
+class FakeClock:
+    """Wall-clock seconds that only move when told to."""
+
+    now: float = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Issued:
+    token: str = field(repr=False)
+    key_id: str
+    apis: frozenset[str]
+
+
+def issue(
+    store: MemoryStore,
+    apis: tuple[str, ...] = ("dns",),
+    *,
+    ip: str = "127.0.0.1",
+    ttl: float = 300.0,
+    now: float | None = None,
+    key_id: str | None = None,
+) -> Issued:
+    """Create a key (unless given) and a token bound to `ip`, as the auth service would."""
+    if now is None:
+        now = time.time()
+    if key_id is None:
+        key, secret = store.create_key(apis, now=now)
+        remember_secret(secret)
+        key_id = key.key_id
+    token = remember_secret(new_token())
+    store.put_token(
+        TokenRecord(
+            digest=token_digest(token),
+            key_id=key_id,
+            apis=frozenset(apis),
+            bound_ip=ip,
+            issued_at=now,
+            ttl=ttl,
+            expires_at=now + ttl,
+        )
+    )
+    return Issued(token, key_id, frozenset(apis))
