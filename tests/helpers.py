@@ -9,7 +9,6 @@ from bearerguard.stores.base import TokenRecord, new_token
 from bearerguard.stores.memory import MemoryStore
 from bearerguard.tokens import token_digest
 
-
 # Every token and secret a test makes goes here; conftest checks that no log line of
 # the suite ever contains one of them.
 SECRETS: set[str] = set()

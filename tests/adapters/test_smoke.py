@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 from flask import Flask, jsonify, request
-from helpers import issue
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -11,6 +9,7 @@ from starlette.routing import Route
 
 from bearerguard import BearerGuardMiddleware, StoreBackend, WSGIBearerGuard
 from bearerguard.stores import MemoryStore
+from helpers import issue
 
 
 def test_asgi_and_wsgi_allow_and_deny() -> None:
