@@ -1,0 +1,450 @@
+"""`sqlite:///path`: keys and tokens in one SQLite file, shared by processes on one machine.
+
+The file is opened in WAL mode with a busy timeout, so several processes (auth-service
+workers, resource servers using `StoreBackend`, the CLI) can read and write it at once.
+Each thread gets its own connection; every connection runs in autocommit mode, and the
+few multi-statement changes run in ``BEGIN IMMEDIATE`` transactions.
+
+Security notes: only SHA-256 digests of tokens and key secrets are written to the file;
+still, whoever can write the file can mint tokens, so keep it readable and writable
+by the service's user only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from ..errors import ConfigurationError
+from ..tokens import Invalidation
+from .base import (
+    KeyRecord,
+    StoreUnavailable,
+    TokenRecord,
+    digest_secret,
+    new_key_id,
+    new_secret,
+)
+
+__all__ = ["SQLiteStore", "sqlite_path"]
+
+# RETURNING needs SQLite 3.35 (2021); older libraries fall back to one IMMEDIATE
+# transaction doing UPDATE then SELECT.
+_HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS bg_keys (
+        key_id TEXT PRIMARY KEY,
+        secret_digest TEXT NOT NULL,
+        apis TEXT NOT NULL,
+        introspect INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS bg_tokens (
+        digest TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        apis TEXT NOT NULL,
+        bound_ip TEXT NOT NULL,
+        issued_at REAL NOT NULL,
+        ttl REAL NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS bg_tokens_key ON bg_tokens (key_id)",
+    "CREATE INDEX IF NOT EXISTS bg_tokens_expiry ON bg_tokens (expires_at)",
+)
+
+_SQL_GET_KEY = (
+    "SELECT key_id, secret_digest, apis, introspect, created_at FROM bg_keys WHERE key_id = ?"
+)
+_SQL_LIST_KEYS = (
+    "SELECT key_id, secret_digest, apis, introspect, created_at FROM bg_keys "
+    "ORDER BY created_at, key_id"
+)
+_SQL_PUT_KEY = (
+    "INSERT INTO bg_keys (key_id, secret_digest, apis, introspect, created_at) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+# The key check and the insert are one statement (see `put_token`).
+_SQL_PUT = (
+    "INSERT OR REPLACE INTO bg_tokens "
+    "(digest, key_id, apis, bound_ip, issued_at, ttl, expires_at) "
+    "SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM bg_keys WHERE key_id = ?)"
+)
+_SQL_GET = (
+    "SELECT digest, key_id, apis, bound_ip, issued_at, ttl, expires_at FROM bg_tokens "
+    "WHERE digest = ? AND expires_at > ?"
+)
+# Lookup-and-extend in one statement: no other writer can come between. MAX keeps expiry
+# moving forward when processes with slightly different clocks race.
+_SQL_TOUCH = (
+    "UPDATE bg_tokens SET expires_at = MAX(expires_at, ? + ttl) WHERE digest = ? AND expires_at > ?"
+)
+_SQL_TOUCH_RETURNING = (
+    _SQL_TOUCH + " RETURNING digest, key_id, apis, bound_ip, issued_at, ttl, expires_at"
+)
+
+# Expired rows are deleted at most this often (seconds), when a token is stored.
+_PURGE_EVERY = 60.0
+
+
+def sqlite_path(url: str) -> str:
+    """Return the file path named by a ``sqlite:///…`` URL (SQLAlchemy convention).
+
+    ``sqlite:///relative/path.db`` is relative to the working directory,
+    ``sqlite:////absolute/path.db`` absolute. Raises ConfigurationError for anything
+    else (no path, a query string, ``:memory:`` — use ``memory://``).
+    """
+    prefix = "sqlite:///"
+    if not url[: len(prefix)].lower() == prefix:
+        raise ConfigurationError(
+            f"bad SQLite store URL {url!r}: use sqlite:///relative.db or sqlite:////abs/path.db"
+        )
+    path = url[len(prefix) :]
+    if not path or path.endswith("/"):
+        raise ConfigurationError(f"bad SQLite store URL {url!r}: no file name")
+    if "?" in path or "#" in path:
+        raise ConfigurationError(f"bad SQLite store URL {url!r}: query strings are not supported")
+    if path == ":memory:" or "\x00" in path:
+        raise ConfigurationError(
+            f"bad SQLite store URL {url!r}: use memory:// for an in-process store"
+        )
+    return path
+
+
+def _apis_to_db(apis: Iterable[str]) -> str:
+    return json.dumps(sorted(apis), separators=(",", ":"))
+
+
+def _apis_from_db(value: str) -> frozenset[str]:
+    loaded = json.loads(value)
+    if not isinstance(loaded, list) or not all(isinstance(a, str) for a in loaded):
+        raise ValueError("apis column is not a list of strings")
+    return frozenset(loaded)
+
+
+def _token_from_row(row: tuple[Any, ...]) -> TokenRecord:
+    digest, key_id, apis, bound_ip, issued_at, ttl, expires_at = row
+    return TokenRecord(
+        digest=str(digest),
+        key_id=str(key_id),
+        apis=_apis_from_db(apis),
+        bound_ip=str(bound_ip),
+        issued_at=float(issued_at),
+        ttl=float(ttl),
+        expires_at=float(expires_at),
+    )
+
+
+def _key_from_row(row: tuple[Any, ...]) -> KeyRecord:
+    key_id, secret_digest, apis, introspect, created_at = row
+    return KeyRecord(
+        key_id=str(key_id),
+        apis=_apis_from_db(apis),
+        introspect=bool(introspect),
+        created_at=float(created_at),
+        secret_digest=str(secret_digest),
+    )
+
+
+class _Holder:
+    """One thread's connection (sqlite3 connections cannot be weakly referenced).
+
+    When the thread ends, its `threading.local` drops the holder and the connection
+    is closed by garbage collection; `SQLiteStore.close` closes the rest.
+    """
+
+    __slots__ = ("__weakref__", "conn", "pid")
+
+    def __init__(self, conn: sqlite3.Connection, pid: int) -> None:
+        self.conn = conn
+        self.pid = pid
+
+
+class _Local(threading.local):
+    holder: _Holder | None = None
+
+
+class SQLiteStore:
+    """A store in one SQLite file; both faces (the async one runs in worker threads).
+
+    ``SQLiteStore("sqlite:///bearerguard.db", busy_timeout=5.0)``. The file and its
+    tables are created if missing; construction raises StoreUnavailable when the file
+    cannot be opened. `busy_timeout` is how long a write waits for another writer before
+    giving up with StoreUnavailable ("database is locked" never escapes as anything else).
+
+    `touch_token` is one ``UPDATE … RETURNING`` statement, so concurrent uses from
+    several processes never lose an extension (expiry only moves forward). Expired
+    tokens are purged now and then when new tokens are stored.
+
+    `subscribe` delivers revocations made through this object only (and in the revoking
+    thread): other processes sharing the file are not told, and rely on the middleware's
+    cache lifetime to notice a revocation (G3 over SQLite is the cache TTL, not 1 s).
+    Use Redis when revocations must reach running middlewares at once.
+    """
+
+    def __init__(self, url: str, *, busy_timeout: float = 5.0) -> None:
+        if not busy_timeout >= 0:
+            raise ConfigurationError("busy_timeout must be a non-negative number of seconds")
+        self.url = url
+        self.path = sqlite_path(url)
+        self._busy_timeout = float(busy_timeout)
+        self._local = _Local()
+        self._conns: weakref.WeakSet[_Holder] = weakref.WeakSet()
+        self._conns_lock = threading.Lock()
+        self._closed = False
+        self._last_purge = 0.0
+        self._subscribers: list[Callable[[Invalidation], None]] = []
+        self._sub_lock = threading.Lock()
+        with self._errors("open"):
+            conn = self._conn()
+            self._exec_script(conn)
+
+    # -- connections ------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreUnavailable("SQLite store is closed")
+        local = self._local
+        pid = os.getpid()
+        holder = local.holder
+        if holder is not None and holder.pid == pid:
+            return holder.conn
+        # A connection inherited across fork() must not be used (or closed) by the
+        # child: SQLite's POSIX locks belong to the parent. Open a fresh one.
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,  # autocommit; explicit BEGIN IMMEDIATE where needed
+            check_same_thread=False,  # only `close()` touches it from another thread
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            self._enable_wal(conn)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            conn.close()
+            raise
+        holder = local.holder = _Holder(conn, pid)
+        with self._conns_lock:
+            self._conns.add(holder)
+        return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching to WAL takes an exclusive lock and does not always wait on the busy
+        # handler, so retry briefly when several processes open a new file together.
+        deadline = time.monotonic() + max(self._busy_timeout, 0.1)
+        while True:
+            try:
+                row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            except sqlite3.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+                continue
+            if row is None or str(row[0]).lower() != "wal":
+                raise sqlite3.OperationalError("cannot switch the database to WAL mode")
+            return
+
+    def _exec_script(self, conn: sqlite3.Connection) -> None:
+        with self._transaction(conn):
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Translate driver errors at one boundary: all become StoreUnavailable."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {what} failed: {exc}") from exc
+        except (ValueError, TypeError) as exc:  # a row we cannot read: garbage
+            raise StoreUnavailable(f"SQLite store {what} returned bad data") from exc
+
+    # -- keys -------------------------------------------------------------------------
+    def create_key(
+        self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+    ) -> tuple[KeyRecord, str]:
+        secret = new_secret()
+        record = KeyRecord(
+            key_id=new_key_id(),
+            apis=frozenset(apis),
+            introspect=introspect,
+            created_at=time.time() if now is None else now,
+            secret_digest=digest_secret(secret),
+        )
+        with self._errors("create_key"):
+            self._conn().execute(
+                _SQL_PUT_KEY,
+                (
+                    record.key_id,
+                    record.secret_digest,
+                    _apis_to_db(record.apis),
+                    int(record.introspect),
+                    record.created_at,
+                ),
+            )
+        return record, secret
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        with self._errors("get_key"):
+            row = self._conn().execute(_SQL_GET_KEY, (key_id,)).fetchone()
+            return None if row is None else _key_from_row(row)
+
+    def list_keys(self) -> list[KeyRecord]:
+        with self._errors("list_keys"):
+            rows = self._conn().execute(_SQL_LIST_KEYS).fetchall()
+            return [_key_from_row(r) for r in rows]
+
+    def revoke_key(self, key_id: str) -> bool:
+        with self._errors("revoke_key"):
+            conn = self._conn()
+            with self._transaction(conn):
+                tokens = conn.execute("DELETE FROM bg_tokens WHERE key_id = ?", (key_id,)).rowcount
+                found = conn.execute("DELETE FROM bg_keys WHERE key_id = ?", (key_id,)).rowcount
+        if found or tokens:
+            self._announce(Invalidation("key", key_id))
+        return found > 0
+
+    # -- tokens -----------------------------------------------------------------------
+    def put_token(self, record: TokenRecord) -> None:
+        """Store a newly issued token, unless its key is gone (revoked meanwhile).
+
+        The key check and the insert are one statement, so a login racing with
+        `revoke_key` cannot leave a live token of a revoked key behind.
+        """
+        with self._errors("put_token"):
+            conn = self._conn()
+            conn.execute(
+                _SQL_PUT,
+                (
+                    record.digest,
+                    record.key_id,
+                    _apis_to_db(record.apis),
+                    record.bound_ip,
+                    record.issued_at,
+                    record.ttl,
+                    record.expires_at,
+                    record.key_id,
+                ),
+            )
+            self._maybe_purge(conn, record.issued_at)
+
+    def _maybe_purge(self, conn: sqlite3.Connection, now: float) -> None:
+        mono = time.monotonic()
+        if mono - self._last_purge < _PURGE_EVERY:
+            return
+        self._last_purge = mono
+        conn.execute("DELETE FROM bg_tokens WHERE expires_at <= ?", (now,))
+
+    def touch_token(self, digest: str, now: float) -> TokenRecord | None:
+        with self._errors("touch_token"):
+            conn = self._conn()
+            if _HAS_RETURNING:
+                row = conn.execute(_SQL_TOUCH_RETURNING, (now, digest, now)).fetchone()
+            else:  # pragma: no cover - SQLite < 3.35: one IMMEDIATE transaction instead
+                with self._transaction(conn):
+                    conn.execute(_SQL_TOUCH, (now, digest, now))
+                    row = conn.execute(_SQL_GET, (digest, now)).fetchone()
+            return None if row is None else _token_from_row(row)
+
+    def get_token(self, digest: str, now: float) -> TokenRecord | None:
+        with self._errors("get_token"):
+            row = self._conn().execute(_SQL_GET, (digest, now)).fetchone()
+            return None if row is None else _token_from_row(row)
+
+    def revoke_token(self, digest: str) -> bool:
+        with self._errors("revoke_token"):
+            found = (
+                self._conn().execute("DELETE FROM bg_tokens WHERE digest = ?", (digest,)).rowcount
+                > 0
+            )
+        if found:
+            self._announce(Invalidation("token", digest))
+        return found
+
+    # -- invalidations ----------------------------------------------------------------
+    def subscribe(self, callback: Callable[[Invalidation], None]) -> Callable[[], None]:
+        """Call `callback` for revocations made through this store object (see class doc)."""
+        with self._sub_lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._sub_lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _announce(self, event: Invalidation) -> None:
+        with self._sub_lock:
+            callbacks = list(self._subscribers)
+        for cb in callbacks:
+            cb(event)
+
+    # -- lifecycle --------------------------------------------------------------------
+    def ping(self) -> None:
+        with self._errors("ping"):
+            self._conn().execute("SELECT 1 FROM bg_keys LIMIT 1").fetchall()
+
+    def close(self) -> None:
+        """Close every connection this store opened (in any thread)."""
+        self._closed = True
+        with self._conns_lock:
+            conns = list(self._conns)
+            self._conns.clear()
+        for holder in conns:
+            with suppress(sqlite3.Error):
+                holder.conn.close()
+        self._local.holder = None
+
+    # -- async face: the same calls in a worker thread, so the loop never blocks -----
+    async def acreate_key(
+        self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+    ) -> tuple[KeyRecord, str]:
+        return await asyncio.to_thread(self.create_key, list(apis), introspect=introspect, now=now)
+
+    async def aget_key(self, key_id: str) -> KeyRecord | None:
+        return await asyncio.to_thread(self.get_key, key_id)
+
+    async def alist_keys(self) -> list[KeyRecord]:
+        return await asyncio.to_thread(self.list_keys)
+
+    async def arevoke_key(self, key_id: str) -> bool:
+        return await asyncio.to_thread(self.revoke_key, key_id)
+
+    async def aput_token(self, record: TokenRecord) -> None:
+        await asyncio.to_thread(self.put_token, record)
+
+    async def atouch_token(self, digest: str, now: float) -> TokenRecord | None:
+        return await asyncio.to_thread(self.touch_token, digest, now)
+
+    async def aget_token(self, digest: str, now: float) -> TokenRecord | None:
+        return await asyncio.to_thread(self.get_token, digest, now)
+
+    async def arevoke_token(self, digest: str) -> bool:
+        return await asyncio.to_thread(self.revoke_token, digest)
+
+    async def aping(self) -> None:
+        await asyncio.to_thread(self.ping)
+
+    async def aclose(self) -> None:
+        self.close()
