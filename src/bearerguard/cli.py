@@ -1,0 +1,349 @@
+"""The ``bearerguard`` command: run the auth service, manage API keys, run the demo.
+
+::
+
+    bearerguard serve [--host 127.0.0.1] [--port 8000] [--store URL] [--token-ttl S]
+                      [--trusted-proxy CIDR ...] [--issuer URL] [--access-log]
+    bearerguard keys create --api NAME [--api NAME ...] [--introspect] [--json] [--store URL]
+    bearerguard keys list [--json] [--store URL]
+    bearerguard keys revoke KEY_ID [--json] [--store URL]
+    bearerguard demo ...
+
+``--store`` defaults to ``$BEARERGUARD_STORE``, else ``sqlite:///bearerguard.db``.
+Errors the user can fix (bad store URL, unreachable store, port in use) print one line
+on stderr and exit with status 2.
+
+``serve`` runs uvicorn with its own proxy-header handling off: uvicorn would otherwise
+trust ``X-Forwarded-For`` from 127.0.0.1 and rewrite the peer address, and tokens would
+be bound to whatever address a local client claims. ``--trusted-proxy`` is the one
+place proxy trust is configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib
+import json
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import BearerGuardError
+from .stores import open_store
+from .stores.base import TokenStore
+
+__all__ = ["DEFAULT_STORE", "build_parser", "main"]
+
+DEFAULT_STORE = "sqlite:///bearerguard.db"
+EXIT_USAGE = 2
+
+
+class CLIError(Exception):
+    """An error reported as one line on stderr, with exit status 2."""
+
+
+def _default_store() -> str:
+    return os.environ.get("BEARERGUARD_STORE") or DEFAULT_STORE
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by ``***`` (store URLs may carry one)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    except ValueError:
+        return "<unparsable URL>"
+
+
+def _open(url: str) -> TokenStore:
+    """Open and ping the store, turning every failure into a one-line CLIError."""
+    try:
+        store = open_store(url)
+    except BearerGuardError as exc:
+        raise CLIError(f"bad store URL {redact_url(url)!r}: {_one_line(exc)}") from None
+    except Exception as exc:  # a store's constructor that breaks its contract
+        raise CLIError(f"cannot open store {redact_url(url)!r}: {_one_line(exc)}") from None
+    try:
+        store.ping()
+    except Exception as exc:
+        _close_quietly(store)
+        raise CLIError(f"store {redact_url(url)!r} unavailable: {_one_line(exc)}") from None
+    return store
+
+
+def _close_quietly(store: TokenStore) -> None:
+    # Closing after a failure (or after the work is done): the first error is reported.
+    with contextlib.suppress(Exception):
+        store.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+# -- serve ----------------------------------------------------------------------------
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves, so "address in use" is a clean error."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise CLIError(f"cannot resolve host {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # Not SO_REUSEPORT: a second server on the same port must fail, not share it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise CLIError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .server import create_app
+
+    if not args.token_ttl > 0:
+        raise CLIError("--token-ttl must be a positive number of seconds")
+    store = _open(args.store)
+    try:
+        app = create_app(
+            store,
+            token_ttl=args.token_ttl,
+            trusted_proxies=args.trusted_proxy,
+            issuer=args.issuer,
+            close_store=True,
+        )
+    except BearerGuardError as exc:
+        _close_quietly(store)
+        raise CLIError(_one_line(exc)) from None
+    try:
+        sock = _listen(args.host, args.port)
+    except CLIError:
+        _close_quietly(store)
+        raise
+    config = uvicorn.Config(
+        app,
+        # DESIGN request contract 11: never let uvicorn rewrite the peer address from
+        # X-Forwarded-For; trusted proxies are configured with --trusted-proxy only.
+        proxy_headers=False,
+        forwarded_allow_ips="",
+        server_header=False,
+        access_log=args.access_log,
+        lifespan="on",
+        log_level=args.log_level,
+    )
+    server = uvicorn.Server(config)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"bearerguard: auth service on http://{shown}:{port} "
+        f"(store {redact_url(args.store)}, token TTL {args.token_ttl:g} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0 if server.started else 1
+
+
+# -- keys -----------------------------------------------------------------------------
+def _keys_create(args: argparse.Namespace) -> int:
+    apis = sorted(set(args.api))
+    if not all(a and not any(c.isspace() for c in a) for a in apis):
+        raise CLIError("API names must be non-empty and contain no spaces")
+    store = _open(args.store)
+    try:
+        record, secret = store.create_key(apis, introspect=args.introspect)
+    except Exception as exc:
+        raise CLIError(f"cannot create key: {_one_line(exc)}") from None
+    finally:
+        _close_quietly(store)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "key_id": record.key_id,
+                    "secret": secret,
+                    "apis": sorted(record.apis),
+                    "introspect": record.introspect,
+                }
+            )
+        )
+    else:
+        print(f"Key ID:  {record.key_id}")
+        print(f"Secret:  {secret}")
+        print(f"APIs:    {' '.join(sorted(record.apis))}")
+        if record.introspect:
+            print("Rights:  introspect")
+        print("The secret is shown only now; store it safely.")
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    store = _open(args.store)
+    try:
+        keys = store.list_keys()
+    except Exception as exc:
+        raise CLIError(f"cannot list keys: {_one_line(exc)}") from None
+    finally:
+        _close_quietly(store)
+    if args.json:
+        rows = [
+            {
+                "key_id": k.key_id,
+                "apis": sorted(k.apis),
+                "introspect": k.introspect,
+                "created_at": k.created_at,
+            }
+            for k in keys
+        ]
+        print(json.dumps(rows))
+        return 0
+    if not keys:
+        print("no keys")
+        return 0
+    print(f"{'KEY ID':<28} {'CREATED (UTC)':<20} {'INTROSPECT':<10} APIS")
+    for k in keys:
+        created = datetime.datetime.fromtimestamp(k.created_at, datetime.timezone.utc)
+        print(
+            f"{k.key_id:<28} {created:%Y-%m-%d %H:%M:%S}  "
+            f"{'yes' if k.introspect else 'no':<10} {' '.join(sorted(k.apis))}"
+        )
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    store = _open(args.store)
+    try:
+        found = store.revoke_key(args.key_id)
+    except Exception as exc:
+        raise CLIError(f"cannot revoke key: {_one_line(exc)}") from None
+    finally:
+        _close_quietly(store)
+    if args.json:
+        print(json.dumps({"key_id": args.key_id, "revoked": found}))
+    elif found:
+        print(f"revoked {args.key_id} and all its tokens")
+    else:
+        print(f"bearerguard: no such key: {args.key_id}", file=sys.stderr)
+    return 0 if found else 1
+
+
+# -- demo -----------------------------------------------------------------------------
+def _load_demo() -> object:
+    try:
+        return importlib.import_module("bearerguard.demo")
+    except ModuleNotFoundError as exc:
+        if exc.name == "bearerguard.demo":
+            raise CLIError("the demo is not available in this installation") from None
+        raise CLIError(f"the demo cannot start: missing module {exc.name}") from None
+
+
+# -- parser ---------------------------------------------------------------------------
+def _add_store(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="memory://, sqlite:///path.db or redis://host:port/db "
+        f"(default: $BEARERGUARD_STORE, else {DEFAULT_STORE})",
+    )
+
+
+def build_parser(demo: object | None = None) -> argparse.ArgumentParser:
+    """The argument parser; `demo` is the loaded demo module, if the demo was asked for."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="bearerguard", description="Bearer-token auth service and key management."
+    )
+    parser.add_argument("--version", action="version", version=f"bearerguard {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser("serve", help="run the auth service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    _add_store(serve)
+    serve.add_argument(
+        "--token-ttl", type=float, default=300, metavar="S", help="sliding token lifetime"
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a proxy whose X-Forwarded-For is believed (repeatable)",
+    )
+    serve.add_argument("--issuer", default=None, metavar="URL", help="public base URL")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.set_defaults(func=_serve)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create = ksub.add_parser("create", help="create a key and print its secret once")
+    create.add_argument("--api", action="append", required=True, metavar="NAME")
+    create.add_argument(
+        "--introspect", action="store_true", help="allow this key to call /introspect"
+    )
+    create.add_argument("--json", action="store_true")
+    _add_store(create)
+    create.set_defaults(func=_keys_create)
+    lst = ksub.add_parser("list", help="list keys (never their secrets)")
+    lst.add_argument("--json", action="store_true")
+    _add_store(lst)
+    lst.set_defaults(func=_keys_list)
+    revoke = ksub.add_parser("revoke", help="delete a key and every token of it")
+    revoke.add_argument("key_id", metavar="KEY_ID")
+    revoke.add_argument("--json", action="store_true")
+    _add_store(revoke)
+    revoke.set_defaults(func=_keys_revoke)
+
+    demo_parser = sub.add_parser("demo", help="auth service plus an example API on localhost")
+    add_arguments = getattr(demo, "add_arguments", None)
+    if callable(add_arguments):
+        add_arguments(demo_parser)
+    demo_parser.set_defaults(func=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        demo = None
+        command = next((a for a in args_list if not a.startswith("-")), None)
+        if command == "demo":
+            # Imported only when asked for: the demo pulls in more than the service.
+            demo = _load_demo()
+        args = build_parser(demo).parse_args(args_list)
+        if getattr(args, "store", "unset") is None:
+            args.store = _default_store()
+        if args.command == "demo":
+            run = getattr(demo, "run", None)
+            if not callable(run):
+                raise CLIError("the demo module has no run(args)")
+            return int(run(args))
+        status: int = args.func(args)
+        return status
+    except CLIError as exc:
+        print(f"bearerguard: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,435 @@
+"""The auth service: a Starlette app issuing, introspecting and revoking tokens.
+
+Endpoints (see `create_app`):
+
+* ``POST /login`` — OAuth 2.0 client-credentials grant (RFC 6749 §4.4), the key sent as
+  HTTP Basic (or ``client_id``/``client_secret`` form fields);
+* ``POST /introspect`` — RFC 7662, for keys with the introspection right;
+* ``POST /revoke`` — RFC 7009;
+* ``GET /.well-known/oauth-authorization-server`` — RFC 8414 metadata;
+* ``GET /health``.
+
+Security: tokens are 256-bit random strings stored only as SHA-256 digests, bound to
+the address that obtained them (resolved with `ClientIPResolver`, so proxy trust is
+configured in one place), and slide: each use moves expiry to ``now + token_ttl``.
+Bodies are read with a hard size limit and parsed strictly; bad input is a 4xx JSON
+error, a failing store a 503, never a 500. Tokens and secrets are never logged: a
+token appears in logs only as its fingerprint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..clientip import ClientIPResolver
+from ..credentials import DEFAULT_MAX_TOKEN_LENGTH
+from ..errors import BackendUnavailable, ConfigurationError, quote_param
+from ..stores.base import (
+    AsyncTokenStore,
+    KeyRecord,
+    StoreUnavailable,
+    TokenRecord,
+    TokenStore,
+    new_token,
+    verify_secret,
+)
+from ..tokens import fingerprint, token_digest
+from .forms import (
+    BadRequest,
+    check_form_content_type,
+    client_credentials,
+    parse_form,
+    parse_scope,
+    too_long,
+)
+from .throttle import LoginThrottle
+
+__all__ = ["DEFAULT_MAX_BODY", "create_app"]
+
+logger = logging.getLogger("bearerguard.server")
+
+DEFAULT_MAX_BODY = 8192
+"""Largest request body accepted, in bytes (larger: 413 ``invalid_request``)."""
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_T = TypeVar("_T")
+
+
+class _Store:
+    """The store's async face when it has one, else its sync face in a thread.
+
+    Every failure becomes StoreUnavailable: a store that breaks its contract by raising
+    its driver's own error still yields 503, not 500. Only the exception type is
+    logged, since a driver's message could quote arguments.
+    """
+
+    def __init__(self, store: TokenStore) -> None:
+        self.store = store
+        self.astore: AsyncTokenStore | None = store if isinstance(store, AsyncTokenStore) else None
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        try:
+            if self.astore is not None:
+                return await getattr(self.astore, "a" + name)(*args)
+            return await run_in_threadpool(getattr(self.store, name), *args)
+        except BackendUnavailable:
+            raise
+        except Exception as exc:
+            logger.error("store %s failed: %s", name, type(exc).__name__)
+            raise StoreUnavailable(f"store {name} raised {type(exc).__name__}") from exc
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        result: KeyRecord | None = await self._call("get_key", key_id)
+        return result
+
+    async def put_token(self, record: TokenRecord) -> None:
+        await self._call("put_token", record)
+
+    async def touch_token(self, digest: str, now: float) -> TokenRecord | None:
+        result: TokenRecord | None = await self._call("touch_token", digest, now)
+        return result
+
+    async def get_token(self, digest: str, now: float) -> TokenRecord | None:
+        result: TokenRecord | None = await self._call("get_token", digest, now)
+        return result
+
+    async def revoke_token(self, digest: str) -> bool:
+        return bool(await self._call("revoke_token", digest))
+
+    async def ping(self) -> None:
+        await self._call("ping")
+
+    async def close(self) -> None:
+        if self.astore is not None:
+            await self.astore.aclose()
+        await run_in_threadpool(self.store.close)
+
+
+def _error(
+    error: str, description: str, status: int = 400, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An RFC 6749 §5.2 error response."""
+    return JSONResponse(
+        {"error": error, "error_description": description},
+        status_code=status,
+        headers={**_NO_STORE, **(headers or {})},
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes before reading them all."""
+    length = request.headers.getlist("content-length")
+    if len(length) > 1:
+        raise BadRequest("invalid_request", "More than one Content-Length header")
+    if length:
+        if not length[0].isdigit():
+            raise BadRequest("invalid_request", "Bad Content-Length")
+        if int(length[0]) > limit:
+            raise BadRequest("invalid_request", "Request body too large", 413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest("invalid_request", "Request body too large", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _Service:
+    def __init__(
+        self,
+        store: TokenStore,
+        *,
+        token_ttl: float,
+        resolver: ClientIPResolver,
+        issuer: str | None,
+        max_body: int,
+        throttle: LoginThrottle,
+        realm: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = _Store(store)
+        self.token_ttl = float(token_ttl)
+        self.resolver = resolver
+        self.issuer = issuer.rstrip("/") if issuer else None
+        self.max_body = max_body
+        self.throttle = throttle
+        self.clock = clock
+        self.basic_challenge = f"Basic realm={quote_param(realm)}"
+
+    # -- shared steps -----------------------------------------------------------------
+    async def _form(self, request: Request) -> dict[str, str]:
+        check_form_content_type(request.headers.get("content-type"))
+        return parse_form(await _read_body(request, self.max_body))
+
+    def _invalid_client(self, description: str = "Invalid credentials") -> BadRequest:
+        return BadRequest("invalid_client", description, 401)
+
+    async def _authenticate(self, request: Request, form: dict[str, str]) -> KeyRecord:
+        """Check the client's key; raise BadRequest (401, 429) unless it is good.
+
+        RFC 6749 §2.3.1: the key id and secret may be sent as Basic credentials or as
+        ``client_id``/``client_secret`` form fields.
+        """
+        creds = client_credentials(request.headers.getlist("authorization"), form)
+        if creds is None:
+            raise self._invalid_client("Client authentication required")
+        wait = self.throttle.retry_after(creds.key_id)
+        if wait is not None:
+            logger.warning("throttled authentication for key %s", _printable(creds.key_id))
+            raise BadRequest(
+                "invalid_client", "Too many failed attempts; try again later", 429, wait
+            )
+        key = None if too_long(creds) else await self.store.get_key(creds.key_id)
+        if not verify_secret(key, creds.secret) or key is None:
+            self.throttle.failed(creds.key_id)
+            logger.info(
+                "failed authentication for key %s from %s",
+                _printable(creds.key_id),
+                request.client.host if request.client else "?",
+            )
+            raise self._invalid_client()
+        self.throttle.succeeded(creds.key_id)
+        return key
+
+    def _client_ip(self, request: Request) -> str | None:
+        peer = request.client.host if request.client else None
+        return self.resolver.resolve(peer, request.headers.getlist("x-forwarded-for"))
+
+    async def _guarded(
+        self, request: Request, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            headers: dict[str, str] = {}
+            if exc.status == 401:
+                headers["WWW-Authenticate"] = self.basic_challenge
+            if exc.retry_after is not None:
+                headers["Retry-After"] = str(exc.retry_after)
+            return _error(exc.error, exc.description, exc.status, headers)
+        except BackendUnavailable:
+            return _error(
+                "temporarily_unavailable",
+                "The token store is unavailable",
+                503,
+                {"Retry-After": "5"},
+            )
+
+    # -- endpoints --------------------------------------------------------------------
+    async def login(self, request: Request) -> Response:
+        return await self._guarded(request, self._login)
+
+    async def _login(self, request: Request) -> Response:
+        form = await self._form(request)
+        grant = form.get("grant_type")
+        if grant is None:
+            raise BadRequest("invalid_request", "Missing grant_type")
+        # Authenticate before judging the grant type, so a bad key always reads the
+        # same whatever else the request says.
+        key = await self._authenticate(request, form)
+        if grant != "client_credentials":
+            raise BadRequest("unsupported_grant_type", "Only client_credentials is supported")
+        requested = parse_scope(form.get("scope"))
+        apis = key.apis
+        if requested is not None:
+            if not requested <= key.apis:
+                raise BadRequest("invalid_scope", "The key does not grant the requested scope")
+            apis = requested
+        ip = self._client_ip(request)
+        if ip is None:
+            raise BadRequest("invalid_request", "Cannot determine the client address")
+        token = new_token()
+        digest = token_digest(token)
+        now = self.clock()
+        await self.store.put_token(
+            TokenRecord(
+                digest=digest,
+                key_id=key.key_id,
+                apis=apis,
+                bound_ip=ip,
+                issued_at=now,
+                ttl=self.token_ttl,
+                expires_at=now + self.token_ttl,
+            )
+        )
+        logger.info("issued token %s to key %s at %s", fingerprint(digest), key.key_id, ip)
+        body: dict[str, Any] = {
+            "access_token": token,
+            "expires_in": _seconds(self.token_ttl),
+            "token_type": "bearer",
+        }
+        if requested is not None:
+            # RFC 6749 §5.1: scope is OPTIONAL when identical to the one requested.
+            body["scope"] = " ".join(sorted(apis))
+        return JSONResponse(body, headers=_NO_STORE)
+
+    async def introspect(self, request: Request) -> Response:
+        return await self._guarded(request, self._introspect)
+
+    async def _introspect(self, request: Request) -> Response:
+        form = await self._form(request)
+        key = await self._authenticate(request, form)
+        if not key.introspect:
+            # RFC 7662 §2.1: the endpoint MUST require authorization of the caller.
+            raise self._invalid_client("This key may not introspect tokens")
+        token = form.get("token")
+        if token is None:
+            raise BadRequest("invalid_request", "Missing token")
+        # token_type_hint is accepted and ignored (RFC 7662 §2.1: "MAY ignore").
+        record = None
+        if len(token) <= DEFAULT_MAX_TOKEN_LENGTH:
+            record = await self.store.touch_token(token_digest(token), self.clock())
+        if record is None:
+            # RFC 7662 §2.2: no detail about why a token is not active.
+            return JSONResponse({"active": False}, headers=_NO_STORE)
+        return JSONResponse(
+            {
+                "active": True,
+                "client_id": record.key_id,
+                "scope": " ".join(sorted(record.apis)),
+                "exp": int(record.expires_at),
+                "iat": int(record.issued_at),
+                "token_type": "bearer",
+                "ip": record.bound_ip,
+                "ttl": _seconds(record.ttl),
+            },
+            headers=_NO_STORE,
+        )
+
+    async def revoke(self, request: Request) -> Response:
+        return await self._guarded(request, self._revoke)
+
+    async def _revoke(self, request: Request) -> Response:
+        form = await self._form(request)
+        key = await self._authenticate(request, form)
+        token = form.get("token")
+        if token is None:
+            raise BadRequest("invalid_request", "Missing token")
+        if len(token) <= DEFAULT_MAX_TOKEN_LENGTH:
+            digest = token_digest(token)
+            record = await self.store.get_token(digest, self.clock())
+            # A key revokes its own tokens; a key with the introspection right (a
+            # resource server) may revoke any. Someone else's token is left alone with
+            # the same 200, so the answer does not reveal that it exists.
+            if record is not None and (record.key_id == key.key_id or key.introspect):
+                await self.store.revoke_token(digest)
+                logger.info("revoked token %s (by key %s)", fingerprint(digest), key.key_id)
+        # RFC 7009 §2.2: 200 also for invalid or unknown tokens.
+        return Response(status_code=200, headers=_NO_STORE)
+
+    async def metadata(self, request: Request) -> Response:
+        issuer = self.issuer or str(request.base_url).rstrip("/")
+        auth_methods = ["client_secret_basic", "client_secret_post"]
+        return JSONResponse(
+            {
+                "issuer": issuer,
+                "token_endpoint": issuer + "/login",
+                "introspection_endpoint": issuer + "/introspect",
+                "revocation_endpoint": issuer + "/revoke",
+                "grant_types_supported": ["client_credentials"],
+                "response_types_supported": [],
+                "token_endpoint_auth_methods_supported": auth_methods,
+                "introspection_endpoint_auth_methods_supported": auth_methods,
+                "revocation_endpoint_auth_methods_supported": auth_methods,
+            }
+        )
+
+    async def health(self, request: Request) -> Response:
+        try:
+            await self.store.ping()
+        except BackendUnavailable:
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+
+def _seconds(value: float) -> int:
+    return max(1, round(value))
+
+
+def _printable(text: str) -> str:
+    """A key id as presented by a client, safe to put in a log line."""
+    return "".join(c if c.isprintable() else "?" for c in text[:64])
+
+
+def create_app(
+    store: TokenStore,
+    *,
+    token_ttl: float = 300,
+    trusted_proxies: Iterable[str] = (),
+    issuer: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    login_throttle: LoginThrottle | None = None,
+    realm: str = "bearerguard",
+    clock: Callable[[], float] = time.time,
+    close_store: bool = False,
+) -> Starlette:
+    """Build the auth service around `store` (from `bearerguard.stores.open_store`).
+
+    `token_ttl` is the sliding lifetime of tokens in seconds (``expires_in``).
+    `trusted_proxies` (IPs or CIDRs) are the peers whose ``X-Forwarded-For`` is read to
+    find the client address a token is bound to; with none, the peer address is used.
+    `issuer` is the public base URL announced in the RFC 8414 metadata (default: the
+    request's own base URL — set it when the service is behind a proxy). `max_body`
+    bounds request bodies. `login_throttle` slows down repeated failed authentications
+    per key id (default: 5 failures within 60 s, per process). `clock` gives
+    wall-clock seconds. With `close_store`, the store is closed on shutdown.
+
+    Raises ConfigurationError for a bad option.
+    """
+    if not token_ttl > 0:
+        raise ConfigurationError("token_ttl must be a positive number of seconds")
+    if max_body < 256:
+        raise ConfigurationError("max_body must be at least 256 bytes")
+    service = _Service(
+        store,
+        token_ttl=token_ttl,
+        resolver=ClientIPResolver(trusted_proxies),
+        issuer=issuer,
+        max_body=max_body,
+        throttle=login_throttle or LoginThrottle(),
+        realm=realm,
+        clock=clock,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if close_store:
+                await service.store.close()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return JSONResponse(
+            {"error": "invalid_request", "error_description": exc.detail},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    app = Starlette(
+        routes=[
+            Route("/login", service.login, methods=["POST"]),
+            Route("/introspect", service.introspect, methods=["POST"]),
+            Route("/revoke", service.revoke, methods=["POST"]),
+            Route("/.well-known/oauth-authorization-server", service.metadata, methods=["GET"]),
+            Route("/health", service.health, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error},
+        lifespan=lifespan,
+    )
+    app.state.bearerguard = service
+    return app

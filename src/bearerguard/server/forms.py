@@ -1,0 +1,218 @@
+"""Strict parsing of what a client sends to the auth service: forms and Basic auth.
+
+Pure functions, no I/O. Everything is bounded: the caller limits the body size, these
+limit the number and size of fields. Every refusal is a `BadRequest` carrying the RFC
+6749 §5.2 error code and a short description, never the offending value (it may be a
+secret).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes
+
+__all__ = [
+    "MAX_AUTHORIZATION_LENGTH",
+    "MAX_FIELDS",
+    "BadRequest",
+    "ClientCredentials",
+    "check_form_content_type",
+    "client_credentials",
+    "parse_basic",
+    "parse_form",
+    "parse_scope",
+    "too_long",
+]
+
+MAX_FIELDS = 16
+"""At most this many ``name=value`` pairs in a form."""
+
+MAX_AUTHORIZATION_LENGTH = 1024
+"""Longest ``Authorization`` header value accepted (key ids and secrets are short)."""
+
+MAX_CLIENT_ID_LENGTH = 128
+MAX_SECRET_LENGTH = 256
+
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+# RFC 7617 §2 / RFC 7235 §2.1: credentials = auth-scheme 1*SP token68
+_BASIC = re.compile(r"[Bb][Aa][Ss][Ii][Cc] +([A-Za-z0-9+/]+=*) *")
+
+
+class BadRequest(Exception):
+    """A request the service refuses: RFC 6749 §5.2 error code and description.
+
+    A plain exception (not a frozen dataclass): frameworks set attributes such as
+    ``__traceback__`` on exceptions they pass through.
+    """
+
+    def __init__(
+        self, error: str, description: str, status: int = 400, retry_after: int | None = None
+    ) -> None:
+        super().__init__(error, description)
+        self.error = error
+        self.description = description
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCredentials:
+    """A key id and secret as presented by a client (the secret is never printed)."""
+
+    key_id: str
+    secret: str = field(repr=False)
+
+
+def check_form_content_type(value: str | None) -> None:
+    """Accept only ``application/x-www-form-urlencoded`` (charset, if any, UTF-8).
+
+    RFC 6749 §4.4.2, RFC 7662 §2.1, RFC 7009 §2.1: parameters are sent in the
+    form-encoded entity-body.
+    """
+    wrong = BadRequest("invalid_request", "Content-Type must be application/x-www-form-urlencoded")
+    if value is None:
+        raise wrong
+    media, *params = (p.strip() for p in value.split(";"))
+    if media.lower() != "application/x-www-form-urlencoded":
+        raise wrong
+    for param in params:
+        name, _, val = param.partition("=")
+        if name.strip().lower() == "charset" and val.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            raise BadRequest("invalid_request", "Only the UTF-8 charset is supported")
+
+
+def _decode_component(raw: bytes) -> str:
+    # application/x-www-form-urlencoded: "+" is a space, then percent-decoding, then UTF-8.
+    try:
+        return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("invalid_request", "Form data is not valid UTF-8") from None
+
+
+def parse_form(body: bytes, *, max_fields: int = MAX_FIELDS) -> dict[str, str]:
+    """Parse an ``application/x-www-form-urlencoded`` body strictly.
+
+    RFC 6749 §3.1: parameters sent without a value are treated as omitted, and
+    "request and response parameters MUST NOT be included more than once" — a repeated
+    name is `invalid_request`. Raises BadRequest for too many fields, bytes outside
+    ASCII, invalid UTF-8 after percent-decoding, or control characters.
+    """
+    if not body.strip():
+        return {}
+    if not body.isascii():
+        raise BadRequest("invalid_request", "Form data must be ASCII (percent-encode the rest)")
+    pairs = [p for p in body.split(b"&") if p]
+    if len(pairs) > max_fields:
+        raise BadRequest("invalid_request", "Too many form parameters")
+    form: dict[str, str] = {}
+    seen: set[str] = set()
+    for pair in pairs:
+        raw_name, _, raw_value = pair.partition(b"=")
+        name = _decode_component(raw_name)
+        value = _decode_component(raw_value)
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name + value):
+            raise BadRequest("invalid_request", "Form data contains control characters")
+        if name in seen:
+            raise BadRequest("invalid_request", f"Parameter {_safe(name)} given more than once")
+        seen.add(name)
+        if value:
+            form[name] = value
+    return form
+
+
+def _safe(name: str) -> str:
+    # Parameter names are echoed in descriptions; keep them short and printable ASCII
+    # (RFC 6749 §5.2 limits error_description to %x20-21 / %x23-5B / %x5D-7E).
+    cleaned = "".join(c for c in name[:32] if 0x20 <= ord(c) <= 0x7E and c not in '"\\')
+    return repr(cleaned)
+
+
+def _percent_decode(text: str) -> str:
+    # RFC 6749 §2.3.1: client id and secret are encoded with the form-urlencoded
+    # algorithm before they are used as the Basic user-id and password.
+    return _decode_component(text.encode("ascii", "strict"))
+
+
+def parse_basic(values: Sequence[str]) -> ClientCredentials | None:
+    """Return the credentials of ``Authorization: Basic …``, None when there are none.
+
+    `values` holds every ``Authorization`` header. Another scheme counts as none.
+    Raises BadRequest for two headers, an over-long or malformed Basic header, bad
+    base64, or an empty key id.
+    """
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadRequest("invalid_request", "More than one Authorization header")
+    value = values[0]
+    if len(value) > MAX_AUTHORIZATION_LENGTH:
+        raise BadRequest("invalid_request", "Authorization header too long")
+    scheme = value.strip().split(" ", 1)[0].lower()
+    if scheme != "basic":
+        return None
+    m = _BASIC.fullmatch(value.strip())
+    if m is None:
+        raise BadRequest("invalid_request", "Malformed Basic credentials")
+    try:
+        decoded = base64.b64decode(m.group(1), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("invalid_request", "Malformed Basic credentials") from None
+    if not decoded.isascii() or b":" not in decoded:
+        # Percent-encoded credentials (RFC 6749 §2.3.1) are ASCII.
+        raise BadRequest("invalid_request", "Malformed Basic credentials")
+    user, _, password = decoded.decode("ascii").partition(":")
+    return _checked(_percent_decode(user), _percent_decode(password))
+
+
+def _checked(key_id: str, secret: str) -> ClientCredentials:
+    if not key_id:
+        raise BadRequest("invalid_request", "Empty client id")
+    return ClientCredentials(key_id, secret)
+
+
+def client_credentials(
+    authorization: Sequence[str], form: Mapping[str, str]
+) -> ClientCredentials | None:
+    """The client's credentials from Basic auth or ``client_id``/``client_secret``.
+
+    RFC 6749 §2.3: "The client MUST NOT use more than one authentication method in each
+    request" — both at once is `invalid_request`. Returns None for no credentials.
+    """
+    basic = parse_basic(authorization)
+    in_form = "client_id" in form or "client_secret" in form
+    if basic is not None and in_form:
+        raise BadRequest("invalid_request", "More than one client authentication method")
+    if basic is not None:
+        return basic
+    if not in_form:
+        return None
+    if "client_id" not in form:
+        raise BadRequest("invalid_request", "client_secret without client_id")
+    return _checked(form["client_id"], form.get("client_secret", ""))
+
+
+def parse_scope(value: str | None) -> frozenset[str] | None:
+    """The API names of a ``scope`` parameter, None when it was not given.
+
+    RFC 6749 §3.3: a space-delimited list of scope-tokens. Anything else is
+    `invalid_scope` ("invalid, unknown, malformed").
+    """
+    if value is None:
+        return None
+    names = value.split(" ")
+    if not all(_SCOPE_TOKEN.fullmatch(n) for n in names):
+        raise BadRequest("invalid_scope", "Malformed scope")
+    return frozenset(names)
+
+
+def too_long(creds: ClientCredentials) -> bool:
+    """Whether credentials are longer than any real key id or secret could be."""
+    return len(creds.key_id) > MAX_CLIENT_ID_LENGTH or len(creds.secret) > MAX_SECRET_LENGTH
