@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from .base import AsyncTokenBackend, Invalidation, InvalidationSource, TokenBackend
+from .breaker import CircuitBreaker
+from .introspection import IntrospectionBackend
 from .store import StoreBackend
 
 __all__ = [
     "AsyncTokenBackend",
+    "CircuitBreaker",
+    "IntrospectionBackend",
     "Invalidation",
     "InvalidationSource",
     "StoreBackend",

@@ -1,0 +1,530 @@
+"""`IntrospectionBackend`: ask an RFC 7662 token introspection endpoint.
+
+Works with any RFC 7662 server (``bearerguard serve``'s ``/introspect``, Authlib,
+Keycloak, …). The pure parts are plain functions: `introspection_form` builds the
+request body, `parse_introspection_response` checks and decodes the answer and
+`token_info_from_introspection` maps its members onto `TokenInfo`. The class adds the
+HTTP client and the resilience around it.
+
+Resilience defaults (all options of `IntrospectionBackend`):
+
+=====================  =========  ===================================================
+connect_timeout        2 s        per TCP/TLS connect
+read_timeout           2 s        per read (and write) on the socket
+budget                 4 s        whole lookup, retries and backoff included
+max_connections        16         pooled connections = introspection calls in flight;
+                                  more calls wait for one up to `connect_timeout`
+keepalive_expiry       4 s        below the 5 s idle timeout of uvicorn and others
+retries                2          only for connect failures, full-jitter backoff
+                                  (50 ms doubling, at most 500 ms), inside `budget`
+stale connection       1 retry    a reused keep-alive connection the server closed
+                                  under us (ReadError / RemoteProtocolError)
+breaker_threshold      5          consecutive failed lookups open the circuit
+breaker_reset          10 s       open time; then one probe call decides
+=====================  =========  ===================================================
+
+Give the middleware a `backend_timeout` at least as long as `budget` (its default, 5 s,
+is). Anything that is not a well-formed 200 JSON answer raises `BackendUnavailable`:
+never a crash, never an allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, Literal
+
+import httpx
+
+from ..clientip import normalize_ip
+from ..errors import BackendUnavailable, ConfigurationError
+from ..tokens import TokenInfo
+from .breaker import CircuitBreaker
+
+__all__ = [
+    "IntrospectionBackend",
+    "introspection_form",
+    "parse_introspection_response",
+    "token_info_from_introspection",
+]
+
+logger = logging.getLogger("bearerguard.introspection")
+
+ResponseMapper = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+_CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
+# What a keep-alive connection closed by the server under us looks like: the request
+# goes out on a dead socket, and reading (or writing) it fails.
+_STALE_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+
+def introspection_form(token: str) -> dict[str, str]:
+    """The RFC 7662 §2.1 request body (sent as application/x-www-form-urlencoded)."""
+    return {"token": token, "token_type_hint": "access_token"}
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def parse_introspection_response(status: int, content_type: str, body: bytes) -> dict[str, Any]:
+    """Check an introspection answer and return its JSON object.
+
+    Raises BackendUnavailable for a status other than 200, a content type that is not
+    JSON, a body that is not UTF-8 JSON, or JSON that is not an object. The message
+    never quotes the body (a broken server might echo the token).
+    """
+    if status != 200:
+        hint = " (check the backend's client_id and client_secret)" if status in (401, 403) else ""
+        raise BackendUnavailable(f"introspection endpoint answered HTTP {status}{hint}")
+    # RFC 7662 §2.2: the server responds with "application/json".
+    if not _is_json(content_type):
+        raise BackendUnavailable("introspection answer is not JSON (content type)")
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BackendUnavailable("introspection answer is malformed JSON") from exc
+    if not isinstance(data, dict):
+        raise BackendUnavailable("introspection answer is not a JSON object")
+    return data
+
+
+def _number(data: Mapping[str, Any], name: str) -> float | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BackendUnavailable(f"introspection member {name!r} is not a number")
+    return float(value)
+
+
+def _string(data: Mapping[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BackendUnavailable(f"introspection member {name!r} is not a string")
+    return value
+
+
+def token_info_from_introspection(
+    data: Mapping[str, Any], *, require_ip: bool = False, now: float | None = None
+) -> TokenInfo | None:
+    """Map an RFC 7662 §2.2 answer to `TokenInfo`, or None for an inactive token.
+
+    - ``active`` false or missing → None (RFC 7662: "active" is REQUIRED; anything but
+      true is not active);
+    - ``client_id`` (else ``sub``) → key_id; ``scope`` (space-separated) → apis;
+      ``exp`` → expires_at; the extension member ``ip`` → bound_ip (normalised);
+    - ``ttl`` or ``expires_in`` (extension members, seconds) → ttl, the sliding
+      lifetime. Without them ttl is ``exp - now``: an introspection counts as a use, so
+      for a sliding token that is its full lifetime, and the cache refreshes the token
+      at a third of it (a fixed-lifetime token just gets refreshed a little more often).
+    - no ``ip``: None when `require_ip`, else bound_ip None (binding not enforced).
+
+    Raises BackendUnavailable when a member has the wrong JSON type, an ``ip`` is not
+    an address, or an active token names no client.
+    """
+    active = data.get("active")
+    if active is None or active is False:
+        return None
+    if active is not True:
+        raise BackendUnavailable("introspection member 'active' is not a boolean")
+    key_id = _string(data, "client_id") or _string(data, "sub")
+    if not key_id:
+        raise BackendUnavailable("active token without client_id")
+    scope = _string(data, "scope")
+    apis = frozenset(scope.split()) if scope else frozenset()
+    exp = _number(data, "exp")
+    ttl = _number(data, "ttl")
+    if ttl is None:
+        ttl = _number(data, "expires_in")
+    if ttl is None and exp is not None:
+        remaining = exp - (time.time() if now is None else now)
+        ttl = remaining if remaining > 0 else None
+    if ttl is not None and ttl <= 0:
+        ttl = None
+    ip_text = _string(data, "ip")
+    bound_ip: str | None = None
+    if ip_text is None:
+        if require_ip:
+            return None
+    else:
+        bound_ip = normalize_ip(ip_text)
+        if bound_ip is None:
+            raise BackendUnavailable("introspection member 'ip' is not an IP address")
+    return TokenInfo(key_id, apis, bound_ip, exp, ttl, dict(data))
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rnd: float) -> float:
+    """Full-jitter backoff before retry `attempt` (1, 2, ...): rnd * min(cap, base * 2^(n-1))."""
+    return rnd * min(cap, base * 2.0 ** (attempt - 1))
+
+
+def classify_failure(
+    exc: Exception, *, new_connection: bool
+) -> Literal["connect", "stale", "fail"]:
+    """Which failures may be retried: connect failures, and one stale keep-alive."""
+    if isinstance(exc, _CONNECT_ERRORS):
+        return "connect"
+    if isinstance(exc, _STALE_ERRORS) and not new_connection:
+        return "stale"
+    return "fail"
+
+
+class _ConnTrace:
+    """httpcore trace hook: did this request open a new connection?"""
+
+    __slots__ = ("new_connection",)
+
+    def __init__(self) -> None:
+        self.new_connection = False
+
+    def __call__(self, name: str, info: Mapping[str, Any]) -> None:
+        if name.startswith("connection.connect_tcp"):
+            self.new_connection = True
+
+    async def acall(self, name: str, info: Mapping[str, Any]) -> None:
+        self(name, info)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _read_limited(chunks: Iterator[bytes], limit: int) -> bytes:
+    buf = bytearray()
+    for chunk in chunks:
+        buf += chunk
+        if len(buf) > limit:
+            raise _TooLarge
+    return bytes(buf)
+
+
+async def _aread_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    buf = bytearray()
+    async for chunk in chunks:
+        buf += chunk
+        if len(buf) > limit:
+            raise _TooLarge
+    return bytes(buf)
+
+
+def _positive(name: str, value: float) -> float:
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigurationError(f"{name} must be a positive number of seconds")
+    return float(value)
+
+
+class IntrospectionBackend:
+    """Look tokens up at an RFC 7662 introspection endpoint, sync and async.
+
+    ``IntrospectionBackend("https://auth.example/introspect", key_id, secret)``. The
+    resource server authenticates with HTTP Basic (RFC 7662 §2.1 leaves the method to
+    the server; ``bearerguard serve`` wants a key created with ``--introspect``).
+    `lookup` uses a pooled `httpx.Client`, `alookup` a pooled `httpx.AsyncClient`
+    created on first use in the running event loop (one loop per backend). Both share
+    one circuit breaker. Call `close()` / `await aclose()` when done.
+
+    Options (see the module docstring for the defaults and why):
+    `connect_timeout`, `read_timeout`, `budget` (total per lookup; default their sum),
+    `max_connections`, `keepalive_expiry`, `retries`, `breaker_threshold`,
+    `breaker_reset`, `max_response_bytes`, `verify` (httpx TLS verification),
+    `trust_env` (httpx: proxies from the environment).
+
+    `require_ip`: the auth service binds tokens to addresses and says so with the
+    extension member ``ip``. When an answer has no ``ip``: False (default) lets the
+    token through without an address check and logs a warning once; True treats the
+    token as inactive. `map_response(claims) -> claims` renames members of servers
+    that name things differently, before the standard mapping runs.
+
+    Security: the token travels in the POST body and the client secret in the
+    Authorization header; neither is logged. Use https outside loopback.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 2.0,
+        budget: float | None = None,
+        max_connections: int = 16,
+        keepalive_expiry: float = 4.0,
+        retries: int = 2,
+        breaker_threshold: int = 5,
+        breaker_reset: float = 10.0,
+        require_ip: bool = False,
+        map_response: ResponseMapper | None = None,
+        max_response_bytes: int = 64 * 1024,
+        verify: Any = True,
+        trust_env: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError) as exc:
+            raise ConfigurationError("introspection url is not a URL") from exc
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ConfigurationError("introspection url must be an absolute http(s) URL")
+        if not client_id or not client_secret:
+            raise ConfigurationError("client_id and client_secret are required")
+        if max_connections < 1:
+            raise ConfigurationError("max_connections must be at least 1")
+        if retries < 0:
+            raise ConfigurationError("retries must be zero or more")
+        if max_response_bytes < 64:
+            raise ConfigurationError("max_response_bytes is too small")
+        self.url = str(parsed)
+        self.connect_timeout = _positive("connect_timeout", connect_timeout)
+        self.read_timeout = _positive("read_timeout", read_timeout)
+        self.budget = _positive(
+            "budget", self.connect_timeout + self.read_timeout if budget is None else budget
+        )
+        self.retries = int(retries)
+        self.require_ip = require_ip
+        self.map_response = map_response
+        self.max_response_bytes = int(max_response_bytes)
+        self.breaker = CircuitBreaker(breaker_threshold, breaker_reset, clock=clock)
+        self._clock = clock
+        self._rng = random.Random()  # noqa: S311  (jitter, not secrecy)
+        self._backoff_base = 0.05
+        self._backoff_cap = 0.5
+        self._warned_no_ip = False
+        self._client_kwargs: dict[str, Any] = {
+            "auth": httpx.BasicAuth(client_id, client_secret),
+            "limits": httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=_positive("keepalive_expiry", keepalive_expiry),
+            ),
+            "timeout": self._timeouts(self.budget),
+            "verify": verify,
+            "trust_env": trust_env,
+            "follow_redirects": False,
+            "headers": {"Accept": "application/json"},
+        }
+        self._lock = threading.Lock()
+        self._client: httpx.Client | None = None
+        self._aclient: httpx.AsyncClient | None = None
+        self._aloop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"IntrospectionBackend({self.url!r})"
+
+    # -- pieces shared by both faces -------------------------------------------------
+
+    def _timeouts(self, remaining: float) -> httpx.Timeout:
+        rt = min(self.read_timeout, remaining)
+        ct = min(self.connect_timeout, remaining)
+        return httpx.Timeout(connect=ct, read=rt, write=rt, pool=ct)
+
+    def _admit(self) -> float:
+        """Pass the breaker or fail fast; return the lookup's deadline."""
+        if not self.breaker.acquire():
+            raise BackendUnavailable(
+                f"introspection circuit open; next try in {self.breaker.retry_in():.1f}s"
+            )
+        return self._clock() + self.budget
+
+    def _settle(self, ok: bool) -> None:
+        if ok:
+            before = self.breaker.state
+            self.breaker.success()
+            if before != "closed":
+                logger.info("introspection endpoint answers again: circuit closed")
+            return
+        before = self.breaker.state
+        after = self.breaker.failure()
+        if after == "open" and before != "open":
+            logger.warning(
+                "introspection endpoint failing: circuit open, failing fast for %gs",
+                self.breaker.reset_after,
+            )
+
+    def _next_delay(self, kind: str, attempt: int, stale_retried: bool, deadline: float) -> float:
+        """Seconds to wait before retrying, or -1 to give up."""
+        if kind == "stale":
+            return -1.0 if stale_retried else 0.0
+        if kind != "connect" or attempt > self.retries:
+            return -1.0
+        delay = backoff_delay(attempt, self._backoff_base, self._backoff_cap, self._rng.random())
+        if self._clock() + delay >= deadline:
+            return -1.0
+        return delay
+
+    def _interpret(self, status: int, content_type: str, body: bytes) -> TokenInfo | None:
+        data: Mapping[str, Any] = parse_introspection_response(status, content_type, body)
+        if self.map_response is not None:
+            try:
+                data = self.map_response(data)
+            except Exception as exc:
+                raise BackendUnavailable(f"map_response raised {type(exc).__name__}") from exc
+            if not isinstance(data, Mapping):
+                raise BackendUnavailable("map_response did not return a mapping")
+        info = token_info_from_introspection(data, require_ip=self.require_ip)
+        if data.get("active") is True and data.get("ip") is None and not self._warned_no_ip:
+            self._warned_no_ip = True
+            if self.require_ip:
+                logger.warning(
+                    "introspection endpoint %s gives no 'ip' member: tokens are refused "
+                    "(require_ip=True)",
+                    self.url,
+                )
+            else:
+                logger.warning(
+                    "introspection endpoint %s gives no 'ip' member: IP binding is NOT "
+                    "enforced (pass require_ip=True to refuse such tokens)",
+                    self.url,
+                )
+        return info
+
+    @staticmethod
+    def _failure(exc: Exception) -> BackendUnavailable:
+        if isinstance(exc, _TooLarge):
+            return BackendUnavailable("introspection answer too large")
+        if isinstance(exc, httpx.TimeoutException):
+            return BackendUnavailable(f"introspection timed out ({type(exc).__name__})")
+        # httpx messages name the host, never the body or headers.
+        return BackendUnavailable(f"introspection failed: {type(exc).__name__}: {exc}")
+
+    # -- sync face -------------------------------------------------------------------
+
+    def _sync_client(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(**self._client_kwargs)
+            return self._client
+
+    def _post(self, token: str, deadline: float) -> tuple[int, str, bytes]:
+        client = self._sync_client()
+        form = introspection_form(token)
+        attempt, stale_retried = 0, False
+        while True:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise BackendUnavailable(f"introspection budget of {self.budget:g}s spent")
+            trace = _ConnTrace()
+            try:
+                with client.stream(
+                    "POST",
+                    self.url,
+                    data=form,
+                    timeout=self._timeouts(remaining),
+                    extensions={"trace": trace},
+                ) as r:
+                    body = _read_limited(r.iter_bytes(), self.max_response_bytes)
+                    return r.status_code, r.headers.get("content-type", ""), body
+            except (httpx.HTTPError, _TooLarge) as exc:
+                kind = classify_failure(exc, new_connection=trace.new_connection)
+                attempt += kind == "connect"
+                delay = self._next_delay(kind, attempt, stale_retried, deadline)
+                if delay < 0:
+                    raise self._failure(exc) from exc
+                stale_retried |= kind == "stale"
+                logger.debug("introspection retry after %s", type(exc).__name__)
+                if delay:
+                    time.sleep(delay)
+
+    def lookup(self, token: str) -> TokenInfo | None:
+        """Introspect `token`; None if inactive. Raises BackendUnavailable."""
+        deadline = self._admit()
+        ok = False
+        try:
+            status, ctype, body = self._post(token, deadline)
+            info = self._interpret(status, ctype, body)
+            ok = True
+            return info
+        finally:
+            self._settle(ok)
+
+    def close(self) -> None:
+        """Close the sync client's connections (the async client: `aclose`)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def __enter__(self) -> IntrospectionBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- async face ------------------------------------------------------------------
+
+    def _async_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._aclient is None or self._aloop is not loop:
+            if self._aclient is not None:
+                logger.warning("IntrospectionBackend used from a second event loop: new client")
+            self._aclient = httpx.AsyncClient(**self._client_kwargs)
+            self._aloop = loop
+        return self._aclient
+
+    async def _apost(self, token: str, deadline: float) -> tuple[int, str, bytes]:
+        client = self._async_client()
+        form = introspection_form(token)
+        attempt, stale_retried = 0, False
+        while True:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise BackendUnavailable(f"introspection budget of {self.budget:g}s spent")
+            trace = _ConnTrace()
+            try:
+                async with client.stream(
+                    "POST",
+                    self.url,
+                    data=form,
+                    timeout=self._timeouts(remaining),
+                    extensions={"trace": trace.acall},
+                ) as r:
+                    body = await _aread_limited(r.aiter_bytes(), self.max_response_bytes)
+                    return r.status_code, r.headers.get("content-type", ""), body
+            except (httpx.HTTPError, _TooLarge) as exc:
+                kind = classify_failure(exc, new_connection=trace.new_connection)
+                attempt += kind == "connect"
+                delay = self._next_delay(kind, attempt, stale_retried, deadline)
+                if delay < 0:
+                    raise self._failure(exc) from exc
+                stale_retried |= kind == "stale"
+                logger.debug("introspection retry after %s", type(exc).__name__)
+                if delay:
+                    await asyncio.sleep(delay)
+
+    async def alookup(self, token: str) -> TokenInfo | None:
+        """Async face of `lookup`; never blocks the event loop."""
+        deadline = self._admit()
+        ok = False
+        try:
+            status, ctype, body = await self._apost(token, deadline)
+            info = self._interpret(status, ctype, body)
+            ok = True
+            return info
+        finally:
+            # A cancelled call (the caller's deadline) counts as a failure too.
+            self._settle(ok)
+
+    async def aclose(self) -> None:
+        """Close the async client (from its event loop) and the sync client."""
+        client, self._aclient, self._aloop = self._aclient, None, None
+        if client is not None:
+            await client.aclose()
+        self.close()
+
+    async def __aenter__(self) -> IntrospectionBackend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
