@@ -1,0 +1,244 @@
+"""A real ``bearerguard serve`` subprocess for tests (shared by several test suites).
+
+    with LiveService(token_ttl=5) as svc:           # temp SQLite file by default
+        key_id, secret = svc.create_key(["dns"])    # via `bearerguard keys create --json`
+        httpx.post(svc.base_url + "/login", ...)
+        svc.stop(); svc.start()                     # restart on the same port
+
+The service listens on a free port on 127.0.0.1. `stop()` also checks that no secret
+registered with `helpers.remember_secret` appears in the server's output. Nothing is
+counted here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from helpers import SECRETS, remember_secret
+
+__all__ = ["LiveService", "free_port", "live_service", "run_cli"]
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago on `host`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("BEARERGUARD_STORE", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_cli(
+    args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m bearerguard ARGS`` to completion; return the finished process.
+
+    `env` adds to (and overrides) the environment; ``BEARERGUARD_STORE`` is removed
+    from the inherited one so tests choose their store explicitly.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "bearerguard", *args],
+        capture_output=True,
+        text=True,
+        env=_env(env),
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+class _PortTaken(Exception):
+    pass
+
+
+class LiveService:
+    """``bearerguard serve`` as a subprocess on 127.0.0.1 (see module docstring).
+
+    `store_url` defaults to a fresh SQLite file in a temporary directory (removed on
+    exit). `extra_args` go to ``serve`` as they are (e.g. ``["--trusted-proxy", …]``).
+    """
+
+    def __init__(
+        self,
+        store_url: str | None = None,
+        *,
+        token_ttl: float = 300,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if store_url is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="bearerguard-live-")
+            store_url = "sqlite:///" + str(Path(self._tmp.name) / "bearerguard.db")
+        self.store_url = store_url
+        self.token_ttl = token_ttl
+        self.host = host
+        self._auto_port = port is None
+        self.port = port or free_port(host)
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: tempfile._TemporaryFileWrapper[bytes] | None = None
+        self._outputs: list[str] = []
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> LiveService:
+        """Start the server (again) on the same port and wait until /health answers."""
+        if self.proc is not None:
+            raise RuntimeError("already running")
+        for _ in range(3):
+            try:
+                return self._start_once()
+            except _PortTaken:
+                # Someone took the free port between our probe and the server's bind.
+                if not self._auto_port:
+                    raise RuntimeError(f"port {self.port} is in use") from None
+                self.port = free_port(self.host)
+        raise RuntimeError("could not find a free port")
+
+    def _start_once(self) -> LiveService:
+        self._log = tempfile.NamedTemporaryFile(prefix="bearerguard-serve-", suffix=".log")
+        # fmt: off
+        cmd = [
+            sys.executable, "-m", "bearerguard", "serve",
+            "--host", self.host, "--port", str(self.port),
+            "--store", self.store_url, "--token-ttl", str(self.token_ttl),
+            *self.extra_args,
+        ]
+        # fmt: on
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_env(),
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    out = self._collect()
+                    if "cannot listen" in out:
+                        raise _PortTaken
+                    raise RuntimeError(f"bearerguard serve exited early:\n{out}")
+                try:
+                    if client.get(self.base_url + "/health").status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"bearerguard serve did not become healthy:\n{self.output}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL) and check its output for secrets."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=STOP_TIMEOUT)
+        self._collect()
+        leaked = [s for s in SECRETS if s in self.output]
+        assert not leaked, "a token or secret appeared in the server's output"
+
+    def _collect(self) -> str:
+        if self._log is not None:
+            self._log.seek(0)
+            self._outputs.append(self._log.read().decode("utf-8", "replace"))
+            self._log.close()
+            self._log = None
+        if self.proc is not None and self.proc.poll() is not None:
+            self.proc = None
+        return self.output
+
+    @property
+    def output(self) -> str:
+        """Everything the server printed so far (all runs, finished ones only)."""
+        return "".join(self._outputs)
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
+
+    def __enter__(self) -> LiveService:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- key management through the real CLI ------------------------------------------
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``bearerguard ARGS --store <this store>``."""
+        return run_cli([*args, "--store", self.store_url])
+
+    def create_key(self, apis: Sequence[str], introspect: bool = False) -> tuple[str, str]:
+        """Create a key with `bearerguard keys create --json`; return (key_id, secret)."""
+        args = ["keys", "create", "--json"]
+        for api in apis:
+            args += ["--api", api]
+        if introspect:
+            args.append("--introspect")
+        done = self.cli(*args)
+        if done.returncode != 0:
+            raise RuntimeError(f"keys create failed: {done.stderr.strip()}")
+        data = json.loads(done.stdout)
+        return data["key_id"], remember_secret(data["secret"])
+
+    def revoke_key(self, key_id: str) -> bool:
+        """Revoke a key with `bearerguard keys revoke`; True if it existed."""
+        return self.cli("keys", "revoke", key_id).returncode == 0
+
+
+@contextmanager
+def live_service(store_url: str | None = None, **options: object) -> Iterator[LiveService]:
+    """`LiveService` as a context manager (keyword options as for LiveService)."""
+    svc = LiveService(store_url, **options)  # type: ignore[arg-type]
+    with svc:
+        yield svc
