@@ -1,6 +1,12 @@
-"""Stores of keys and tokens, opened by URL: ``memory://``, ``sqlite:///…``, ``redis://…``."""
+"""Stores of keys and tokens, opened by URL: ``memory://``, ``sqlite:///…``, ``redis://…``.
+
+`RedisStore` needs the ``redis`` extra (``pip install bearerguard[redis]``); it is
+imported only when used.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
 from .base import (
@@ -11,21 +17,60 @@ from .base import (
     TokenStore,
 )
 from .memory import MemoryStore
+from .sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from .redis import RedisStore
 
 __all__ = [
     "AsyncTokenStore",
     "KeyRecord",
     "MemoryStore",
+    "RedisStore",
+    "SQLiteStore",
     "StoreUnavailable",
     "TokenRecord",
     "TokenStore",
     "open_store",
 ]
 
+_HINT = "use memory://, sqlite:///relative.db, sqlite:////absolute.db or redis://host:port/db"
 
-def open_store(url: str) -> MemoryStore:
-    """Open the store named by `url`; raise ConfigurationError for a bad URL."""
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+
+def open_store(url: str) -> MemoryStore | SQLiteStore | RedisStore:
+    """Open the store named by `url`.
+
+    Raises ConfigurationError (one line) for a bad URL or a missing driver, and
+    StoreUnavailable when a SQLite file cannot be opened. A Redis store connects
+    lazily: call ``ping()`` to check the server answers.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(f"bad store URL {url!r}: {_HINT}")
+    scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
+        if url.lower() != "memory://":
+            raise ConfigurationError(f"bad store URL {url!r}: memory:// takes no path")
         return MemoryStore(url)
-    raise ConfigurationError(f"unsupported store URL: {url!r} (use memory://)")
+    if scheme == "sqlite":
+        return SQLiteStore(url)
+    if scheme in ("redis", "rediss"):
+        redis_store = _redis_store_class()
+        return redis_store(url)
+    raise ConfigurationError(f"unsupported store URL {url!r}: {_HINT}")
+
+
+def _redis_store_class() -> type[RedisStore]:
+    try:
+        from .redis import RedisStore
+    except ImportError:
+        raise ConfigurationError(
+            "redis:// stores need the redis package: pip install 'bearerguard[redis]'"
+        ) from None
+    return RedisStore
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy export: importing bearerguard.stores must not require the redis package.
+    if name == "RedisStore":
+        return _redis_store_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

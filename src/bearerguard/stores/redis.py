@@ -1,0 +1,640 @@
+"""`redis://host:port/db`: keys and tokens in Redis, shared by any number of machines.
+
+Layout (all names under one prefix, ``bearerguard`` by default; see the key-name
+functions below):
+
+* ``<p>:token:<digest>`` — a token record (JSON), expiring natively: ``PX`` is the
+  token's sliding TTL, renewed by every `touch_token`;
+* ``<p>:apikey:<key_id>`` — a key record (hash; the secret only as its SHA-256 digest);
+* ``<p>:keytokens:<key_id>`` — the digests of the key's tokens, so revoking the key can
+  delete them all (stale entries are pruned a few at a time on each new token);
+* ``<p>:keys`` — every key id, scored by creation time, for `list_keys`;
+* channel ``<p>:invalidate`` — every revocation is published there (``token:<digest>``
+  or ``key:<key_id>``), and `subscribe` listens to it.
+
+Lookup-and-extend, token insertion (which checks the key still exists) and both
+revocations are Lua scripts: one round trip each, atomic on the server. The scripts
+name keys they compute, so the store runs on a single Redis (or a Sentinel-managed
+primary), not on Redis Cluster.
+
+Expiry is measured on the Redis server's clock: a token lives `ttl` seconds after it
+was stored or last touched. The `now` arguments only fill in ``expires_at`` of the
+records returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..errors import ConfigurationError
+from ..tokens import Invalidation, fingerprint
+from .base import (
+    KeyRecord,
+    StoreUnavailable,
+    TokenRecord,
+    digest_secret,
+    new_key_id,
+    new_secret,
+)
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "RedisStore",
+    "apikey_key",
+    "invalidation_channel",
+    "key_tokens_key",
+    "keys_index_key",
+    "token_key",
+]
+
+logger = logging.getLogger("bearerguard.stores.redis")
+
+DEFAULT_PREFIX = "bearerguard"
+
+
+# -- key names: plain functions --------------------------------------------------------
+def token_key(digest: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Redis key of one token record."""
+    return f"{prefix}:token:{digest}"
+
+
+def apikey_key(key_id: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Redis key of one API key record."""
+    return f"{prefix}:apikey:{key_id}"
+
+
+def key_tokens_key(key_id: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Redis key of the set of token digests issued to one API key."""
+    return f"{prefix}:keytokens:{key_id}"
+
+
+def keys_index_key(prefix: str = DEFAULT_PREFIX) -> str:
+    """Redis key of the sorted set of all key ids (score: creation time)."""
+    return f"{prefix}:keys"
+
+
+def invalidation_channel(prefix: str = DEFAULT_PREFIX) -> str:
+    """Pub/sub channel on which every revocation is announced."""
+    return f"{prefix}:invalidate"
+
+
+def encode_invalidation(event: Invalidation) -> str:
+    """``token:<digest>`` or ``key:<key_id>``."""
+    return f"{event.kind}:{event.value}"
+
+
+def decode_invalidation(data: bytes | str) -> Invalidation | None:
+    """Parse a published revocation; None for anything else."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    kind, sep, value = text.partition(":")
+    if not sep or not value:
+        return None
+    if kind == "token":
+        return Invalidation("token", value)
+    if kind == "key":
+        return Invalidation("key", value)
+    return None
+
+
+# -- records <-> Redis values ----------------------------------------------------------
+def _ttl_ms(ttl: float) -> int:
+    return max(1, round(ttl * 1000))
+
+
+def encode_token(record: TokenRecord) -> str:
+    """JSON of a token record without its digest (the key name) and expiry (the TTL)."""
+    return json.dumps(
+        {
+            "k": record.key_id,
+            "a": sorted(record.apis),
+            "ip": record.bound_ip,
+            "iat": record.issued_at,
+            "ttl": record.ttl,
+            "ttl_ms": _ttl_ms(record.ttl),
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_token(digest: str, value: bytes | str, expires_at: float) -> TokenRecord:
+    """A token record from its JSON; ValueError for garbage."""
+    data = json.loads(value)
+    if not isinstance(data, dict):
+        raise ValueError("token record is not an object")
+    apis = data["a"]
+    if not isinstance(apis, list) or not all(isinstance(a, str) for a in apis):
+        raise ValueError("token apis is not a list of strings")
+    return TokenRecord(
+        digest=digest,
+        key_id=str(data["k"]),
+        apis=frozenset(apis),
+        bound_ip=str(data["ip"]),
+        issued_at=float(data["iat"]),
+        ttl=float(data["ttl"]),
+        expires_at=expires_at,
+    )
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, (bytes, str)):
+        raise ValueError("expected a string reply")
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def decode_key(key_id: str, fields: dict[Any, Any]) -> KeyRecord | None:
+    """A key record from its hash (None for an empty hash); ValueError for garbage."""
+    if not fields:
+        return None
+    f = {_text(k): _text(v) for k, v in fields.items()}
+    apis = json.loads(f["apis"])
+    if not isinstance(apis, list) or not all(isinstance(a, str) for a in apis):
+        raise ValueError("key apis is not a list of strings")
+    return KeyRecord(
+        key_id=key_id,
+        apis=frozenset(apis),
+        introspect=f["introspect"] == "1",
+        created_at=float(f["created_at"]),
+        secret_digest=f["secret_digest"],
+    )
+
+
+def _key_fields(record: KeyRecord) -> dict[Any, Any]:
+    return {
+        "secret_digest": record.secret_digest,
+        "apis": json.dumps(sorted(record.apis), separators=(",", ":")),
+        "introspect": "1" if record.introspect else "0",
+        "created_at": repr(record.created_at),
+    }
+
+
+# -- Lua scripts -----------------------------------------------------------------------
+# KEYS[1] token. Returns the record and renews its TTL, or nil.
+_LUA_TOUCH = """
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local ok, rec = pcall(cjson.decode, v)
+if ok and type(rec) == 'table' and tonumber(rec['ttl_ms']) then
+  redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(rec['ttl_ms'])))
+end
+return v
+"""
+
+# KEYS[1] token, KEYS[2] apikey, KEYS[3] keytokens; ARGV json, ttl_ms, digest, token
+# prefix. Stores nothing (returns 0) when the key is gone, so a login racing with a key
+# revocation cannot leave a live token behind. Prunes a few expired index entries.
+_LUA_PUT = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[3])
+local sample = redis.call('SRANDMEMBER', KEYS[3], 8)
+for _, d in ipairs(sample) do
+  if redis.call('EXISTS', ARGV[4] .. d) == 0 then redis.call('SREM', KEYS[3], d) end
+end
+return 1
+"""
+
+# KEYS[1] apikey, KEYS[2] keytokens, KEYS[3] keys index; ARGV key_id, token prefix,
+# channel, message. Returns {key found, tokens deleted}.
+_LUA_REVOKE_KEY = """
+local found = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+local n = 0
+for _, d in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  n = n + redis.call('DEL', ARGV[2] .. d)
+end
+redis.call('DEL', KEYS[2])
+if found + n > 0 then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+return {found, n}
+"""
+
+# KEYS[1] token; ARGV digest, keytokens prefix, channel, message. Returns 1 if deleted.
+_LUA_REVOKE_ONE = """
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+redis.call('DEL', KEYS[1])
+local ok, rec = pcall(cjson.decode, v)
+if ok and type(rec) == 'table' and type(rec['k']) == 'string' then
+  redis.call('SREM', ARGV[2] .. rec['k'], ARGV[1])
+end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+
+
+class _Scripts:
+    """The Lua scripts registered on one client (sync or async)."""
+
+    def __init__(self, client: Any) -> None:
+        self.touch = client.register_script(_LUA_TOUCH)
+        self.put = client.register_script(_LUA_PUT)
+        self.revoke_key = client.register_script(_LUA_REVOKE_KEY)
+        self.revoke_token = client.register_script(_LUA_REVOKE_ONE)
+
+
+class RedisStore:
+    """A store in Redis; sync face on `redis.Redis`, async face on `redis.asyncio.Redis`.
+
+    ``RedisStore("redis://127.0.0.1:6379/0", timeout=2.0, prefix="bearerguard")``.
+    `timeout` bounds connecting and each reply (seconds); a call fails over to one
+    reconnect, then raises StoreUnavailable. No I/O happens at construction: call
+    `ping()` to check the server is there.
+
+    The async client is created on first use inside a running event loop and belongs
+    to that loop: close it with ``await store.aclose()`` from the same loop. Each loop
+    that uses the store gets its own client.
+
+    `subscribe(callback)` starts a background thread listening on the invalidation
+    channel; it sees revocations from every process using the same Redis, reconnects
+    with backoff after Redis restarts (revocations published while it is disconnected
+    are missed: the middleware's cache lifetime bounds those), and stops when the
+    returned function is called or the store is closed.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 2.0, prefix: str = DEFAULT_PREFIX) -> None:
+        if not timeout > 0:
+            raise ConfigurationError("Redis timeout must be a positive number of seconds")
+        if not prefix or any(c.isspace() for c in prefix):
+            raise ConfigurationError("Redis key prefix must be non-empty, without spaces")
+        self.url = url
+        self.prefix = prefix
+        self.timeout = float(timeout)
+        self._options: dict[str, Any] = {
+            "socket_connect_timeout": self.timeout,
+            "socket_timeout": self.timeout,
+        }
+        try:
+            self._client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **self._options)
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"bad Redis store URL {url!r}: {exc}") from None
+        self._scripts = _Scripts(self._client)
+        self._aclients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[aredis.Redis, _Scripts]
+        ] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._listeners: set[_Listener] = set()
+        self._closed = False
+
+    # -- plumbing ---------------------------------------------------------------------
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Translate driver errors at one boundary: all become StoreUnavailable."""
+        if self._closed:
+            raise StoreUnavailable("Redis store is closed")
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis store {what} failed: {type(exc).__name__}") from exc
+        except OSError as exc:
+            raise StoreUnavailable(f"Redis store {what} failed: {exc}") from exc
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StoreUnavailable(f"Redis store {what} returned bad data") from exc
+
+    def _aclient(self) -> tuple[aredis.Redis, _Scripts]:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._aclients.get(loop)
+            if entry is None:
+                client = aredis.Redis.from_url(
+                    self.url, retry=AsyncRetry(NoBackoff(), 1), **self._options
+                )
+                entry = self._aclients[loop] = (client, _Scripts(client))
+        return entry
+
+    def _token_args(self, record: TokenRecord) -> tuple[list[str], list[str | int]]:
+        keys = [
+            token_key(record.digest, self.prefix),
+            apikey_key(record.key_id, self.prefix),
+            key_tokens_key(record.key_id, self.prefix),
+        ]
+        args: list[str | int] = [
+            encode_token(record),
+            _ttl_ms(record.ttl),
+            record.digest,
+            token_key("", self.prefix),
+        ]
+        return keys, args
+
+    def _revoke_key_args(self, key_id: str) -> tuple[list[str], list[str]]:
+        keys = [
+            apikey_key(key_id, self.prefix),
+            key_tokens_key(key_id, self.prefix),
+            keys_index_key(self.prefix),
+        ]
+        args = [
+            key_id,
+            token_key("", self.prefix),
+            invalidation_channel(self.prefix),
+            encode_invalidation(Invalidation("key", key_id)),
+        ]
+        return keys, args
+
+    def _revoke_token_args(self, digest: str) -> tuple[list[str], list[str]]:
+        keys = [token_key(digest, self.prefix)]
+        args = [
+            digest,
+            key_tokens_key("", self.prefix),
+            invalidation_channel(self.prefix),
+            encode_invalidation(Invalidation("token", digest)),
+        ]
+        return keys, args
+
+    def _new_key(
+        self, apis: Iterable[str], introspect: bool, now: float | None
+    ) -> tuple[KeyRecord, str]:
+        secret = new_secret()
+        record = KeyRecord(
+            key_id=new_key_id(),
+            apis=frozenset(apis),
+            introspect=introspect,
+            created_at=time.time() if now is None else now,
+            secret_digest=digest_secret(secret),
+        )
+        return record, secret
+
+    # -- keys -------------------------------------------------------------------------
+    def create_key(
+        self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+    ) -> tuple[KeyRecord, str]:
+        record, secret = self._new_key(apis, introspect, now)
+        with self._errors("create_key"):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hset(apikey_key(record.key_id, self.prefix), mapping=_key_fields(record))
+            pipe.zadd(keys_index_key(self.prefix), {record.key_id: record.created_at})
+            pipe.execute()
+        return record, secret
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        with self._errors("get_key"):
+            return decode_key(key_id, self._client.hgetall(apikey_key(key_id, self.prefix)))
+
+    def list_keys(self) -> list[KeyRecord]:
+        with self._errors("list_keys"):
+            ids = [_text(i) for i in self._client.zrange(keys_index_key(self.prefix), 0, -1)]
+            pipe = self._client.pipeline(transaction=False)
+            for key_id in ids:
+                pipe.hgetall(apikey_key(key_id, self.prefix))
+            found = pipe.execute() if ids else []
+            return _sorted_keys(ids, found)
+
+    def revoke_key(self, key_id: str) -> bool:
+        keys, args = self._revoke_key_args(key_id)
+        with self._errors("revoke_key"):
+            found, _n = self._scripts.revoke_key(keys=keys, args=args)
+        return bool(found)
+
+    # -- tokens -----------------------------------------------------------------------
+    def put_token(self, record: TokenRecord) -> None:
+        """Store a newly issued token (TTL = its `ttl`), unless its key is gone."""
+        keys, args = self._token_args(record)
+        with self._errors("put_token"):
+            self._scripts.put(keys=keys, args=args)
+
+    def touch_token(self, digest: str, now: float) -> TokenRecord | None:
+        with self._errors("touch_token"):
+            value = self._scripts.touch(keys=[token_key(digest, self.prefix)])
+            if value is None:
+                return None
+            record = decode_token(digest, value, now)
+            return record.touched(now)
+
+    def get_token(self, digest: str, now: float) -> TokenRecord | None:
+        with self._errors("get_token"):
+            pipe = self._client.pipeline(transaction=True)
+            key = token_key(digest, self.prefix)
+            pipe.get(key)
+            pipe.pttl(key)
+            value, pttl = pipe.execute()
+            if value is None or pttl is None or pttl == -2:
+                return None
+            remaining = pttl / 1000 if pttl >= 0 else 0.0
+            return decode_token(digest, value, now + remaining)
+
+    def revoke_token(self, digest: str) -> bool:
+        keys, args = self._revoke_token_args(digest)
+        with self._errors("revoke_token"):
+            return bool(self._scripts.revoke_token(keys=keys, args=args))
+
+    # -- invalidations ----------------------------------------------------------------
+    def subscribe(self, callback: Callable[[Invalidation], None]) -> Callable[[], None]:
+        """Call `callback(Invalidation)` from a background thread for every revocation.
+
+        Returns after the first attempt to subscribe (at most about `timeout` seconds),
+        whether or not Redis answered: the thread keeps retrying with backoff.
+        """
+        if self._closed:
+            raise StoreUnavailable("Redis store is closed")
+        client = redis.Redis.from_url(self.url, **self._options)
+        listener = _Listener(client, invalidation_channel(self.prefix), callback)
+        with self._lock:
+            self._listeners.add(listener)
+        listener.start()
+        listener.first_attempt.wait(self.timeout * 2 + 1)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._listeners.discard(listener)
+            listener.stop()
+
+        return unsubscribe
+
+    # -- lifecycle --------------------------------------------------------------------
+    def ping(self) -> None:
+        with self._errors("ping"):
+            self._client.ping()
+
+    def close(self) -> None:
+        """Stop listeners and close the sync client (async clients: `aclose`)."""
+        self._closed = True
+        with self._lock:
+            listeners = list(self._listeners)
+            self._listeners.clear()
+        for listener in listeners:
+            listener.stop()
+        with suppress(redis.RedisError, OSError):
+            self._client.close()
+
+    # -- async face -------------------------------------------------------------------
+    async def acreate_key(
+        self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+    ) -> tuple[KeyRecord, str]:
+        record, secret = self._new_key(apis, introspect, now)
+        with self._errors("create_key"):
+            client, _ = self._aclient()
+            pipe = client.pipeline(transaction=True)
+            pipe.hset(apikey_key(record.key_id, self.prefix), mapping=_key_fields(record))
+            pipe.zadd(keys_index_key(self.prefix), {record.key_id: record.created_at})
+            await pipe.execute()
+        return record, secret
+
+    async def aget_key(self, key_id: str) -> KeyRecord | None:
+        with self._errors("get_key"):
+            client, _ = self._aclient()
+            return decode_key(key_id, await client.hgetall(apikey_key(key_id, self.prefix)))
+
+    async def alist_keys(self) -> list[KeyRecord]:
+        with self._errors("list_keys"):
+            client, _ = self._aclient()
+            raw = await client.zrange(keys_index_key(self.prefix), 0, -1)
+            ids = [_text(i) for i in raw]
+            pipe = client.pipeline(transaction=False)
+            for key_id in ids:
+                pipe.hgetall(apikey_key(key_id, self.prefix))
+            found = await pipe.execute() if ids else []
+            return _sorted_keys(ids, found)
+
+    async def arevoke_key(self, key_id: str) -> bool:
+        keys, args = self._revoke_key_args(key_id)
+        with self._errors("revoke_key"):
+            _, scripts = self._aclient()
+            found, _n = await scripts.revoke_key(keys=keys, args=args)
+        return bool(found)
+
+    async def aput_token(self, record: TokenRecord) -> None:
+        keys, args = self._token_args(record)
+        with self._errors("put_token"):
+            _, scripts = self._aclient()
+            await scripts.put(keys=keys, args=args)
+
+    async def atouch_token(self, digest: str, now: float) -> TokenRecord | None:
+        with self._errors("touch_token"):
+            _, scripts = self._aclient()
+            value = await scripts.touch(keys=[token_key(digest, self.prefix)])
+            if value is None:
+                return None
+            return decode_token(digest, value, now).touched(now)
+
+    async def aget_token(self, digest: str, now: float) -> TokenRecord | None:
+        with self._errors("get_token"):
+            client, _ = self._aclient()
+            pipe = client.pipeline(transaction=True)
+            key = token_key(digest, self.prefix)
+            pipe.get(key)
+            pipe.pttl(key)
+            value, pttl = await pipe.execute()
+            if value is None or pttl is None or pttl == -2:
+                return None
+            remaining = pttl / 1000 if pttl >= 0 else 0.0
+            return decode_token(digest, value, now + remaining)
+
+    async def arevoke_token(self, digest: str) -> bool:
+        keys, args = self._revoke_token_args(digest)
+        with self._errors("revoke_token"):
+            _, scripts = self._aclient()
+            return bool(await scripts.revoke_token(keys=keys, args=args))
+
+    async def aping(self) -> None:
+        with self._errors("ping"):
+            client, _ = self._aclient()
+            await client.ping()
+
+    async def aclose(self) -> None:
+        """Close this loop's async client, then everything `close` closes."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._aclients.pop(loop, None)
+        if entry is not None:
+            with suppress(redis.RedisError, OSError):
+                await entry[0].aclose()
+        self.close()
+
+
+def _sorted_keys(ids: list[str], found: list[Any]) -> list[KeyRecord]:
+    records = [decode_key(key_id, fields) for key_id, fields in zip(ids, found, strict=True)]
+    present = [r for r in records if r is not None]
+    return sorted(present, key=lambda k: (k.created_at, k.key_id))
+
+
+class _Listener(threading.Thread):
+    """Listens on the invalidation channel until stopped; reconnects with backoff."""
+
+    _BACKOFF_MIN = 0.05
+    _BACKOFF_MAX = 1.0
+
+    def __init__(
+        self, client: redis.Redis, channel: str, callback: Callable[[Invalidation], None]
+    ) -> None:
+        super().__init__(name="bearerguard-redis-invalidations", daemon=True)
+        self._client = client
+        self._channel = channel
+        self._callback = callback
+        self._stop_event = threading.Event()
+        self.first_attempt = threading.Event()
+        self.subscribed = threading.Event()
+
+    def run(self) -> None:
+        backoff = self._BACKOFF_MIN
+        try:
+            while not self._stop_event.is_set():
+                try:
+                    self._listen()
+                except (redis.RedisError, OSError) as exc:
+                    self.subscribed.clear()
+                    logger.warning(
+                        "invalidation listener lost Redis (%s); retrying in %.2fs",
+                        type(exc).__name__,
+                        backoff,
+                    )
+                else:
+                    backoff = self._BACKOFF_MIN
+                finally:
+                    self.first_attempt.set()
+                if self._stop_event.wait(backoff):
+                    break
+                backoff = min(backoff * 2, self._BACKOFF_MAX)
+        finally:
+            with suppress(redis.RedisError, OSError):
+                self._client.close()
+
+    def _listen(self) -> None:
+        pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(self._channel)
+            while not self._stop_event.is_set():
+                message = pubsub.get_message(timeout=0.2)
+                if message is None:
+                    continue
+                kind = message.get("type")
+                if kind == "subscribe":
+                    # Confirmed by the server: publications from now on reach us.
+                    self.subscribed.set()
+                    self.first_attempt.set()
+                elif kind == "message":
+                    event = decode_invalidation(message["data"])
+                    if event is not None:
+                        self._deliver(event)
+        finally:
+            with suppress(redis.RedisError, OSError):
+                pubsub.close()
+
+    def _deliver(self, event: Invalidation) -> None:
+        try:
+            self._callback(event)
+        except Exception as exc:
+            # The listener must survive a faulty callback. The event's value may be a
+            # token digest: log only its fingerprint.
+            label = event.value if event.kind == "key" else fingerprint(event.value)
+            logger.error(
+                "invalidation callback raised %s for %s %s",
+                type(exc).__name__,
+                event.kind,
+                label,
+            )
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self is not threading.current_thread() and self.is_alive():
+            self.join(timeout=5)
