@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from helpers import remember_secret
 from introspection_support import CLIENT_ID, Harness, ScriptedServer, Tokens
 
 from bearerguard.backends import IntrospectionBackend
+from helpers import remember_secret
 
 
 @pytest.fixture

@@ -32,10 +32,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from helpers import remember_secret
-
 from bearerguard import BearerGuardMiddleware, WSGIBearerGuard
 from bearerguard.backends import IntrospectionBackend
+from helpers import remember_secret
 
 CLIENT_ID = "resource-server"
 
@@ -182,9 +181,8 @@ class ScriptedServer:
             return False
         if mode == "drop_reused" and n >= 2:
             return False
-        if mode == "slow":
-            if stop.wait(self.delay):
-                return False
+        if mode == "slow" and stop.wait(self.delay):
+            return False
         expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{self.secret}".encode()).decode()
         if not hmac.compare_digest(headers.get("authorization", ""), expected):
             with self._lock:

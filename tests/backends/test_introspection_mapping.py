@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import FakeClock
 
 from bearerguard.backends.breaker import CircuitBreaker
 from bearerguard.backends.introspection import (
@@ -16,6 +15,7 @@ from bearerguard.backends.introspection import (
     token_info_from_introspection,
 )
 from bearerguard.errors import BackendUnavailable, ConfigurationError
+from helpers import FakeClock
 
 NOW = 1_700_000_000.0
 
