@@ -8,6 +8,7 @@ backends under ASGI; asyncio tasks for async backends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
@@ -64,8 +65,13 @@ class SyncCaller:
         self._lock = threading.Lock()
         self._flights: dict[str, Future[Any]] = {}
 
-    def _start(self, lk: Lookup) -> tuple[Future[Any], bool]:
-        """Return the flight for `lk`'s token, starting it if none is running."""
+    def _start(
+        self, lk: Lookup, on_done: Callable[[Future[Any]], None] | None = None
+    ) -> tuple[Future[Any], bool]:
+        """Return the flight for `lk`'s token, starting it if none is running.
+
+        `on_done` runs, for a flight started here, before the flight is forgotten.
+        """
         with self._lock:
             fut = self._flights.get(lk.digest)
             if fut is not None:
@@ -74,6 +80,8 @@ class SyncCaller:
                 raise BackendUnavailable("too many lookups in flight")
             fut = self._pool.submit(self._lookup, lk.token)
             self._flights[lk.digest] = fut
+        if on_done is not None:
+            fut.add_done_callback(on_done)
         fut.add_done_callback(lambda _f: self._land(lk.digest))
         return fut, True
 
@@ -94,18 +102,14 @@ class SyncCaller:
 
     def refresh(self, lk: Lookup) -> None:
         """Start a background touch of `lk`'s token unless one is already running."""
-        try:
-            fut, started = self._start(lk)
-        except BackendUnavailable:
-            return
-        if started:
-            digest = lk.digest
+        digest = lk.digest
 
-            def done(f: Future[Any]) -> None:
-                if not f.cancelled():
-                    self._guard.refreshed(digest, f.exception() or f.result())
+        def done(f: Future[Any]) -> None:
+            if not f.cancelled():
+                self._guard.refreshed(digest, f.exception() or f.result())
 
-            fut.add_done_callback(done)
+        with contextlib.suppress(BackendUnavailable):
+            self._start(lk, done)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -153,7 +157,9 @@ class AsyncCaller:
             raise _wrap(exc) from exc
         return result
 
-    def _start(self, lk: Lookup) -> tuple[asyncio.Task[Any], bool]:
+    def _start(
+        self, lk: Lookup, on_done: Callable[[asyncio.Task[Any]], None] | None = None
+    ) -> tuple[asyncio.Task[Any], bool]:
         task = self._flights.get(lk.digest)
         if task is not None:
             return task, False
@@ -162,6 +168,8 @@ class AsyncCaller:
         task = asyncio.ensure_future(self._call(lk.token))
         self._flights[lk.digest] = task
         digest = lk.digest
+        if on_done is not None:
+            task.add_done_callback(on_done)
 
         def land(t: asyncio.Task[Any]) -> None:
             self._flights.pop(digest, None)
@@ -181,18 +189,14 @@ class AsyncCaller:
 
     def refresh(self, lk: Lookup) -> None:
         """Start a background touch of `lk`'s token unless one is already running."""
-        try:
-            task, started = self._start(lk)
-        except BackendUnavailable:
-            return
-        if started:
-            digest = lk.digest
+        digest = lk.digest
 
-            def done(t: asyncio.Task[Any]) -> None:
-                if not t.cancelled():
-                    self._guard.refreshed(digest, t.exception() or t.result())
+        def done(t: asyncio.Task[Any]) -> None:
+            if not t.cancelled():
+                self._guard.refreshed(digest, t.exception() or t.result())
 
-            task.add_done_callback(done)
+        with contextlib.suppress(BackendUnavailable):
+            self._start(lk, done)
 
     def close(self) -> None:
         if self._threaded is not None:

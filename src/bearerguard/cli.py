@@ -32,7 +32,7 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import BearerGuardError
+from .errors import BearerGuardError, ConfigurationError
 from .stores import open_store
 from .stores.base import TokenStore
 
@@ -67,8 +67,8 @@ def _open(url: str) -> TokenStore:
     """Open and ping the store, turning every failure into a one-line CLIError."""
     try:
         store = open_store(url)
-    except BearerGuardError as exc:
-        raise CLIError(f"bad store URL {redact_url(url)!r}: {_one_line(exc)}") from None
+    except ConfigurationError as exc:
+        raise CLIError(_one_line(exc)) from None
     except Exception as exc:  # a store's constructor that breaks its contract
         raise CLIError(f"cannot open store {redact_url(url)!r}: {_one_line(exc)}") from None
     try:

@@ -22,6 +22,8 @@ __all__ = ["AsyncTokenBackend", "Invalidation", "InvalidationSource", "TokenBack
 
 @runtime_checkable
 class TokenBackend(Protocol):
+    """A backend with the sync face (required by the WSGI middleware)."""
+
     def lookup(self, token: str) -> TokenInfo | None:
         """Return the token's facts, None if it is not active; may raise BackendUnavailable."""
         ...
@@ -29,6 +31,8 @@ class TokenBackend(Protocol):
 
 @runtime_checkable
 class AsyncTokenBackend(Protocol):
+    """A backend with the async face (preferred by the ASGI middleware)."""
+
     async def alookup(self, token: str) -> TokenInfo | None:
         """Async face of `TokenBackend.lookup`."""
         ...
@@ -36,6 +40,8 @@ class AsyncTokenBackend(Protocol):
 
 @runtime_checkable
 class InvalidationSource(Protocol):
+    """A backend that announces revocations, so middlewares evict without waiting."""
+
     def subscribe(self, callback: Callable[[Invalidation], None]) -> Callable[[], None]:
         """Call `callback` on each revocation until the returned function is called."""
         ...

@@ -1,0 +1,138 @@
+"""G4: concurrent requests with one uncached token make exactly one backend call."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from bearerguard import BearerGuardMiddleware, StoreBackend, TokenInfo, WSGIBearerGuard
+from bearerguard.stores import MemoryStore
+from conftest import AppCalls, flask_app, starlette_app
+from helpers import issue
+
+
+class SlowCounting:
+    """A backend with both faces that counts calls and takes a while to answer."""
+
+    def __init__(self, store: MemoryStore, delay: float = 0.2) -> None:
+        self.inner = StoreBackend(store)
+        self.delay = delay
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def lookup(self, token: str) -> TokenInfo | None:
+        with self._lock:
+            self.calls += 1
+        time.sleep(self.delay)
+        return self.inner.lookup(token)
+
+    async def alookup(self, token: str) -> TokenInfo | None:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        return self.inner.lookup(token)
+
+
+def test_200_concurrent_async_requests_make_one_call() -> None:
+    store = MemoryStore()
+    tok = issue(store, ("dns",))
+    backend = SlowCounting(store)
+    calls = AppCalls()
+    mw = BearerGuardMiddleware(starlette_app(calls), backend=backend, max_in_flight=4)
+
+    async def main() -> list[int]:
+        transport = httpx.ASGITransport(app=mw, client=("127.0.0.1", 5555))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            rs = await asyncio.gather(
+                *(
+                    c.get("/whoami", headers={"Authorization": f"Bearer {tok.token}"})
+                    for _ in range(200)
+                )
+            )
+        return [r.status_code for r in rs]
+
+    statuses = asyncio.run(main())
+    mw.close()
+    assert statuses == [200] * 200
+    assert backend.calls == 1
+    assert calls.count == 200
+
+
+def test_sync_only_backend_under_asgi_single_flight() -> None:
+    store = MemoryStore()
+    tok = issue(store, ("dns",))
+
+    class SyncOnly:
+        def __init__(self) -> None:
+            self.inner = SlowCounting(store)
+
+        def lookup(self, token: str) -> TokenInfo | None:
+            return self.inner.lookup(token)
+
+    backend = SyncOnly()
+    mw = BearerGuardMiddleware(starlette_app(AppCalls()), backend=backend)
+
+    async def main() -> list[int]:
+        transport = httpx.ASGITransport(app=mw, client=("127.0.0.1", 5555))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            rs = await asyncio.gather(
+                *(
+                    c.get("/whoami", headers={"Authorization": f"Bearer {tok.token}"})
+                    for _ in range(50)
+                )
+            )
+        return [r.status_code for r in rs]
+
+    assert asyncio.run(main()) == [200] * 50
+    mw.close()
+    assert backend.inner.calls == 1
+
+
+def test_50_threads_make_one_call() -> None:
+    store = MemoryStore()
+    tok = issue(store, ("dns",))
+    backend = SlowCounting(store)
+    calls = AppCalls()
+    app = flask_app(calls)
+    mw = WSGIBearerGuard(app.wsgi_app, backend=backend, max_in_flight=4)
+    app.wsgi_app = mw  # type: ignore[method-assign]
+    barrier = threading.Barrier(50)
+
+    def one(_: int) -> int:
+        transport = httpx.WSGITransport(app=app, remote_addr="127.0.0.1")
+        with httpx.Client(transport=transport, base_url="http://t") as c:
+            barrier.wait()
+            return c.get("/whoami", headers={"Authorization": f"Bearer {tok.token}"}).status_code
+
+    with ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(one, range(50)))
+    mw.close()
+    assert statuses == [200] * 50
+    assert backend.calls == 1
+    assert calls.count == 50
+
+
+def test_different_tokens_are_not_merged() -> None:
+    store = MemoryStore()
+    toks = [issue(store, ("dns",)) for _ in range(3)]
+    backend = SlowCounting(store, delay=0.05)
+    mw = BearerGuardMiddleware(starlette_app(AppCalls()), backend=backend)
+
+    async def main() -> list[int]:
+        transport = httpx.ASGITransport(app=mw, client=("127.0.0.1", 5555))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            rs = await asyncio.gather(
+                *(
+                    c.get("/whoami", headers={"Authorization": f"Bearer {t.token}"})
+                    for t in toks
+                    for _ in range(10)
+                )
+            )
+        return [r.status_code for r in rs]
+
+    assert asyncio.run(main()) == [200] * 30
+    mw.close()
+    assert backend.calls == 3
