@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import redis
-from redis_server import RedisServer
 
 from bearerguard.stores import MemoryStore, RedisStore, SQLiteStore
+from redis_server import RedisServer
 
 STORE_KINDS = ["memory", "sqlite", "redis"]
 

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import FakeClock, issue, remember_secret
 
 from bearerguard.stores import AsyncTokenStore, TokenStore
 from bearerguard.stores.base import TokenRecord, digest_secret, new_token, verify_secret
 from bearerguard.tokens import Invalidation, token_digest
+from helpers import FakeClock, issue, remember_secret
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
