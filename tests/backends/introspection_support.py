@@ -65,7 +65,7 @@ class ScriptedServer:
     Modes: ``ok`` (answer with `answer(form)`), ``500``, ``garbage`` (malformed JSON),
     ``ctype`` (text/html), ``wrongtype`` (JSON with ``active: "yes"``), ``slow``
     (answer after `delay` s), ``hang`` (read the request, never answer),
-    ``drop_reused`` (close a connection, unanswered, on its second request).
+    ``huge`` (a 200 kB answer), ``drop_reused`` (close a connection, unanswered, on its second request).
     """
 
     def __init__(self, secret: str, answer: Answer | None = None) -> None:
@@ -76,6 +76,8 @@ class ScriptedServer:
         self.connections = 0
         self.requests = 0
         self.unauthorized = 0
+        self.active = 0
+        self.max_active = 0
         self.port = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -162,8 +164,14 @@ class ScriptedServer:
                 n += 1
                 with self._lock:
                     self.requests += 1
-                if not self._respond(conn, headers, body, n, stop):
-                    return
+                    self.active += 1
+                    self.max_active = max(self.max_active, self.active)
+                try:
+                    if not self._respond(conn, headers, body, n, stop):
+                        return
+                finally:
+                    with self._lock:
+                        self.active -= 1
         except OSError:
             return
         finally:
@@ -194,6 +202,8 @@ class ScriptedServer:
             return self._send(conn, 200, "application/json", b'{"active": tru')
         if mode == "ctype":
             return self._send(conn, 200, "text/html", b"<html>hello</html>")
+        if mode == "huge":
+            return self._send(conn, 200, "application/json", b'{"x": "' + b"a" * 200_000 + b'"}')
         if mode == "wrongtype":
             return self._send(conn, 200, "application/json", b'{"active": "yes"}')
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
