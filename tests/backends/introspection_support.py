@@ -65,7 +65,8 @@ class ScriptedServer:
     Modes: ``ok`` (answer with `answer(form)`), ``500``, ``garbage`` (malformed JSON),
     ``ctype`` (text/html), ``wrongtype`` (JSON with ``active: "yes"``), ``slow``
     (answer after `delay` s), ``hang`` (read the request, never answer),
-    ``huge`` (a 200 kB answer), ``drop_reused`` (close a connection, unanswered, on its second request).
+    ``huge`` (a 200 kB answer), ``drop_reused`` (close a connection, unanswered, on
+    its second request).
     """
 
     def __init__(self, secret: str, answer: Answer | None = None) -> None:
