@@ -1,0 +1,144 @@
+"""Configuration from the environment: `from_env()`.
+
+The ``BEARERGUARD_*`` variables (DESIGN.md, "Examples")::
+
+    BEARERGUARD_INTROSPECTION_URL   RFC 7662 endpoint, e.g. http://127.0.0.1:8000/introspect
+    BEARERGUARD_CLIENT_ID           Key ID the resource server introspects with
+    BEARERGUARD_CLIENT_SECRET       its secret (create the key with ``--introspect``)
+    BEARERGUARD_STORE               store URL when not introspecting
+                                    (default ``sqlite:///bearerguard.db``)
+    BEARERGUARD_TRUSTED_PROXIES     comma-separated IPs/CIDRs whose X-Forwarded-For is believed
+
+The three introspection variables together select `IntrospectionBackend`; setting only
+some of them is an error (never a silent fall-back to another backend). Without them,
+``BEARERGUARD_STORE`` selects `StoreBackend` over ``open_store(url)``.
+
+Usage::
+
+    settings = from_env()
+    app = BearerGuardMiddleware(app, backend=settings.backend, **settings.options)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backends.store import StoreBackend
+from .clientip import ClientIPResolver
+from .errors import BearerGuardError, ConfigurationError
+from .stores import open_store
+
+__all__ = ["DEFAULT_STORE", "ENV_VARS", "EnvSettings", "from_env"]
+
+DEFAULT_STORE = "sqlite:///bearerguard.db"
+
+INTROSPECTION_URL = "BEARERGUARD_INTROSPECTION_URL"
+CLIENT_ID = "BEARERGUARD_CLIENT_ID"
+CLIENT_SECRET = "BEARERGUARD_CLIENT_SECRET"  # noqa: S105  (a variable name)
+STORE = "BEARERGUARD_STORE"
+TRUSTED_PROXIES = "BEARERGUARD_TRUSTED_PROXIES"
+
+ENV_VARS = (INTROSPECTION_URL, CLIENT_ID, CLIENT_SECRET, STORE, TRUSTED_PROXIES)
+"""Every variable `from_env` reads."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnvSettings:
+    """What `from_env` built: a backend and the middleware options that go with it.
+
+    `source` says which backend was chosen, safe to print (``introspection <url>`` or
+    ``store <url>``; never a secret). Call `close()` / ``await aclose()`` at shutdown.
+    """
+
+    backend: Any
+    trusted_proxies: tuple[str, ...] = ()
+    source: str = field(default="", compare=False)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Keyword options for `BearerGuardMiddleware` / `WSGIBearerGuard` / `Guard`."""
+        return {"trusted_proxies": self.trusted_proxies}
+
+    def close(self) -> None:
+        """Release the backend's connections (sync face)."""
+        close = getattr(self.backend, "close", None)
+        if callable(close):
+            close()
+
+    async def aclose(self) -> None:
+        """Release the backend's connections, async clients included."""
+        aclose = getattr(self.backend, "aclose", None)
+        if callable(aclose):
+            await aclose()
+        else:
+            self.close()
+
+
+def _get(environ: Mapping[str, str], name: str) -> str:
+    # An empty variable counts as unset (``FOO= cmd`` is a common way to unset one).
+    return environ.get(name, "").strip()
+
+
+def _proxies(environ: Mapping[str, str]) -> tuple[str, ...]:
+    items = tuple(p.strip() for p in _get(environ, TRUSTED_PROXIES).split(",") if p.strip())
+    try:
+        ClientIPResolver(items)  # fail now, naming the variable, not at the first request
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{TRUSTED_PROXIES}: {exc}") from None
+    return items
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> EnvSettings:
+    """Build the backend and middleware options from ``BEARERGUARD_*`` variables.
+
+    `environ` defaults to `os.environ`. The introspection backend is imported only when
+    selected. Returns `EnvSettings`; raises ConfigurationError naming the variable at
+    fault (partial introspection settings, a bad URL, a bad trusted proxy) — the
+    message never contains the client secret.
+    """
+    env = os.environ if environ is None else environ
+    proxies = _proxies(env)
+    intro = {name: _get(env, name) for name in (INTROSPECTION_URL, CLIENT_ID, CLIENT_SECRET)}
+    if any(intro.values()):
+        missing = [name for name, value in intro.items() if not value]
+        if missing:
+            raise ConfigurationError(
+                f"introspection needs {INTROSPECTION_URL}, {CLIENT_ID} and {CLIENT_SECRET}; "
+                f"missing: {', '.join(missing)}"
+            )
+        from .backends.introspection import IntrospectionBackend
+
+        url = intro[INTROSPECTION_URL]
+        try:
+            backend: Any = IntrospectionBackend(url, intro[CLIENT_ID], intro[CLIENT_SECRET])
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{INTROSPECTION_URL}: {exc}") from None
+        return EnvSettings(backend, proxies, f"introspection {url}")
+    url = _get(env, STORE) or DEFAULT_STORE
+    try:
+        store = open_store(url)
+    except BearerGuardError as exc:
+        # StoreUnavailable (cannot open the file, no Redis) is reported the same way:
+        # at start-up, with the variable to fix.
+        raise ConfigurationError(f"{STORE}: {exc}") from None
+    try:
+        backend = StoreBackend(store)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            store.close()
+        raise
+    return EnvSettings(backend, proxies, f"store {_redact(url)}")
+
+
+def _redact(url: str) -> str:
+    # Store URLs may carry a password (redis://:pw@host); it is not for printing.
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        creds, _, host = rest.partition("@")
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url

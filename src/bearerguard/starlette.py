@@ -1,0 +1,159 @@
+"""Starlette integration: per-route API requirements on top of `BearerGuardMiddleware`.
+
+The middleware already makes Starlette's own tools work: an allowed request has
+``request.user`` (``is_authenticated``, ``display_name`` = Key ID) and ``request.auth``
+(``scopes`` = the key's APIs), so ``starlette.authentication.requires("dns")`` works
+as it is. Its refusals are Starlette's, though (a bare 403). `require_api` answers the
+RFC 6750 way instead, with the challenge the middleware would give::
+
+    app = Starlette(
+        routes=[Route("/dns/zones", zones), WebSocketRoute("/ws", ws)],
+        middleware=[Middleware(BearerGuardMiddleware, backend=backend,
+                               public_paths=["/health"])],
+    )
+
+    @require_api("dns")
+    async def zones(request: Request) -> Response:
+        return JSONResponse({"key_id": request.user.display_name})
+
+`identity_of(request)` returns the request's `Identity` (None on public paths).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from ._types import Scope
+from .asgi import BearerGuardMiddleware
+from .errors import MISSING, Challenge, quote_param
+from .flow import Guard
+from .policy import insufficient_scope
+from .tokens import Identity
+
+__all__ = ["challenge_for", "guard_for", "identity_of", "refuse", "require_api"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_REALM = "api"
+
+_found: weakref.WeakKeyDictionary[Any, Guard] = weakref.WeakKeyDictionary()
+
+
+def identity_of(conn: HTTPConnection) -> Identity | None:
+    """The `Identity` the middleware put on this request or WebSocket, or None."""
+    identity = conn.scope.get("bearerguard")
+    return identity if isinstance(identity, Identity) else None
+
+
+def guard_for(scope: Scope) -> Guard | None:
+    """The `Guard` of the middleware that let this request in, when it can be found.
+
+    Found through ``scope["bearerguard.guard"]`` when the middleware sets it, else in the
+    middleware stack of ``scope["app"]`` (middleware added with ``Starlette(middleware=…)``
+    or ``app.add_middleware``). None when the middleware wraps the app from outside.
+    """
+    guard = scope.get("bearerguard.guard")
+    if isinstance(guard, Guard):
+        return guard
+    app = scope.get("app")
+    if app is None:
+        return None
+    cached = None
+    with contextlib.suppress(TypeError):  # not weak-referenceable
+        cached = _found.get(app)
+    if cached is not None:
+        return cached
+    node = getattr(app, "middleware_stack", None)
+    for _ in range(64):  # bounded: a middleware chain is short, a cycle must not hang us
+        if node is None:
+            return None
+        if isinstance(node, BearerGuardMiddleware):
+            with contextlib.suppress(TypeError):
+                _found[app] = node.guard
+            return node.guard
+        node = getattr(node, "app", None)
+    return None
+
+
+def challenge_for(scope: Scope, api: str | None) -> tuple[Challenge | None, str]:
+    """Decide a per-route requirement: (the refusal or None, the realm to render it in).
+
+    `api` None asks only for an identity (any valid token).
+    No identity (the path is public, or no middleware ran) is a 401: fail closed.
+    """
+    guard = guard_for(scope)
+    realm = guard.realm if guard is not None else DEFAULT_REALM
+    identity = scope.get("bearerguard")
+    if not isinstance(identity, Identity):
+        return MISSING, realm
+    if api is None:
+        return None, realm
+    if guard is not None:
+        return guard.check_api(identity, api), realm
+    return (None if api in identity.apis else insufficient_scope(api)), realm
+
+
+def challenge_response(challenge: Challenge, realm: str) -> Response:
+    """`challenge` as a Starlette response: status, ``WWW-Authenticate``, JSON body."""
+    return Response(
+        challenge.to_body(), status_code=challenge.status, headers=dict(challenge.to_headers(realm))
+    )
+
+
+async def refuse(conn: HTTPConnection, challenge: Challenge, realm: str) -> Response | None:
+    """Refuse `conn`: an HTTP response to return, or (WebSocket) refuse before accept.
+
+    A WebSocket gets the HTTP refusal when the server supports the Denial Response
+    extension, else a close with code 1008 (policy violation) — as the middleware does.
+    """
+    if isinstance(conn, WebSocket):
+        if "websocket.http.response" in conn.scope.get("extensions", {}):
+            await conn.send_denial_response(challenge_response(challenge, realm))
+        else:
+            await conn.close(1008, reason=challenge.error or "unauthorized")
+        return None
+    return challenge_response(challenge, realm)
+
+
+def _connection(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HTTPConnection:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, HTTPConnection):
+            return value
+    raise TypeError("require_api: the endpoint got no Request or WebSocket argument")
+
+
+def require_api(api: str) -> Callable[[F], F]:
+    """Decorate an endpoint (HTTP or WebSocket, function or method) to require API `api`.
+
+    A token whose key lacks `api` gets 403 ``insufficient_scope`` with ``scope="<api>"``;
+    a request without an identity gets 401. A sync endpoint runs in the thread pool as
+    Starlette would run it.
+    """
+    quote_param(api)  # an API name that cannot go in a challenge fails here, not per request
+
+    def decorate(endpoint: F) -> F:
+        is_async = inspect.iscoroutinefunction(endpoint)
+
+        @functools.wraps(endpoint)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            conn = _connection(args, kwargs)
+            challenge, realm = challenge_for(conn.scope, api)
+            if challenge is not None:
+                return await refuse(conn, challenge, realm)
+            if is_async:
+                return await endpoint(*args, **kwargs)
+            return await run_in_threadpool(endpoint, *args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorate
