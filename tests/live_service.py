@@ -53,7 +53,11 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_cli(
-    args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 60.0
+    args: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    timeout: float = 60.0,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m bearerguard ARGS`` to completion; return the finished process.
 
@@ -65,6 +69,7 @@ def run_cli(
         capture_output=True,
         text=True,
         env=_env(env),
+        cwd=cwd,
         timeout=timeout,
         check=False,
         stdin=subprocess.DEVNULL,

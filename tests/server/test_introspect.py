@@ -73,7 +73,9 @@ def test_introspection_with_form_credentials_and_missing_token(svc: Service) -> 
         "/introspect", data={"client_id": rs_id, "client_secret": rs_secret, "token": "t"}
     )
     assert r.json() == {"active": False}
-    assert_error(svc.http.post("/introspect", auth=(rs_id, rs_secret), data={}), 400, "invalid_request")
+    assert_error(
+        svc.http.post("/introspect", auth=(rs_id, rs_secret), data={}), 400, "invalid_request"
+    )
 
 
 def test_revoke_own_token(svc: Service) -> None:

@@ -202,7 +202,9 @@ def test_bad_input_is_invalid_request(
 )
 def test_malformed_basic_is_invalid_request(svc: Service, authorization: str) -> None:
     r = svc.http.post(
-        "/login", data={"grant_type": "client_credentials"}, headers={"Authorization": authorization}
+        "/login",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": authorization},
     )
     assert_error(r, 400, "invalid_request")
 
@@ -224,7 +226,9 @@ def test_two_authorization_headers(svc: Service) -> None:
 def test_oversized_body_is_refused(svc: Service) -> None:
     key_id, secret = svc.key()
     big = b"grant_type=client_credentials&pad=" + b"x" * 20_000
-    r = svc.http.post("/login", content=big, headers={**FORM, "Authorization": basic(key_id, secret)})
+    r = svc.http.post(
+        "/login", content=big, headers={**FORM, "Authorization": basic(key_id, secret)}
+    )
     assert_error(r, 413, "invalid_request")
 
     # Without Content-Length (chunked), the limit holds while reading.
