@@ -457,15 +457,25 @@ class RedisStore:
             self._client.ping()
 
     def close(self) -> None:
-        """Stop listeners and close the sync client (async clients: `aclose`)."""
+        """Stop listeners, close the sync client and, where possible, the async ones.
+
+        An async client is closed on its own loop: directly when that loop is idle,
+        through the loop when it runs in another thread, as a task when it runs in this
+        one. A client whose loop is already closed cannot be closed cleanly any more:
+        call `aclose` (or `close`) before closing a loop that used the store.
+        """
         self._closed = True
         with self._lock:
             listeners = list(self._listeners)
             self._listeners.clear()
+            aclients = list(self._aclients.items())
+            self._aclients.clear()
         for listener in listeners:
             listener.stop()
         with suppress(redis.RedisError, OSError):
             self._client.close()
+        for loop, (client, _) in aclients:
+            _close_on_loop(loop, client, self.timeout)
 
     # -- async face -------------------------------------------------------------------
     async def acreate_key(
@@ -550,6 +560,34 @@ class RedisStore:
             with suppress(redis.RedisError, OSError):
                 await entry[0].aclose()
         self.close()
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def _aclose_quietly(client: aredis.Redis) -> None:
+    with suppress(redis.RedisError, OSError):
+        await client.aclose()
+
+
+def _close_on_loop(loop: asyncio.AbstractEventLoop, client: aredis.Redis, timeout: float) -> None:
+    """Close an async client on the loop it belongs to (best effort, see `close`)."""
+    if loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        task = loop.create_task(_aclose_quietly(client))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+    elif loop.is_running():
+        future = asyncio.run_coroutine_threadsafe(_aclose_quietly(client), loop)
+        with suppress(Exception):
+            future.result(timeout)
+    else:
+        loop.run_until_complete(_aclose_quietly(client))
 
 
 def _sorted_keys(ids: list[str], found: list[Any]) -> list[KeyRecord]:
