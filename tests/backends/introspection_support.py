@@ -341,7 +341,7 @@ class AuthlibToken:
 # -- the protected apps -----------------------------------------------------------------
 
 
-def starlette_app() -> Starlette:
+def starlette_app(lifespan: Any = None) -> Starlette:
     async def health(req: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
@@ -353,7 +353,8 @@ def starlette_app() -> Starlette:
         return JSONResponse({"zones": ["example.com"]})
 
     return Starlette(
-        routes=[Route("/health", health), Route("/whoami", whoami), Route("/dns/zones", zones)]
+        routes=[Route("/health", health), Route("/whoami", whoami), Route("/dns/zones", zones)],
+        lifespan=lifespan,
     )
 
 
@@ -439,3 +440,83 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, step: float
             return True
         time.sleep(step)
     return predicate()
+
+
+class ServedApp:
+    """A protected app served for real on 127.0.0.1: Starlette on uvicorn (a thread),
+    or Flask on werkzeug's threaded server. `get` connects from a chosen local address
+    (127.0.0.x), so the app sees that address as the peer, as in production.
+
+    The backend's async client lives in uvicorn's event loop and is closed by the app's
+    lifespan shutdown there.
+    """
+
+    def __init__(self, kind: str, backend: IntrospectionBackend, **options: Any) -> None:
+        import uvicorn
+        from werkzeug.serving import make_server
+
+        self.kind = kind
+        self.backend = backend
+        options.setdefault("public_paths", ["/health"])
+        self._thread: threading.Thread
+        if kind == "asgi":
+            inner = starlette_app(self._lifespan)
+            self.mw: Any = BearerGuardMiddleware(inner, backend=backend, **options)
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+            config = uvicorn.Config(
+                self.mw, log_level="warning", lifespan="on", proxy_headers=False
+            )
+            self._uvicorn = uvicorn.Server(config)
+            self._sock = sock
+            self._thread = threading.Thread(
+                target=self._uvicorn.run, kwargs={"sockets": [sock]}, daemon=True
+            )
+            self._thread.start()
+            if not wait_until(lambda: self._uvicorn.started, timeout=20):
+                raise RuntimeError("uvicorn did not start")
+        else:
+            app = flask_app()
+            self.mw = WSGIBearerGuard(app.wsgi_app, backend=backend, **options)
+            app.wsgi_app = self.mw  # type: ignore[method-assign]
+            self._werkzeug = make_server("127.0.0.1", 0, app, threaded=True)
+            self.port = self._werkzeug.server_port
+            self._thread = threading.Thread(target=self._werkzeug.serve_forever, daemon=True)
+            self._thread.start()
+        self._clients: dict[str, httpx.Client] = {}
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Any) -> Any:
+        yield
+        await self.backend.aclose()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, ip: str = "127.0.0.1") -> httpx.Client:
+        c = self._clients.get(ip)
+        if c is None:
+            transport = httpx.HTTPTransport(local_address=ip)
+            c = httpx.Client(transport=transport, base_url=self.base_url, timeout=30)
+            self._clients[ip] = c
+        return c
+
+    def get(self, path: str, token: str | None = None, *, ip: str = "127.0.0.1") -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        return self.client(ip).get(path, headers=headers)
+
+    def close(self) -> None:
+        for c in self._clients.values():
+            c.close()
+        if self.kind == "asgi":
+            self._uvicorn.should_exit = True
+            self._thread.join(30)
+            self._sock.close()
+        else:
+            self._werkzeug.shutdown()
+            self._werkzeug.server_close()
+            self._thread.join(30)
+            self.backend.close()
+        self.mw.close()
