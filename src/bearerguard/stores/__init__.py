@@ -45,7 +45,7 @@ def open_store(url: str) -> MemoryStore | SQLiteStore | RedisStore:
     lazily: call ``ping()`` to check the server answers.
     """
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigurationError(f"bad store URL {url!r}: {_HINT}")
+        raise ConfigurationError(f"bad store URL: {_HINT}")
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
         if url.lower() != "memory://":
@@ -56,7 +56,8 @@ def open_store(url: str) -> MemoryStore | SQLiteStore | RedisStore:
     if scheme in ("redis", "rediss"):
         redis_store = _redis_store_class()
         return redis_store(url)
-    raise ConfigurationError(f"unsupported store URL {url!r}: {_HINT}")
+    # Only the scheme is echoed: the rest of a URL may hold a password.
+    raise ConfigurationError(f"unsupported store URL scheme {scheme[:20]!r}: {_HINT}")
 
 
 def _redis_store_class() -> type[RedisStore]:

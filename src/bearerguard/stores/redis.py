@@ -33,6 +33,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aredis
@@ -235,6 +236,21 @@ return 1
 """
 
 
+def _check_url(url: str) -> None:
+    """ConfigurationError unless `url` is ``redis[s]://[user:pass@]host[:port][/db]``."""
+    parts = urlsplit(url)
+    problem = None
+    if parts.scheme.lower() not in ("redis", "rediss"):
+        problem = "the scheme must be redis:// or rediss://"
+    elif not parts.hostname:
+        problem = "no host name"
+    elif parts.path not in ("", "/") and not parts.path[1:].isdigit():
+        problem = "the database must be a number, as in redis://host:6379/0"
+    if problem is not None:
+        # The URL may carry a password: never echo it.
+        raise ConfigurationError(f"bad Redis store URL: {problem}")
+
+
 class _Scripts:
     """The Lua scripts registered on one client (sync or async)."""
 
@@ -269,6 +285,7 @@ class RedisStore:
             raise ConfigurationError("Redis timeout must be a positive number of seconds")
         if not prefix or any(c.isspace() for c in prefix):
             raise ConfigurationError("Redis key prefix must be non-empty, without spaces")
+        _check_url(url)
         self.url = url
         self.prefix = prefix
         self.timeout = float(timeout)
@@ -279,7 +296,7 @@ class RedisStore:
         try:
             self._client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **self._options)
         except (ValueError, TypeError) as exc:
-            raise ConfigurationError(f"bad Redis store URL {url!r}: {exc}") from None
+            raise ConfigurationError(f"bad Redis store URL: {exc}") from None
         self._scripts = _Scripts(self._client)
         self._aclients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[aredis.Redis, _Scripts]
