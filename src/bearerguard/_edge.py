@@ -63,35 +63,35 @@ class SyncCaller:
             max_workers=max_in_flight, thread_name_prefix="bearerguard-lookup"
         )
         self._lock = threading.Lock()
-        self._flights: dict[str, Future[Any]] = {}
+        self._flights: dict[bytes, Future[Any]] = {}
 
     def _start(
         self, lk: Lookup, on_done: Callable[[Future[Any]], None] | None = None
-    ) -> tuple[Future[Any], bool]:
+    ) -> Future[Any]:
         """Return the flight for `lk`'s token, starting it if none is running.
 
         `on_done` runs, for a flight started here, before the flight is forgotten.
         """
         with self._lock:
-            fut = self._flights.get(lk.digest)
+            fut = self._flights.get(lk.key)
             if fut is not None:
-                return fut, False
+                return fut
             if len(self._flights) >= self._max:
                 raise BackendUnavailable("too many lookups in flight")
             fut = self._pool.submit(self._lookup, lk.token)
-            self._flights[lk.digest] = fut
+            self._flights[lk.key] = fut
         if on_done is not None:
             fut.add_done_callback(on_done)
-        fut.add_done_callback(lambda _f: self._land(lk.digest))
-        return fut, True
+        fut.add_done_callback(lambda _f: self._land(lk.key))
+        return fut
 
-    def _land(self, digest: str) -> None:
+    def _land(self, key: bytes) -> None:
         with self._lock:
-            self._flights.pop(digest, None)
+            self._flights.pop(key, None)
 
     def lookup(self, lk: Lookup) -> TokenInfo | None:
         """Answer the core's `Lookup`, or raise BackendUnavailable."""
-        fut, _ = self._start(lk)
+        fut = self._start(lk)
         try:
             result: TokenInfo | None = fut.result(self._timeout)
         except FutureTimeout:
@@ -102,11 +102,11 @@ class SyncCaller:
 
     def refresh(self, lk: Lookup) -> None:
         """Start a background touch of `lk`'s token unless one is already running."""
-        digest = lk.digest
+        key = lk.key
 
         def done(f: Future[Any]) -> None:
             if not f.cancelled():
-                self._guard.refreshed(digest, f.exception() or f.result())
+                self._guard.refreshed(key, f.exception() or f.result())
 
         with contextlib.suppress(BackendUnavailable):
             self._start(lk, done)
@@ -128,7 +128,7 @@ class AsyncCaller:
         self._guard = guard
         self._timeout = _check_timeout(timeout)
         self._max = max_in_flight
-        self._flights: dict[str, asyncio.Task[Any]] = {}
+        self._flights: dict[bytes, asyncio.Task[Any]] = {}
         alookup = getattr(backend, "alookup", None)
         lookup = getattr(backend, "lookup", None)
         self._threaded: SyncCaller | None = None
@@ -159,29 +159,29 @@ class AsyncCaller:
 
     def _start(
         self, lk: Lookup, on_done: Callable[[asyncio.Task[Any]], None] | None = None
-    ) -> tuple[asyncio.Task[Any], bool]:
-        task = self._flights.get(lk.digest)
+    ) -> asyncio.Task[Any]:
+        task = self._flights.get(lk.key)
         if task is not None:
-            return task, False
+            return task
         if len(self._flights) >= self._max:
             raise BackendUnavailable("too many lookups in flight")
         task = asyncio.ensure_future(self._call(lk.token))
-        self._flights[lk.digest] = task
-        digest = lk.digest
+        self._flights[lk.key] = task
+        key = lk.key
         if on_done is not None:
             task.add_done_callback(on_done)
 
         def land(t: asyncio.Task[Any]) -> None:
-            self._flights.pop(digest, None)
+            self._flights.pop(key, None)
             if not t.cancelled():
                 t.exception()  # mark retrieved: followers may all have gone away
 
         task.add_done_callback(land)
-        return task, True
+        return task
 
     async def lookup(self, lk: Lookup) -> TokenInfo | None:
         """Answer the core's `Lookup`, or raise BackendUnavailable."""
-        task, _ = self._start(lk)
+        task = self._start(lk)
         # shield: one caller going away (client disconnect) must not cancel the call
         # the others are waiting on.
         result: TokenInfo | None = await asyncio.shield(task)
@@ -189,11 +189,11 @@ class AsyncCaller:
 
     def refresh(self, lk: Lookup) -> None:
         """Start a background touch of `lk`'s token unless one is already running."""
-        digest = lk.digest
+        key = lk.key
 
         def done(t: asyncio.Task[Any]) -> None:
             if not t.cancelled():
-                self._guard.refreshed(digest, t.exception() or t.result())
+                self._guard.refreshed(key, t.exception() or t.result())
 
         with contextlib.suppress(BackendUnavailable):
             self._start(lk, done)

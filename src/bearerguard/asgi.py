@@ -57,12 +57,33 @@ class BearerGuardMiddleware:
             backend, self.guard, timeout=backend_timeout, max_in_flight=max_in_flight
         )
         self._unsubscribe = wire_invalidations(backend, self.guard)
+        # With query tokens, "two methods at once" needs the query string: full flow.
+        self._fast = not self.guard.query_token
+        self._cached = self.guard.cached_identity
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
+        if kind == "http" and self._fast:
+            # Hot path: one Authorization header whose token is fresh in the cache.
+            auth = b""
+            count = 0
+            forwarded = False
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    auth = value
+                    count += 1
+                elif name == b"x-forwarded-for":
+                    forwarded = True
+            if count == 1:
+                client = scope.get("client")
+                ident = self._cached(auth, client[0] if client else None, forwarded)
+                if ident is not None:
+                    scope["bearerguard"] = scope["user"] = scope["auth"] = ident
+                    await self.app(scope, receive, send)
+                    return
         decision = await self.decide(scope)
         if isinstance(decision, Allow):
             identity = decision.identity

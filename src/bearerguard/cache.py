@@ -1,17 +1,22 @@
 """The validation cache: what we know about recently seen tokens, and for how long.
 
-Keyed by the token's SHA-256 digest, never the token. Two caches, so that a spray of
-unknown tokens can only evict other unknown tokens (G5):
+Keyed by the token's SHA-256 digest (32 raw bytes), never the token. Two caches, so
+that a spray of unknown tokens can only evict other unknown tokens (G5):
 
-* positives: `Entry` per active token, living min(cache TTL, the token's own remaining
-  life) so an entry never outlives the token (G2), plus `stale_if_error` seconds of
-  grace, still capped by the token's life, for use only while the backend is down;
-* negatives: digests the backend called unknown, for a short TTL.
+* positives: one `Entry` per active token. It is fresh for min(cache TTL, the token's
+  own remaining life), so an entry never outlives the token (G2), and may be served
+  `stale_if_error` seconds longer, still capped by the token's life, only while the
+  backend is down. Bounded by `maxsize`, oldest-fetched first out;
+* negatives: digests the backend called unknown, in a cachetools `TTLCache`.
 
-Every hit older than the touch interval asks for a refresh (`Entry.refresh_at`): the
-edge looks the token up again in the background, which counts as a use at the source,
-so steady traffic keeps a sliding token alive (G1) and revocations show up within the
+A hit older than the touch interval (`Entry.refresh_at`) asks for a refresh: the edge
+looks the token up again in the background, which counts as a use at the source, so
+steady traffic keeps a sliding token alive (G1) and revocations show up within the
 touch interval. The cache makes no I/O and never waits: the edges do that.
+
+Positives live in a plain dict rather than a cachetools class: the cached path reads
+it without a lock (a dict lookup is atomic), and an entry costs a dict slot instead of
+the extra order and expiry records of `TLRUCache`. Writers hold a lock.
 """
 
 from __future__ import annotations
@@ -20,24 +25,32 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from cachetools import TLRUCache, TTLCache
+from cachetools import TTLCache
 
 from .errors import ConfigurationError
-from .tokens import TokenInfo
+from .tokens import Identity, TokenInfo
 
 __all__ = ["Entry", "TokenCache"]
 
 
-@dataclass(slots=True)
 class Entry:
-    """A cached positive answer and the times that govern it."""
+    """A cached positive answer and the times that govern it.
 
-    info: TokenInfo
-    fresh_until: float
-    refresh_at: float
-    stale_until: float
+    `identity` memoises the `Identity` last handed to the app for this token, so the
+    cached path does not build one per request.
+    """
+
+    __slots__ = ("fresh_until", "identity", "info", "refresh_at", "stale_until")
+
+    def __init__(
+        self, info: TokenInfo, fresh_until: float, refresh_at: float, stale_until: float
+    ) -> None:
+        self.info = info
+        self.fresh_until = fresh_until
+        self.refresh_at = refresh_at
+        self.stale_until = stale_until
+        self.identity: Identity | None = None
 
 
 def _positive(name: str, value: float) -> float:
@@ -46,13 +59,18 @@ def _positive(name: str, value: float) -> float:
     return float(value)
 
 
+def _as_key(digest: str | bytes) -> bytes:
+    return digest if isinstance(digest, bytes) else bytes.fromhex(digest)
+
+
 class TokenCache:
     """Bounded TTL cache of token answers; thread-safe, clock injected.
 
     `ttl` caps how long an answer is trusted (and so how late a revocation is seen
     over introspection, G3); `touch_interval` is how old a hit may be before it asks
     for a refresh; it shrinks to a third of a token's sliding TTL for short-lived
-    tokens. `negative_ttl` is how long "unknown" is remembered.
+    tokens. `negative_ttl` is how long "unknown" is remembered. Keys are raw SHA-256
+    digests (`bearerguard.tokens.token_key`); `evict` also takes the hex form.
     """
 
     def __init__(
@@ -68,6 +86,7 @@ class TokenCache:
     ) -> None:
         if maxsize < 1 or negative_maxsize < 1:
             raise ConfigurationError("cache sizes must be at least 1")
+        self.maxsize = maxsize
         self.ttl = _positive("cache_ttl", ttl)
         self.touch_interval = _positive("touch_interval", touch_interval)
         self.negative_ttl = _positive("negative_cache_ttl", negative_ttl)
@@ -76,30 +95,34 @@ class TokenCache:
         self.stale_if_error = float(stale_if_error)
         self.clock = clock
         self._lock = threading.Lock()
-        self._pos: TLRUCache[str, Entry] = TLRUCache(
-            maxsize, ttu=lambda _k, e, _now: e.stale_until, timer=clock
-        )
-        self._neg: TTLCache[str, bool] = TTLCache(negative_maxsize, negative_ttl, timer=clock)
+        self._pos: dict[bytes, Entry] = {}
+        self._neg: TTLCache[bytes, bool] = TTLCache(negative_maxsize, negative_ttl, timer=clock)
+        # The cached path reads this directly: no lock, no method call.
+        self.peek = self._pos.get
 
-    def get(self, digest: str) -> tuple[Entry | None, bool]:
-        """Return (positive entry or None, whether the digest is cached as unknown)."""
-        with self._lock:
-            entry = self._pos.get(digest)
-            if entry is not None:
+    def get(self, key: bytes) -> tuple[Entry | None, bool]:
+        """Return (positive entry or None, whether the key is cached as unknown)."""
+        entry = self._pos.get(key)
+        if entry is not None:
+            if self.clock() < entry.stale_until:
                 return entry, False
-            return None, digest in self._neg
+            with self._lock:
+                if self._pos.get(key) is entry:
+                    del self._pos[key]
+        with self._lock:
+            return None, key in self._neg
 
-    def put(self, digest: str, info: TokenInfo | None, now: float) -> Entry | None:
-        """Record the backend's answer for `digest` at time `now`."""
+    def put(self, key: bytes, info: TokenInfo | None, now: float) -> Entry | None:
+        """Record the backend's answer for `key` at time `now`."""
         if info is None:
             with self._lock:
-                self._pos.pop(digest, None)
-                self._neg[digest] = True
+                self._pos.pop(key, None)
+                self._neg[key] = True
             return None
         life = math.inf if info.expires_at is None else info.expires_at - now
         if life <= 0:
             with self._lock:
-                self._pos.pop(digest, None)
+                self._pos.pop(key, None)
             return None
         fresh = min(self.ttl, life)
         touch = self.touch_interval
@@ -111,22 +134,39 @@ class TokenCache:
             refresh_at=now + min(touch, fresh),
             stale_until=now + min(fresh + self.stale_if_error, life),
         )
+        pos = self._pos
         with self._lock:
-            self._neg.pop(digest, None)
-            self._pos[digest] = entry
+            self._neg.pop(key, None)
+            # Re-insert at the end: dict order is then oldest-fetched first, which is
+            # the eviction order, and entries in use are re-fetched every touch.
+            pos.pop(key, None)
+            pos[key] = entry
+            self._trim(now)
         return entry
 
-    def evict(self, digest: str) -> None:
-        """Forget one token (it was revoked)."""
+    def _trim(self, now: float) -> None:
+        # Called with the lock held. Drop a couple of expired entries from the old end
+        # on every write, and the oldest ones beyond maxsize.
+        pos = self._pos
+        for _ in range(2):
+            oldest = next(iter(pos))
+            if pos[oldest].stale_until > now:
+                break
+            del pos[oldest]
+        while len(pos) > self.maxsize:
+            del pos[next(iter(pos))]
+
+    def evict(self, digest: str | bytes) -> None:
+        """Forget one token (it was revoked); `digest` raw or hex."""
         with self._lock:
-            self._pos.pop(digest, None)
+            self._pos.pop(_as_key(digest), None)
 
     def evict_key(self, key_id: str) -> int:
         """Forget every token of one API key (the key was revoked); return how many."""
         with self._lock:
-            doomed = [d for d, e in self._pos.items() if e.info.key_id == key_id]
-            for d in doomed:
-                self._pos.pop(d, None)
+            doomed = [k for k, e in self._pos.items() if e.info.key_id == key_id]
+            for k in doomed:
+                del self._pos[k]
         return len(doomed)
 
     def clear(self) -> None:
@@ -135,8 +175,7 @@ class TokenCache:
             self._neg.clear()
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._pos)
+        return len(self._pos)
 
     @property
     def negative_size(self) -> int:

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
-__all__ = ["Identity", "Invalidation", "TokenInfo", "fingerprint", "token_digest"]
+__all__ = [
+    "Identity",
+    "Invalidation",
+    "TokenInfo",
+    "fingerprint",
+    "token_digest",
+    "token_key",
+]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -18,9 +25,14 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def fingerprint(digest: str) -> str:
-    """Return a short, non-reversible label for a token digest, safe to log."""
-    return digest[:12]
+def token_key(token: str) -> bytes:
+    """Return the raw SHA-256 digest of `token`: the key of caches and lookups."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def fingerprint(digest: str | bytes) -> str:
+    """Return a short, non-reversible label for a token digest (hex or raw), safe to log."""
+    return (digest.hex() if isinstance(digest, bytes) else digest)[:12]
 
 
 @dataclass(frozen=True, slots=True)

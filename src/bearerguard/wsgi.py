@@ -57,8 +57,18 @@ class WSGIBearerGuard:
             lookup, self.guard, timeout=backend_timeout, max_in_flight=max_in_flight
         )
         self._unsubscribe = wire_invalidations(backend, self.guard)
+        self._fast = not self.guard.query_token
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        auth = environ.get("HTTP_AUTHORIZATION")
+        if auth is not None and self._fast and auth.isascii():
+            # Hot path: the token is fresh in the cache.
+            ident = self.guard.cached_identity(
+                auth.encode(), environ.get("REMOTE_ADDR"), "HTTP_X_FORWARDED_FOR" in environ
+            )
+            if ident is not None:
+                environ["bearerguard.identity"] = ident
+                return self.app(environ, start_response)
         decision = self.decide(environ)
         if isinstance(decision, Allow):
             if decision.identity is not None:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from bearerguard import BackendUnavailable, Guard, TokenInfo
 from bearerguard.flow import Allow, Deny, Lookup, RequestFacts
-from bearerguard.tokens import token_digest
+from bearerguard.tokens import token_key
 from helpers import FakeClock
 
 TOKEN = "tok-123"
@@ -33,7 +33,7 @@ def run(guard: Guard, f: RequestFacts, answer: Any = None, api: str | None = Non
         step = next(flow)
         while True:
             assert isinstance(step, Lookup)
-            assert step.digest == token_digest(step.token)
+            assert step.key == token_key(step.token)
             asked += 1
             step = flow.throw(answer) if isinstance(answer, BaseException) else flow.send(answer)
     except StopIteration as stop:
@@ -60,7 +60,7 @@ def test_hit_past_touch_interval_asks_for_refresh(clock: FakeClock) -> None:
     d, asked = run(g, facts())
     assert asked == 0 and isinstance(d.follow_up, Lookup)
     # the refresh's answer replaces the entry and resets its clock
-    g.refreshed(d.follow_up.digest, info(clock))
+    g.refreshed(d.follow_up.key, info(clock))
     d, _ = run(g, facts())
     assert d.follow_up is None
 
@@ -84,7 +84,7 @@ def test_entry_never_outlives_token(clock: FakeClock) -> None:
 def test_refresh_reporting_revocation_evicts(clock: FakeClock) -> None:
     g = Guard(clock=clock)
     run(g, facts(), info(clock))
-    g.refreshed(token_digest(TOKEN), None)
+    g.refreshed(token_key(TOKEN), None)
     d, asked = run(g, facts())
     assert asked == 0 and isinstance(d, Deny)  # negative cache answers
 
@@ -92,7 +92,7 @@ def test_refresh_reporting_revocation_evicts(clock: FakeClock) -> None:
 def test_failed_refresh_keeps_entry(clock: FakeClock) -> None:
     g = Guard(clock=clock)
     run(g, facts(), info(clock))
-    g.refreshed(token_digest(TOKEN), BackendUnavailable("down"))
+    g.refreshed(token_key(TOKEN), BackendUnavailable("down"))
     d, asked = run(g, facts())
     assert asked == 0 and isinstance(d, Allow)
 
