@@ -1,0 +1,115 @@
+"""`bearerguard.config.from_env`: which backend the BEARERGUARD_* variables select."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bearerguard import ConfigurationError, StoreBackend
+from bearerguard.backends.introspection import IntrospectionBackend
+from bearerguard.config import DEFAULT_STORE, from_env
+from bearerguard.stores import MemoryStore
+from bearerguard.stores.sqlite import SQLiteStore
+from helpers import remember_secret
+
+INTRO = {
+    "BEARERGUARD_INTROSPECTION_URL": "http://127.0.0.1:8000/introspect",
+    "BEARERGUARD_CLIENT_ID": "key_rs",
+    "BEARERGUARD_CLIENT_SECRET": "s3cret-for-config-tests",
+}
+remember_secret(INTRO["BEARERGUARD_CLIENT_SECRET"])
+
+
+def test_introspection_selected_by_all_three() -> None:
+    settings = from_env({**INTRO, "BEARERGUARD_STORE": "memory://"})
+    try:
+        assert isinstance(settings.backend, IntrospectionBackend)
+        assert settings.backend.url == INTRO["BEARERGUARD_INTROSPECTION_URL"]
+        assert settings.source == "introspection http://127.0.0.1:8000/introspect"
+        assert INTRO["BEARERGUARD_CLIENT_SECRET"] not in repr(settings)
+    finally:
+        settings.close()
+
+
+@pytest.mark.parametrize("missing", sorted(INTRO))
+def test_partial_introspection_is_an_error(missing: str) -> None:
+    env = {k: v for k, v in INTRO.items() if k != missing}
+    with pytest.raises(ConfigurationError) as info:
+        from_env(env)
+    assert missing in str(info.value)
+    assert INTRO["BEARERGUARD_CLIENT_SECRET"] not in str(info.value)
+
+
+def test_empty_variables_count_as_unset() -> None:
+    env = dict.fromkeys(INTRO, "") | {"BEARERGUARD_STORE": "memory://"}
+    settings = from_env(env)
+    assert isinstance(settings.backend, StoreBackend)
+    assert isinstance(settings.backend.store, MemoryStore)
+
+
+def test_bad_introspection_url_names_the_variable() -> None:
+    with pytest.raises(ConfigurationError, match="BEARERGUARD_INTROSPECTION_URL"):
+        from_env({**INTRO, "BEARERGUARD_INTROSPECTION_URL": "ftp://nowhere"})
+
+
+def test_store_url_selects_store_backend(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/x.db"
+    settings = from_env({"BEARERGUARD_STORE": url})
+    try:
+        assert isinstance(settings.backend, StoreBackend)
+        assert isinstance(settings.backend.store, SQLiteStore)
+        assert (tmp_path / "x.db").exists()
+        assert settings.options == {"trusted_proxies": ()}
+    finally:
+        settings.close()
+
+
+def test_default_store_is_sqlite_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert DEFAULT_STORE == "sqlite:///bearerguard.db"
+    settings = from_env({})
+    try:
+        assert isinstance(settings.backend.store, SQLiteStore)
+        assert (tmp_path / "bearerguard.db").exists()
+    finally:
+        settings.close()
+
+
+def test_bad_store_url_names_the_variable() -> None:
+    with pytest.raises(ConfigurationError, match="BEARERGUARD_STORE"):
+        from_env({"BEARERGUARD_STORE": "postgres://db/x"})
+
+
+def test_redis_password_is_not_in_source() -> None:
+    pw = remember_secret("redis-pass-for-config-test")
+    try:
+        settings = from_env({"BEARERGUARD_STORE": f"redis://:{pw}@127.0.0.1:1/0"})
+    except ConfigurationError as exc:  # no Redis on port 1: the error must not quote it
+        assert pw not in str(exc)
+    else:
+        try:
+            assert pw not in settings.source
+        finally:
+            settings.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", ()),
+        ("10.0.0.1", ("10.0.0.1",)),
+        (" 10.0.0.1 , 10.1.0.0/16,,::1 ", ("10.0.0.1", "10.1.0.0/16", "::1")),
+    ],
+)
+def test_trusted_proxies(value: str, expected: tuple[str, ...]) -> None:
+    settings = from_env({"BEARERGUARD_STORE": "memory://", "BEARERGUARD_TRUSTED_PROXIES": value})
+    assert settings.trusted_proxies == expected
+    assert settings.options["trusted_proxies"] == expected
+
+
+def test_bad_trusted_proxy_names_the_variable() -> None:
+    with pytest.raises(ConfigurationError, match="BEARERGUARD_TRUSTED_PROXIES"):
+        from_env({"BEARERGUARD_STORE": "memory://", "BEARERGUARD_TRUSTED_PROXIES": "a.b.c.d"})
