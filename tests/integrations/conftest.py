@@ -74,7 +74,7 @@ class ExampleServer:
     def __init__(self, cmd: Sequence[str], port: int, env: dict[str, str]) -> None:
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in stop())
         full_env = {
             k: v for k, v in os.environ.items() if not k.startswith(("BEARERGUARD_", "FORWARDED"))
         }

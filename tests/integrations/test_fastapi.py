@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
@@ -45,7 +45,9 @@ def make_app(store: MemoryStore | None, *, handler: bool = True) -> FastAPI:
         return {"key_id": identity.key_id, "apis": sorted(identity.apis)}
 
     @app.get("/dns/zones")
-    async def zones(identity: Identity = Security(require_api("dns"))) -> dict[str, Any]:
+    async def zones(
+        identity: Annotated[Identity, Security(require_api("dns"))],
+    ) -> dict[str, Any]:
         return {"zones": ["example.com"], "key_id": identity.key_id}
 
     @app.get("/vps/servers", dependencies=[Security(require_api("vps"))])
@@ -53,11 +55,13 @@ def make_app(store: MemoryStore | None, *, handler: bool = True) -> FastAPI:
         return {"servers": ["web-1"]}
 
     @app.get("/depends")
-    async def depends(identity: Identity = Depends(bearer_auth)) -> dict[str, str]:
+    async def depends(identity: Annotated[Identity, Depends(bearer_auth)]) -> dict[str, str]:
         return {"key_id": identity.key_id}
 
     @app.websocket("/ws")
-    async def ws(websocket: WebSocket, identity: Identity = Depends(require_api("dns"))) -> None:
+    async def ws(
+        websocket: WebSocket, identity: Annotated[Identity, Depends(require_api("dns"))]
+    ) -> None:
         await websocket.accept()
         await websocket.send_text(identity.key_id)
         await websocket.close()
