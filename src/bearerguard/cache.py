@@ -25,6 +25,8 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 from cachetools import TTLCache
 
@@ -96,6 +98,7 @@ class TokenCache:
         self.clock = clock
         self._lock = threading.Lock()
         self._pos: dict[bytes, Entry] = {}
+        self._shared: dict[Any, Any] = {}
         self._neg: TTLCache[bytes, bool] = TTLCache(negative_maxsize, negative_ttl, timer=clock)
         # The cached path reads this directly: no lock, no method call.
         self.peek = self._pos.get
@@ -124,16 +127,16 @@ class TokenCache:
             with self._lock:
                 self._pos.pop(key, None)
             return None
+        info = self._shrink(info)
         fresh = min(self.ttl, life)
         touch = self.touch_interval
         if info.ttl:
             touch = min(touch, info.ttl / 3)
-        entry = Entry(
-            info,
-            fresh_until=now + fresh,
-            refresh_at=now + min(touch, fresh),
-            stale_until=now + min(fresh + self.stale_if_error, life),
-        )
+        fresh_until = now + fresh
+        stale_until = now + min(fresh + self.stale_if_error, life)
+        if stale_until == fresh_until:
+            stale_until = fresh_until  # one float object, not two equal ones
+        entry = Entry(info, fresh_until, now + min(touch, fresh), stale_until)
         pos = self._pos
         with self._lock:
             self._neg.pop(key, None)
@@ -143,6 +146,20 @@ class TokenCache:
             pos[key] = entry
             self._trim(now)
         return entry
+
+    def _shrink(self, info: TokenInfo) -> TokenInfo:
+        # Many tokens share a key id, an API set and an address: keep one copy of each
+        # (bounded), so 100,000 cached tokens cost a few hundred bytes each.
+        shared = self._shared
+        if len(shared) >= 65_536:
+            return info
+        return replace(
+            info,
+            key_id=shared.setdefault(info.key_id, info.key_id),
+            apis=shared.setdefault(info.apis, info.apis),
+            bound_ip=info.bound_ip and shared.setdefault(info.bound_ip, info.bound_ip),
+            ttl=info.ttl and shared.setdefault(info.ttl, info.ttl),
+        )
 
     def _trim(self, now: float) -> None:
         # Called with the lock held. Drop a couple of expired entries from the old end

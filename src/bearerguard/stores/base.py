@@ -105,7 +105,6 @@ class TokenRecord:
             bound_ip=self.bound_ip,
             expires_at=self.expires_at,
             ttl=self.ttl,
-            claims={"iat": int(self.issued_at)},
         )
 
 
