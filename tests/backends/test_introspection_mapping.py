@@ -155,6 +155,7 @@ def test_backoff_is_jittered_and_capped() -> None:
     [
         ("ftp://x/introspect", {}),
         ("/introspect", {}),
+        ("http://rs:secret@127.0.0.1/i", {}),
         ("http://127.0.0.1/i", {"connect_timeout": 0}),
         ("http://127.0.0.1/i", {"read_timeout": float("inf")}),
         ("http://127.0.0.1/i", {"max_connections": 0}),

@@ -278,6 +278,9 @@ class IntrospectionBackend:
             raise ConfigurationError("introspection url is not a URL") from exc
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise ConfigurationError("introspection url must be an absolute http(s) URL")
+        if parsed.userinfo:
+            # It would end up in logs and reprs; credentials have their own arguments.
+            raise ConfigurationError("put credentials in client_id/client_secret, not the url")
         if not client_id or not client_secret:
             raise ConfigurationError("client_id and client_secret are required")
         if max_connections < 1:
