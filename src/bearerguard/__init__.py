@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .asgi import BearerGuardMiddleware
-from .backends import AsyncTokenBackend, StoreBackend, TokenBackend
+from .backends import AsyncTokenBackend, IntrospectionBackend, StoreBackend, TokenBackend
 from .cache import TokenCache
 from .clientip import ClientIPResolver
 from .errors import BackendUnavailable, BearerGuardError, Challenge, ConfigurationError
@@ -24,6 +24,7 @@ __all__ = [
     "ConfigurationError",
     "Guard",
     "Identity",
+    "IntrospectionBackend",
     "Invalidation",
     "StoreBackend",
     "TokenBackend",
