@@ -130,7 +130,8 @@ class LiveService:
         raise RuntimeError("could not find a free port")
 
     def _start_once(self) -> LiveService:
-        self._log = tempfile.NamedTemporaryFile(prefix="bearerguard-serve-", suffix=".log")
+        # Closed in _collect() once the server has exited.
+        self._log = tempfile.NamedTemporaryFile(prefix="bearerguard-serve-", suffix=".log")  # noqa: SIM115
         # fmt: off
         cmd = [
             sys.executable, "-m", "bearerguard", "serve",

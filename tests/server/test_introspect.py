@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Service
-from test_login import assert_error
+from server_helpers import Service, assert_error
 
 from bearerguard.tokens import token_digest
 

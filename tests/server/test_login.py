@@ -5,26 +5,12 @@ from __future__ import annotations
 import base64
 
 import pytest
-from conftest import Service
+from server_helpers import Service, assert_error, basic
 
 from bearerguard.tokens import token_digest
 from helpers import remember_secret
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def assert_error(r, status: int, error: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"] == "application/json"
-    assert r.headers["cache-control"] == "no-store"
-    body = r.json()
-    assert body["error"] == error
-    assert isinstance(body["error_description"], str) and body["error_description"]
-    return body  # type: ignore[no-any-return]
 
 
 def test_login_issues_a_bound_sliding_token(svc: Service) -> None:
