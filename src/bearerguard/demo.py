@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import importlib.util
 import os
 import shlex
@@ -85,7 +86,8 @@ def _listen(port: int, what: str, flag: str) -> socket.socket:
         sock.bind((HOST, port))
     except OSError as exc:
         sock.close()
-        reason = "is already in use" if exc.errno == 98 else f"cannot be used: {exc.strerror}"
+        in_use = exc.errno == errno.EADDRINUSE
+        reason = "is already in use" if in_use else f"cannot be used: {exc.strerror}"
         raise DemoError(
             f"port {port} for the {what} {reason} (choose another with {flag} PORT)"
         ) from None

@@ -47,10 +47,10 @@ from .starlette import challenge_for, challenge_response
 from .tokens import Identity
 
 __all__ = [
-    "DOCS_PATHS",
     "BearerAuth",
     "BearerChallenge",
     "CurrentIdentity",
+    "DOCS_PATHS",
     "add_challenge_handler",
     "bearer_auth",
     "challenge_handler",
