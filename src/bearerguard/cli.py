@@ -26,6 +26,7 @@ import contextlib
 import datetime
 import importlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -144,6 +145,7 @@ def _serve(args: argparse.Namespace) -> int:
         lifespan="on",
         log_level=args.log_level,
     )
+    _log_to_stderr(args.log_level)
     server = uvicorn.Server(config)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -158,6 +160,16 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         sock.close()
     return 0 if server.started else 1
+
+
+def _log_to_stderr(level: str) -> None:
+    """Show the service's own log lines (token fingerprints, never tokens) like uvicorn's."""
+    log = logging.getLogger("bearerguard")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(level.upper())
 
 
 # -- keys -----------------------------------------------------------------------------
