@@ -1,10 +1,11 @@
 # make test: set up .venv, lint, type-check and run the tests.
+# make demo: run the auth service and a protected example API on localhost.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest clean
+.PHONY: test demo lint typecheck pytest clean bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -26,5 +27,12 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# The auth service and the protected Starlette example on 127.0.0.1, over SQLite.
+demo: $(STAMP)
+	$(BIN)/bearerguard demo
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+bench: $(STAMP)
+	$(BIN)/python -m bench --loopback --install-missing

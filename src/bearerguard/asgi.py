@@ -37,7 +37,8 @@ class BearerGuardMiddleware:
 
     An allowed request carries its `Identity` in ``scope["bearerguard"]``, and in
     ``scope["user"]``/``scope["auth"]`` for Starlette's ``request.user`` and
-    ``@requires``.
+    ``@requires``; ``scope["bearerguard.guard"]`` is this middleware's `Guard`, for
+    per-route checks (`bearerguard.starlette.require_api`).
     """
 
     def __init__(
@@ -82,11 +83,13 @@ class BearerGuardMiddleware:
                 ident = self._cached(auth, client[0] if client else None, forwarded)
                 if ident is not None:
                     scope["bearerguard"] = scope["user"] = scope["auth"] = ident
+                    scope["bearerguard.guard"] = self.guard
                     await self.app(scope, receive, send)
                     return
         decision = await self.decide(scope)
         if isinstance(decision, Allow):
             identity = decision.identity
+            scope["bearerguard.guard"] = self.guard
             if identity is None:
                 scope.setdefault("user", ANONYMOUS)
                 scope.setdefault("auth", ANONYMOUS)

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from adapter_harness import AppCalls, flask_app, starlette_app
 from bearerguard import BearerGuardMiddleware, StoreBackend, TokenInfo, WSGIBearerGuard
 from bearerguard.stores import MemoryStore
-from conftest import AppCalls, flask_app, starlette_app
 from helpers import issue
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from adapter_harness import Harness
 from bearerguard import BackendUnavailable, Challenge, StoreBackend, TokenInfo
 from bearerguard.stores import MemoryStore
-from conftest import Harness
 from helpers import FakeClock, Issued, issue
 
 Make = Callable[..., Harness]
@@ -128,8 +128,8 @@ def test_two_headers_over_a_real_wsgi_server(store: MemoryStore, dns: Issued) ->
 
     from werkzeug.serving import make_server
 
+    from adapter_harness import AppCalls, flask_app
     from bearerguard import WSGIBearerGuard
-    from conftest import AppCalls, flask_app
 
     app = flask_app(AppCalls())
     guard = WSGIBearerGuard(app.wsgi_app, backend=StoreBackend(store))

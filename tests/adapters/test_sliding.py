@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from adapter_harness import Harness
 from bearerguard import StoreBackend
 from bearerguard.stores import MemoryStore
 from bearerguard.tokens import token_digest
-from conftest import Harness
 from helpers import FakeClock, issue
 
 Make = Callable[..., Harness]

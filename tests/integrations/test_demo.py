@@ -17,8 +17,8 @@ from typing import IO
 
 import pytest
 
-from conftest import ROOT, free_port
 from helpers import SECRETS, remember_secret
+from integration_support import ROOT, free_port
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0

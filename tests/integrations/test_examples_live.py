@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from conftest import (
+from helpers import remember_secret
+from integration_support import (
     ExampleServer,
     RawWebSocket,
     assert_challenge,
@@ -22,7 +23,6 @@ from conftest import (
     gunicorn_example,
     uvicorn_example,
 )
-from helpers import remember_secret
 from live_service import LiveService
 
 

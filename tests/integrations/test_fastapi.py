@@ -20,8 +20,8 @@ from bearerguard.fastapi import (
     require_api,
 )
 from bearerguard.stores import MemoryStore
-from conftest import assert_challenge, bearer
 from helpers import issue
+from integration_support import assert_challenge, bearer
 
 
 def make_app(store: MemoryStore | None, *, handler: bool = True) -> FastAPI:

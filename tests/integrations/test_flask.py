@@ -12,8 +12,8 @@ from flask.typing import ResponseReturnValue
 from bearerguard import StoreBackend
 from bearerguard.flask import BearerGuard, current_identity, get_identity, require_api
 from bearerguard.stores import MemoryStore
-from conftest import assert_challenge, bearer
 from helpers import issue
+from integration_support import assert_challenge, bearer
 
 
 def make_app(guard: BearerGuard) -> Flask:

@@ -21,8 +21,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from bearerguard import BearerGuardMiddleware, StoreBackend
 from bearerguard.starlette import identity_of, require_api
 from bearerguard.stores import MemoryStore
-from conftest import assert_challenge, bearer
 from helpers import issue
+from integration_support import assert_challenge, bearer
 
 
 @requires("dns")

@@ -142,10 +142,6 @@ def test_no_token_is_stored_for_a_revoked_key(
     store: Any, store_kind: str, request: pytest.FixtureRequest
 ) -> None:
     # A login racing with the key's revocation must not leave a live token behind.
-    if store_kind == "memory":
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="MemoryStore.put_token does not check the key")
-        )
     key, secret = store.create_key(["dns"])
     remember_secret(secret)
     store.revoke_key(key.key_id)

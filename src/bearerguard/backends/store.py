@@ -38,4 +38,12 @@ class StoreBackend:
         return self.store.subscribe(callback)
 
     def close(self) -> None:
+        """Close the store (its sync face)."""
         self.store.close()
+
+    async def aclose(self) -> None:
+        """Close the store from the event loop, so async clients close on their loop."""
+        if self._astore is not None:
+            await self._astore.aclose()
+        else:
+            self.store.close()

@@ -62,7 +62,9 @@ class MemoryStore:
     # -- tokens -----------------------------------------------------------------------
     def put_token(self, record: TokenRecord) -> None:
         with self._lock:
-            self._tokens[record.digest] = record
+            # A login racing with the key's revocation must not leave a live token.
+            if record.key_id in self._keys:
+                self._tokens[record.digest] = record
 
     def touch_token(self, digest: str, now: float) -> TokenRecord | None:
         with self._lock:

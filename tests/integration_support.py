@@ -1,0 +1,194 @@
+"""Shared pieces of the integration tests: challenge checks, example servers, raw WebSockets."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bearerguard.errors import Challenge
+from helpers import SECRETS
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_challenge(
+    resp: httpx.Response,
+    status: int,
+    error: str | None,
+    *,
+    scope: str | None = None,
+    realm: str = "api",
+) -> None:
+    """`resp` is the RFC 6750 refusal the core renders: status, challenge, JSON body."""
+    assert resp.status_code == status, resp.text
+    params = Challenge.from_header(resp.headers["www-authenticate"])
+    assert params["realm"] == realm
+    assert params.get("error") == error
+    assert params.get("scope") == scope
+    body = resp.json()
+    assert body["error"] == (error or "unauthorized")
+    assert body["error_description"]
+    if error is not None:
+        assert params["error_description"] == body["error_description"]
+    assert resp.headers["content-type"].startswith("application/json")
+
+
+# -- example apps as real servers -----------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ExampleServer:
+    """An example app under a real server (uvicorn or gunicorn) as a subprocess."""
+
+    def __init__(self, cmd: Sequence[str], port: int, env: dict[str, str]) -> None:
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in stop())
+        full_env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("BEARERGUARD_", "FORWARDED"))
+        }
+        full_env.update(env, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            list(cmd),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            cwd=str(ROOT),
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited early:\n{self.stop()}")
+                try:
+                    if client.get(self.base_url + "/health").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start:\n{self.stop()}")
+                time.sleep(0.05)
+
+    def stop(self) -> str:
+        """Stop the server; return its output after checking it holds no secret."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=STOP_TIMEOUT)
+        if self._log.closed:
+            return ""
+        self._log.seek(0)
+        out = self._log.read().decode("utf-8", "replace")
+        self._log.close()
+        assert not [s for s in SECRETS if s in out], "a token or secret in the server's output"
+        return out
+
+
+def uvicorn_example(env: dict[str, str]) -> ExampleServer:
+    port = free_port()
+    # fmt: off
+    cmd = [
+        sys.executable, "-m", "uvicorn", "app:app",
+        "--app-dir", str(EXAMPLES / "starlette_app"),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--no-proxy-headers", "--no-access-log", "--lifespan", "on",
+    ]
+    # fmt: on
+    return ExampleServer(cmd, port, env)
+
+
+def gunicorn_example(env: dict[str, str]) -> ExampleServer:
+    port = free_port()
+    # fmt: off
+    cmd = [
+        sys.executable, "-m", "gunicorn",
+        "--chdir", str(EXAMPLES / "flask_app"),
+        "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
+        "--forwarded-allow-ips", "", "--graceful-timeout", "5",
+        "app:app",
+    ]
+    # fmt: on
+    return ExampleServer(cmd, port, env)
+
+
+# -- a raw WebSocket client (no client library: the handshake by hand, RFC 6455) -----
+class RawWebSocket:
+    def __init__(self, port: int, path: str, headers: dict[str, str]) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: 127.0.0.1:{port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                break
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        self.status = int(status_line.split()[1])
+        self.headers = {
+            k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in header_lines)
+        }
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def frame(self) -> tuple[int, bytes]:
+        """The next frame from the server (unmasked, as servers send): (opcode, payload)."""
+        b0, b1 = self._read(2)
+        length = b1 & 0x7F
+        if length == 126:
+            length = int.from_bytes(self._read(2), "big")
+        elif length == 127:
+            length = int.from_bytes(self._read(8), "big")
+        return b0 & 0x0F, self._read(length)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawWebSocket:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
