@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import logging
 
 import pytest
 from server_helpers import Service, assert_error, basic
 
-from bearerguard.tokens import token_digest
+from bearerguard.tokens import fingerprint, token_digest
 from helpers import remember_secret
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -304,3 +305,18 @@ def test_throttle_is_a_sliding_window(svc: Service) -> None:
     assert svc.http.login(key_id, secret).status_code == 429
     svc.throttle_clock.advance(2)  # the first four are now older than 60 s
     svc.http.token(key_id, secret)
+
+
+def test_log_shows_fingerprints_never_tokens_or_secrets(
+    svc: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    key_id, secret = svc.key()
+    with caplog.at_level(logging.INFO, logger="bearerguard"):
+        token = svc.http.token(key_id, secret)
+        # A client that swaps id and secret must not get its secret logged.
+        assert svc.http.login(secret, key_id).status_code == 401
+        assert svc.http.login(token, "x").status_code == 401
+    text = caplog.text
+    assert fingerprint(token_digest(token)) in text
+    assert key_id in text
+    assert token not in text and secret not in text
