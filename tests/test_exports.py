@@ -17,6 +17,13 @@ MODULES = [
     "bearerguard.flow",
     "bearerguard.backends",
     "bearerguard.stores",
+    "bearerguard.metrics",
+    "bearerguard.prometheus",
+    "bearerguard.config",
+    "bearerguard.flask",
+    "bearerguard.starlette",
+    "bearerguard.fastapi",
+    "bearerguard.backends.introspection",
 ]
 
 

@@ -12,6 +12,7 @@ import contextlib
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -19,6 +20,7 @@ from typing import Any
 
 from .errors import BackendUnavailable, ConfigurationError
 from .flow import Guard, Lookup
+from .metrics import Metrics
 from .tokens import Invalidation, TokenInfo, fingerprint
 
 __all__ = ["AsyncCaller", "SyncCaller", "wire_invalidations"]
@@ -38,6 +40,24 @@ def _wrap(exc: BaseException) -> BackendUnavailable:
     return err
 
 
+def _timed(lookup: LookupFn, metrics: Metrics | None) -> LookupFn:
+    """`lookup`, recording each call's latency and outcome into `metrics`."""
+    if metrics is None:
+        return lookup
+
+    def timed(token: str) -> Any:
+        started = time.perf_counter()
+        ok = False
+        try:
+            result = lookup(token)
+            ok = True
+            return result
+        finally:
+            metrics.backend_call(time.perf_counter() - started, ok)
+
+    return timed
+
+
 def _check_timeout(timeout: float) -> float:
     if not timeout > 0:
         raise ConfigurationError("backend_timeout must be a positive number of seconds")
@@ -55,7 +75,7 @@ class SyncCaller:
     def __init__(
         self, lookup: LookupFn, guard: Guard, *, timeout: float = 5.0, max_in_flight: int = 16
     ) -> None:
-        self._lookup = lookup
+        self._lookup = _timed(lookup, guard.metrics)
         self._guard = guard
         self._timeout = _check_timeout(timeout)
         self._max = max_in_flight
@@ -149,12 +169,19 @@ class AsyncCaller:
         return await asyncio.wrap_future(fut)
 
     async def _call(self, token: str) -> TokenInfo | None:
+        metrics = self._guard.metrics
+        started = time.perf_counter()
+        ok = False
         try:
             result: TokenInfo | None = await asyncio.wait_for(self._alookup(token), self._timeout)
+            ok = True
         except asyncio.TimeoutError:
             raise BackendUnavailable(f"backend gave no answer in {self._timeout:g}s") from None
         except Exception as exc:
             raise _wrap(exc) from exc
+        finally:
+            if metrics is not None and self._threaded is None:
+                metrics.backend_call(time.perf_counter() - started, ok)
         return result
 
     def _start(

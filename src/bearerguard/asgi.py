@@ -58,8 +58,9 @@ class BearerGuardMiddleware:
             backend, self.guard, timeout=backend_timeout, max_in_flight=max_in_flight
         )
         self._unsubscribe = wire_invalidations(backend, self.guard)
-        # With query tokens, "two methods at once" needs the query string: full flow.
-        self._fast = not self.guard.query_token
+        # With query tokens, "two methods at once" needs the query string, and an audit
+        # hook needs RequestFacts: both take the full flow.
+        self._fast = not self.guard.query_token and self.guard.on_decision is None
         self._cached = self.guard.cached_identity
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

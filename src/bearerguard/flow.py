@@ -19,6 +19,7 @@ from .cache import TokenCache
 from .clientip import ClientIPResolver, normalize_ip
 from .credentials import DEFAULT_MAX_TOKEN_LENGTH, MalformedCredentials, extract_token
 from .errors import BackendUnavailable, Challenge, ConfigurationError, quote_param
+from .metrics import Metrics
 from .policy import UNAVAILABLE, decide, insufficient_scope
 from .tokens import Identity, TokenInfo, fingerprint, token_key
 
@@ -72,7 +73,12 @@ class Allow:
 
 @dataclass(frozen=True, slots=True)
 class Deny:
+    """Refuse the request with `challenge`; the rest is context for logs and hooks."""
+
     challenge: Challenge
+    key_id: str | None = None
+    client_ip: str | None = None
+    fingerprint: str | None = None
 
 
 Decision = Allow | Deny
@@ -112,6 +118,10 @@ class Guard:
     - `max_token_length`: longer tokens are refused with 400 before any lookup.
     - `retry_after`: seconds in the ``Retry-After`` of a 503.
     - `clock`: wall-clock seconds, injectable for tests.
+    - `metrics`: a `bearerguard.metrics.Metrics` to count into (None: count nothing).
+    - `on_decision(facts, decision)`: an audit hook, called after each decision, outside
+      any lock; an exception in it is logged and ignored. Setting it turns off the
+      adapters' cached fast path, since that path builds no `RequestFacts`.
     """
 
     def __init__(
@@ -134,6 +144,8 @@ class Guard:
         retry_after: int = 5,
         clock: Callable[[], float] = time.time,
         cache: TokenCache | None = None,
+        metrics: Metrics | None = None,
+        on_decision: Callable[[RequestFacts, Decision], None] | None = None,
     ) -> None:
         quote_param(realm)  # fails at construction on a realm we cannot quote
         if api is not None:
@@ -160,6 +172,8 @@ class Guard:
             stale_if_error=stale_if_error,
             clock=clock,
         )
+        self.metrics = metrics
+        self.on_decision = on_decision
         self._ip_memo: dict[str | None, str | None] = {}
         self._peek = self.cache.peek
         self.unavailable = Challenge(
@@ -210,12 +224,50 @@ class Guard:
             ident = entry.identity = Identity(
                 info.key_id, info.apis, client_ip, info, fingerprint(key)
             )
+        if self.metrics is not None:
+            self.metrics.hot_hits += 1
         return ident
 
     def authenticate(
         self, facts: RequestFacts, api: str | None = None
     ) -> Generator[Lookup, TokenInfo | None, Decision]:
         """Decide one request; `api` overrides the guard's own requirement."""
+        decision = yield from self._decide(facts, api)
+        self._observe(facts, decision)
+        return decision
+
+    def _observe(self, facts: RequestFacts, decision: Decision) -> None:
+        metrics = self.metrics
+        if isinstance(decision, Deny):
+            ch = decision.challenge
+            if metrics is not None:
+                metrics.requests[str(ch.status)] += 1
+            if logger.isEnabledFor(logging.INFO):
+                client_ip = decision.client_ip
+                if client_ip is None:
+                    client_ip = self.resolver.resolve(facts.peer, facts.forwarded_for)
+                # One line per refusal; a fingerprint, never the token.
+                logger.info(
+                    "refused %d %s: %s path=%s key_id=%s client_ip=%s token=%s",
+                    ch.status,
+                    ch.error or "no_credentials",
+                    ch.description or "no bearer credentials",
+                    facts.path,
+                    decision.key_id or "-",
+                    client_ip or "-",
+                    decision.fingerprint or "-",
+                )
+        elif metrics is not None:
+            metrics.requests["public" if decision.identity is None else "allowed"] += 1
+        if self.on_decision is not None:
+            try:
+                self.on_decision(facts, decision)
+            except Exception:
+                logger.exception("on_decision hook failed")
+
+    def _decide(
+        self, facts: RequestFacts, api: str | None
+    ) -> Generator[Lookup, TokenInfo | None, Decision]:
         if self.is_public(facts.path):
             return PUBLIC
         try:
@@ -227,47 +279,48 @@ class Guard:
         if token is None:
             return Deny(MISSING)
         key = token_key(token)
+        fp = fingerprint(key)
         entry, negative = self.cache.get(key)
         now = self.clock()
+        metrics = self.metrics
         follow_up: Lookup | None = None
         info: TokenInfo | None
         if entry is not None and now < entry.fresh_until:
             info = entry.info
             if now >= entry.refresh_at:
                 follow_up = Lookup(token, key)
+            if metrics is not None:
+                metrics.cache_hits += 1
         elif negative:
             info = None
+            if metrics is not None:
+                metrics.negative_hits += 1
         else:
+            if metrics is not None:
+                metrics.cache_misses += 1
             try:
                 answer = yield Lookup(token, key)
             except BackendUnavailable as exc:
                 if entry is None or now >= entry.stale_until:
-                    logger.warning(
-                        "backend unavailable, refusing token %s: %s", fingerprint(key), exc
-                    )
-                    return Deny(self.unavailable)
+                    logger.warning("backend unavailable, refusing token %s: %s", fp, exc)
+                    return Deny(self.unavailable, fingerprint=fp)
                 logger.warning(
-                    "backend unavailable, serving token %s from stale cache: %s",
-                    fingerprint(key),
-                    exc,
+                    "backend unavailable, serving token %s from stale cache: %s", fp, exc
                 )
+                if metrics is not None:
+                    metrics.stale_served += 1
                 info = entry.info
             else:
                 info = self._accept(key, answer)
                 if info is BAD_ANSWER:
-                    return Deny(self.unavailable)
+                    return Deny(self.unavailable, fingerprint=fp)
             now = self.clock()
         client_ip = self.resolver.resolve(facts.peer, facts.forwarded_for)
         verdict = decide(
-            info,
-            client_ip,
-            api or self.api,
-            now,
-            ip_binding=self.ip_binding,
-            fingerprint=fingerprint(key),
+            info, client_ip, api or self.api, now, ip_binding=self.ip_binding, fingerprint=fp
         )
         if isinstance(verdict, Challenge):
-            return Deny(verdict)
+            return Deny(verdict, info.key_id if info else None, client_ip, fp)
         return Allow(verdict, follow_up)
 
     def _accept(self, key: bytes, answer: object) -> TokenInfo | None:
@@ -283,6 +336,10 @@ class Guard:
 
     def refreshed(self, key: bytes, answer: object) -> None:
         """Record the outcome of a background refresh (a value or an exception)."""
+        if self.metrics is not None:
+            self.metrics.refreshes += 1
+            if isinstance(answer, BaseException):
+                self.metrics.refresh_failures += 1
         if isinstance(answer, BaseException):
             logger.warning("background refresh of token %s failed: %s", fingerprint(key), answer)
             return

@@ -57,7 +57,7 @@ class WSGIBearerGuard:
             lookup, self.guard, timeout=backend_timeout, max_in_flight=max_in_flight
         )
         self._unsubscribe = wire_invalidations(backend, self.guard)
-        self._fast = not self.guard.query_token
+        self._fast = not self.guard.query_token and self.guard.on_decision is None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         auth = environ.get("HTTP_AUTHORIZATION")
