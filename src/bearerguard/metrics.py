@@ -15,7 +15,7 @@ import bisect
 import threading
 from typing import Any
 
-__all__ = ["OUTCOMES", "Metrics"]
+__all__ = ["Metrics", "OUTCOMES"]
 
 OUTCOMES = ("allowed", "public", "400", "401", "403", "503")
 """Labels of `Metrics.requests`: the decision for each request."""
