@@ -61,8 +61,13 @@ def _positive(name: str, value: float) -> float:
     return float(value)
 
 
-def _as_key(digest: str | bytes) -> bytes:
-    return digest if isinstance(digest, bytes) else bytes.fromhex(digest)
+def _as_key(digest: str | bytes) -> bytes | None:
+    if isinstance(digest, bytes):
+        return digest
+    try:
+        return bytes.fromhex(digest)
+    except ValueError:
+        return None  # not a digest: nothing of ours can match it
 
 
 class TokenCache:
@@ -175,8 +180,11 @@ class TokenCache:
 
     def evict(self, digest: str | bytes) -> None:
         """Forget one token (it was revoked); `digest` raw or hex."""
+        key = _as_key(digest)
+        if key is None:
+            return
         with self._lock:
-            self._pos.pop(_as_key(digest), None)
+            self._pos.pop(key, None)
 
     def evict_key(self, key_id: str) -> int:
         """Forget every token of one API key (the key was revoked); return how many."""

@@ -215,3 +215,12 @@ def test_any_request_gives_a_known_status(
         assert d.challenge.status in {400, 401, 403, 503}
         header = d.challenge.to_header(g.realm)
         assert header.startswith('Bearer realm="api"')
+
+
+def test_evict_ignores_what_is_not_a_digest(clock: FakeClock) -> None:
+    g = Guard(clock=clock)
+    run(g, facts(), info(clock))
+    g.cache.evict("not-hex")
+    assert len(g.cache) == 1
+    g.cache.evict(token_key(TOKEN).hex())
+    assert len(g.cache) == 0
