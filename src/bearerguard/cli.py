@@ -345,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Imported only when asked for: the demo pulls in more than the service.
             demo = _load_demo()
         args = build_parser(demo).parse_args(args_list)
-        if getattr(args, "store", "unset") is None:
+        if args.command != "demo" and getattr(args, "store", "unset") is None:
             args.store = _default_store()
         if args.command == "demo":
             run = getattr(demo, "run", None)
