@@ -1,0 +1,169 @@
+"""Loopback mode: real servers on 127.0.0.1 under a bounded load (wrk, or httpx).
+
+uvicorn (one worker, --no-proxy-headers) serves bare Starlette and the same app behind
+BearerGuardMiddleware; gunicorn (one sync worker) serves bare Flask and the app behind
+WSGIBearerGuard. The runs are interleaved, each a few seconds, and every response must
+be a 200 (wrk counts non-2xx answers; a run with any is reported as failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from bench import servers
+
+PAIRS = [
+    ("uvicorn_starlette", "uvicorn", "bench.loopback_apps:starlette_bare"),
+    ("uvicorn_bearerguard", "uvicorn", "bench.loopback_apps:starlette_guarded"),
+    ("gunicorn_flask", "gunicorn", "bench.loopback_apps:flask_bare"),
+    ("gunicorn_bearerguard", "gunicorn", "bench.loopback_apps:flask_guarded"),
+]
+BASE = {"uvicorn_bearerguard": "uvicorn_starlette", "gunicorn_bearerguard": "gunicorn_flask"}
+
+
+def ensure_wrk(install: bool) -> str | None:
+    """Path of wrk; with `install`, apt-get it when missing (root only)."""
+    found = shutil.which("wrk")
+    if found or not install:
+        return found
+    if shutil.which("apt-get") is None:
+        return None
+    print("bench: installing wrk (apt-get install wrk)", file=sys.stderr)
+    try:
+        cmd = ["apt-get", "install", "-y", "-qq", "wrk"]
+        if subprocess.run(cmd, capture_output=True, timeout=180).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=180)
+            subprocess.run(cmd, capture_output=True, timeout=180)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return shutil.which("wrk")
+
+
+def _wrk(wrk: str, url: str, token: str, seconds: float, conns: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            wrk,
+            "-t1",
+            f"-c{conns}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "5s",
+            "-H",
+            f"Authorization: Bearer {token}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    ).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    total = re.search(r"(\d+) requests in", out)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "requests": int(total.group(1)) if total else 0,
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(0) if errors else "",
+    }
+
+
+async def _httpx_load(url: str, token: str, seconds: float, conns: int) -> dict[str, Any]:
+    """Fallback load client: `conns` keep-alive workers for `seconds` seconds."""
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=conns, keepalive_expiry=4.0)
+    done = bad = 0
+    async with httpx.AsyncClient(limits=limits, trust_env=False, timeout=5.0) as client:
+        deadline = time.monotonic() + seconds
+        t0 = time.monotonic()
+
+        async def worker() -> None:
+            nonlocal done, bad
+            while time.monotonic() < deadline:
+                try:
+                    r = await client.get(url, headers=headers)
+                except (httpx.ReadError, httpx.RemoteProtocolError):
+                    continue  # stale keep-alive connection: retry
+                done += 1
+                bad += r.status_code != 200
+
+        await asyncio.gather(*(worker() for _ in range(conns)))
+        elapsed = time.monotonic() - t0
+    return {"rps": done / elapsed, "requests": done, "non_2xx": bad, "socket_errors": ""}
+
+
+def run(
+    token: str, *, seconds: float = 3.0, reps: int = 3, conns: int = 16, install: bool = False
+) -> dict[str, Any]:
+    """Start the four servers, load them in interleaved runs, return the summary."""
+    wrk = ensure_wrk(install)
+    env = {"BENCH_TOKEN": token}
+    procs: dict[str, tuple[servers.Proc, int]] = {}
+    result: dict[str, Any] = {
+        "client": f"wrk -t1 -c{conns}" if wrk else f"httpx.AsyncClient x{conns}",
+        "seconds_per_run": seconds,
+        "reps": reps,
+        "servers": "uvicorn 1 worker --no-proxy-headers; gunicorn 1 sync worker",
+    }
+    try:
+        for name, kind, app in PAIRS:
+            start = servers.uvicorn if kind == "uvicorn" else servers.gunicorn
+            procs[name] = start(app, env=env)
+        with httpx.Client(trust_env=False, timeout=5.0) as client:
+            for name, (proc, port) in procs.items():
+                url = f"http://{servers.HOST}:{port}/whoami"
+                servers.wait_http(proc, url)
+                ok = client.get(url, headers={"Authorization": f"Bearer {token}"})
+                if ok.status_code != 200:
+                    raise RuntimeError(f"{name}: HTTP {ok.status_code} with the token")
+                if name in BASE and client.get(url).status_code != 401:
+                    raise RuntimeError(f"{name}: no 401 without a token")
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in procs}
+        rng = random.Random(6)
+        for rep in range(reps):
+            order = list(procs)
+            rng.shuffle(order)
+            for name in order:
+                url = f"http://{servers.HOST}:{procs[name][1]}/whoami"
+                if rep == 0:  # warm up: one short run, not counted
+                    load(wrk, url, token, 1.0, conns)
+                runs[name].append(load(wrk, url, token, seconds, conns))
+            print(f"  loopback rep {rep + 1}/{reps}", file=sys.stderr, flush=True)
+    finally:
+        for proc, _ in procs.values():
+            proc.stop()
+    rows = []
+    med = {}
+    for name, rs in runs.items():
+        med[name] = statistics.median(r["rps"] for r in rs)
+        rows.append(
+            {
+                "name": name,
+                "rps_median": med[name],
+                "rps_runs": [r["rps"] for r in rs],
+                "non_2xx": sum(r["non_2xx"] for r in rs),
+                "socket_errors": [r["socket_errors"] for r in rs if r["socket_errors"]],
+                "baseline": BASE.get(name),
+            }
+        )
+    for row in rows:
+        if row["baseline"]:
+            row["ratio"] = med[row["name"]] / med[row["baseline"]]
+    result["rows"] = rows
+    return result
+
+
+def load(wrk: str | None, url: str, token: str, seconds: float, conns: int) -> dict[str, Any]:
+    if wrk:
+        return _wrk(wrk, url, token, seconds, conns)
+    return asyncio.run(_httpx_load(url, token, seconds, conns))

@@ -1,0 +1,501 @@
+# ruff: noqa: RUF001, E501  (typographic text and long table lines of the generated page)
+"""Results: machine facts, targets of issue 6, JSON files, the chart and the docs page."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOCS = ROOT / "docs" / "benchmarks.md"
+CHART = RESULTS / "latest.png"
+
+PACKAGES = [
+    "bearerguard",
+    "starlette",
+    "fastapi",
+    "flask",
+    "werkzeug",
+    "flask-httpauth",
+    "authlib",
+    "uvicorn",
+    "gunicorn",
+    "httpx",
+    "httpcore",
+    "h11",
+    "anyio",
+    "sniffio",
+    "cachetools",
+    "redis",
+    "matplotlib",
+]
+
+
+def _cmd(args: list[str]) -> str:
+    if shutil.which(args[0]) is None:
+        return "absent"
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "?"
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = "?"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+        "packages": versions,
+        "redis_server": _cmd(["redis-server", "--version"]),
+        "wrk": _cmd(["wrk", "--version"]),
+        "git_commit": commit,
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }
+
+
+def _row(results: dict[str, Any], name: str) -> dict[str, Any] | None:
+    for row in results.get("inprocess", {}).get("rows", []):
+        if row["name"] == name and "median_us" in row:
+            return dict(row)
+    return None
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 6's numbers, each met or not, with the measured value."""
+    out: list[dict[str, Any]] = []
+
+    def add(tid: str, text: str, value: float | None, limit: float, le: bool, how: str) -> None:
+        ok = None if value is None else (value <= limit if le else value >= limit)
+        out.append(
+            {"id": tid, "target": text, "value": value, "limit": limit, "ok": ok, "how": how}
+        )
+
+    def ov(name: str) -> float | None:
+        r = _row(results, name)
+        return None if r is None else r.get("overhead_us")
+
+    a, sa = ov("bg_asgi"), ov("starlette_auth")
+    w, fh = ov("bg_wsgi"), ov("flask_httpauth")
+    add("asgi_cached_us", "ASGI cached overhead ≤ 1.5 µs", a, 1.5, True, "bg_asgi − starlette")
+    add(
+        "asgi_vs_authmw",
+        "ASGI cached overhead ≤ 0.6 × Starlette AuthenticationMiddleware's",
+        None if a is None or not sa else a / sa,
+        0.6,
+        True,
+        "overhead(bg_asgi) / overhead(starlette_auth)",
+    )
+    add("wsgi_cached_us", "WSGI cached overhead ≤ 2.5 µs", w, 2.5, True, "bg_wsgi − flask")
+    add(
+        "wsgi_vs_httpauth",
+        "WSGI cached overhead ≤ 0.25 × flask-httpauth's",
+        None if w is None or not fh else w / fh,
+        0.25,
+        True,
+        "overhead(bg_wsgi) / overhead(flask_httpauth)",
+    )
+    for face in ("asgi", "wsgi"):
+        r = _row(results, f"bg_cold_introspection_{face}")
+        add(
+            f"cold_introspection_{face}",
+            f"cold path over introspection ({face.upper()}) ≤ 1.1 × one raw httpx POST",
+            None if r is None else r.get("vs_raw_overhead"),
+            1.1,
+            True,
+            "(miss request − bare app) / raw POST",
+        )
+    facts = results.get("inprocess", {}).get("facts", {})
+    sf = facts.get("single_flight", {})
+    for face in ("asgi", "wsgi"):
+        calls = sf.get(f"{face}_backend_calls")
+        add(
+            f"single_flight_{face}",
+            f"concurrent misses for one token = one call ({face.upper()})",
+            None if calls is None else float(calls),
+            1,
+            True,
+            f"introspection calls for {sf.get('concurrent_requests' if face == 'asgi' else 'wsgi_threads')} concurrent requests",
+        )
+    rr = facts.get("redis_round_trips", {}).get("round_trips_per_lookup")
+    add(
+        "redis_round_trips",
+        "Redis store: one round trip per cold lookup",
+        rr,
+        1,
+        True,
+        "redis-py sends counted",
+    )
+    sq = facts.get("sqlite_statements", {}).get("statements_per_lookup")
+    add(
+        "sqlite_statements",
+        "SQLite store: one statement per cold lookup",
+        sq,
+        1,
+        True,
+        "sqlite3 trace",
+    )
+    mem = results.get("memory", {}).get("bytes_per_token")
+    add(
+        "memory",
+        "≤ 400 bytes per cached token (RSS, 100,000 tokens, 1,000 keys/addresses)",
+        mem,
+        400,
+        True,
+        "statm",
+    )
+    worst = results.get("memory_distinct", {}).get("bytes_per_token")
+    add(
+        "memory_distinct",
+        "the same, every token from its own address (worst case)",
+        worst,
+        400,
+        True,
+        "statm",
+    )
+    lb = {r["name"]: r for r in results.get("loopback", {}).get("rows", [])}
+    u = lb.get("uvicorn_bearerguard", {}).get("ratio")
+    add(
+        "loopback_uvicorn",
+        "uvicorn: protected-and-cached ≥ 0.95 × bare throughput",
+        u,
+        0.95,
+        False,
+        "wrk req/s ratio",
+    )
+    return out
+
+
+def _fmt(x: Any, digits: int = 2) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def chart(results: dict[str, Any], path: Path) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install 'bearerguard[bench]')"
+    rows = [r for r in results["inprocess"]["rows"] if "median_us" in r]
+    fast = [
+        r for r in rows if r["group"] in ("floor", "peer", "bearerguard") and "overhead_us" in r
+    ]
+    cold = [r for r in rows if r["group"] in ("cold", "raw")]
+    colors = {
+        "floor": "#999999",
+        "peer": "#4c72b0",
+        "bearerguard": "#dd8452",
+        "cold": "#dd8452",
+        "raw": "#55a868",
+    }
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6.5))
+    fast.sort(key=lambda r: r["overhead_us"])
+    ys = range(len(fast))
+    ax1.barh(
+        list(ys),
+        [r["overhead_us"] for r in fast],
+        xerr=[
+            [max(0.0, r["overhead_us"] - r["overhead_p25_us"]) for r in fast],
+            [max(0.0, r["overhead_p75_us"] - r["overhead_us"]) for r in fast],
+        ],
+        color=[colors[r["group"]] for r in fast],
+    )
+    ax1.set_yticks(list(ys), [f"{r['label']} ({r['face']})" for r in fast], fontsize=8)
+    ax1.set_xlabel("overhead over the bare app, µs/request (median, p25–p75)")
+    ax1.set_title("Cached path and peers, in-process")
+    ax1.axvline(0, color="black", linewidth=0.5)
+    cold.sort(key=lambda r: r["median_us"])
+    ys2 = range(len(cold))
+    ax2.barh(list(ys2), [r["median_us"] for r in cold], color=[colors[r["group"]] for r in cold])
+    ax2.set_xscale("log")
+    ax2.set_yticks(list(ys2), [f"{r['label']} ({r['face']})" for r in cold], fontsize=8)
+    ax2.set_xlabel("µs/request, whole request (median, log scale)")
+    ax2.set_title("Cold path (every request a miss) vs one raw POST")
+    m = results["machine"]
+    fig.suptitle(
+        f"bearerguard benchmarks — {m['cpu']}, {m['cores']} cores, {m['python']}", fontsize=10
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return None
+
+
+def _inprocess_table(rows: list[dict[str, Any]], groups: tuple[str, ...], cold: bool) -> list[str]:
+    if cold:
+        lines = [
+            "| variant | face | µs/request (median) | p25–p75 | over bare app, µs | vs raw POST (overhead / total) | note |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
+    else:
+        lines = [
+            "| variant | face | µs/request (median) | p25–p75 | overhead µs (paired median) | ratio to bare | note |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
+    for r in rows:
+        if r["group"] not in groups:
+            continue
+        if "median_us" not in r:
+            lines.append(
+                f"| {r['label']} | {r['face']} | unavailable: {r['unavailable']} | | | | |"
+            )
+            continue
+        spread = f"{r['p25_us']:.2f}–{r['p75_us']:.2f}"
+        if cold:
+            vs = "—"
+            if "vs_raw_total" in r:
+                vs = f"{_fmt(r.get('vs_raw_overhead'))} / {_fmt(r['vs_raw_total'])}"
+            lines.append(
+                f"| {r['label']} | {r['face']} | {r['median_us']:.1f} | {spread} | "
+                f"{_fmt(r.get('overhead_us'), 1)} | {vs} | {r['note']} |"
+            )
+        else:
+            lines.append(
+                f"| {r['label']} | {r['face']} | {r['median_us']:.2f} | {spread} | "
+                f"{_fmt(r.get('overhead_us'))} | {_fmt(r.get('ratio'), 3)} | {r['note']} |"
+            )
+    return lines
+
+
+def docs(results: dict[str, Any], chart_note: str | None) -> str:
+    m = results["machine"]
+    ip = results["inprocess"]
+    rows = ip["rows"]
+    run = results["run"]
+    L: list[str] = [
+        "# Benchmarks",
+        "",
+        "*Generated by `make bench` (`python -m bench --loopback --install-missing`); do not edit by hand.*",
+        f"Latest run: {m['date_utc']} UTC, commit `{m['git_commit']}`, {run['seconds']} s, "
+        f"{run['rounds']} interleaved rounds. Load average before/after: "
+        f"{', '.join(f'{x:.2f}' for x in run['loadavg_before'])} / "
+        f"{', '.join(f'{x:.2f}' for x in run['loadavg_after'])} "
+        "(other work shares this machine: read ratios and paired overheads, not absolute µs).",
+        "",
+        "How it measures: every variant serves the same tiny app (`GET /whoami` → small JSON). "
+        "ASGI apps are called directly with a synthetic HTTP scope and prebuilt receive/send "
+        "coroutines; WSGI apps with a prepared environ and a no-op `start_response`. Variants "
+        "run round-robin in a shuffled order, each round one batch per variant timed with "
+        "`perf_counter_ns`; the tables give the median µs/request over the rounds, and the "
+        "overhead as the median of per-round differences to the bare app of the same round. "
+        "Each variant's answer is checked (HTTP 200) before and after the timing.",
+        "",
+        "## Targets (issue 6)",
+        "",
+        "| target | measured | limit | met | how |",
+        "|---|---:|---:|:---:|---|",
+    ]
+    for t in results["targets"]:
+        ok = "n/a" if t["ok"] is None else ("yes" if t["ok"] else "**no**")
+        L.append(f"| {t['target']} | {_fmt(t['value'])} | {t['limit']} | {ok} | {t['how']} |")
+    L += ["", "## In-process: cached path, peers and floors", ""]
+    if chart_note is None:
+        L += ["![overhead per variant](../bench/results/latest.png)", ""]
+    else:
+        L += [f"(chart not drawn: {chart_note})", ""]
+    L += _inprocess_table(rows, ("baseline", "floor", "peer", "bearerguard"), cold=False)
+    L += [
+        "",
+        "Peers do less than bearerguard: the Starlette, FastAPI and flask-httpauth variants "
+        "look the token up in a dict and check nothing else; Authlib's also checks the scope "
+        "and expiry. bearerguard does the full contract on every hit (RFC 6750 syntax, SHA-256 "
+        "digest, cache with expiry, IP binding, API check, touch bookkeeping). FastAPI's "
+        "overhead is over bare FastAPI.",
+        "",
+        "## In-process: cold path (every request a cache miss)",
+        "",
+    ]
+    L += _inprocess_table(rows, ("cold", "raw"), cold=True)
+    facts = ip.get("facts", {})
+    L += ["", "Counted facts:", ""]
+    sf = facts.get("single_flight", {})
+    if "unavailable" in sf:
+        L.append(f"- single-flight: unavailable: {sf['unavailable']}")
+    else:
+        L.append(
+            f"- single-flight: {sf.get('concurrent_requests')} concurrent ASGI requests with one "
+            f"uncached token made {sf.get('asgi_backend_calls')} introspection call(s) "
+            f"(statuses {sf.get('asgi_statuses')}); {sf.get('wsgi_threads')} WSGI threads made "
+            f"{sf.get('wsgi_backend_calls')} (statuses {sf.get('wsgi_statuses')})."
+        )
+    rr = facts.get("redis_round_trips", {})
+    if "unavailable" in rr:
+        L.append(f"- Redis: unavailable: {rr['unavailable']}")
+    else:
+        L.append(
+            f"- Redis store, per cold lookup: {_fmt(rr.get('commands_per_lookup'))} command(s): {rr.get('commands')}"
+        )
+    sq = facts.get("sqlite_statements", {})
+    if "unavailable" in sq:
+        L.append(f"- SQLite: unavailable: {sq['unavailable']}")
+    else:
+        L.append(
+            f"- SQLite store, per cold lookup: {_fmt(sq.get('statements_per_lookup'))} statement(s): "
+            + "; ".join(f"`{s}`" for s in sq.get("statements", []))
+        )
+    mem = results.get("memory", {})
+    L += ["", "## Memory", ""]
+    if "bytes_per_token" in mem:
+        L.append(
+            f"RSS growth over {mem['tokens']:,} cached tokens in `TokenCache` (fresh process, "
+            f"/proc/self/statm), each a fresh TokenInfo as a backend builds it, for 1,000 keys "
+            f"each used from its own address: **{mem['bytes_per_token']:.0f} bytes per token**."
+        )
+        tm = mem.get("tracemalloc", {})
+        if tm:
+            L.append(
+                f"What the cache itself retains per token (tracemalloc over {tm['tokens']:,} "
+                f"tokens, the answers' temporaries freed): "
+                f"≈ {tm['retained_bytes_per_token']:.0f} B. RSS is higher because freed "
+                "temporaries leave partly used allocator pools behind."
+            )
+            L += ["", "| retained, by allocating line (tracemalloc) | bytes/token |", "|---|---:|"]
+            for item in tm.get("by_line", []):
+                L.append(f"| `{item['where']}` | {item['bytes_per_token']:.0f} |")
+        L += [
+            "",
+            "| part of one answer as a backend builds it (sys.getsizeof) | bytes |",
+            "|---|---:|",
+        ]
+        for k, v in mem.get("breakdown", {}).items():
+            L.append(f"| {k} | {v} |")
+        worst = results.get("memory_distinct", {})
+        if "bytes_per_token" in worst:
+            L += [
+                "",
+                f"Worst case, every token bound to its own address ({worst['tokens']:,} "
+                f"distinct addresses): **{worst['bytes_per_token']:.0f} bytes per token**.",
+            ]
+    else:
+        L.append(f"unavailable: {mem.get('unavailable')}")
+    lb = results.get("loopback")
+    L += ["", "## Loopback (real servers on 127.0.0.1)", ""]
+    if lb is None:
+        L.append("Not run (`python -m bench --loopback`).")
+    elif "unavailable" in lb:
+        L.append(f"unavailable: {lb['unavailable']}")
+    else:
+        L += [
+            f"Client: {lb['client']}, {lb['seconds_per_run']} s per run, {lb['reps']} interleaved "
+            f"runs per server; {lb['servers']}. The load client shares the 2 cores with the server.",
+            "",
+            "| server | req/s (median) | runs | ratio to bare | non-2xx |",
+            "|---|---:|---|---:|---:|",
+        ]
+        for r in lb["rows"]:
+            runs = ", ".join(f"{x:.0f}" for x in r["rps_runs"])
+            L.append(
+                f"| {r['name']} | {r['rps_median']:.0f} | {runs} | {_fmt(r.get('ratio'), 3)} | {r['non_2xx']} |"
+            )
+    prof = ip.get("profile", {})
+    if prof:
+        L += [
+            "",
+            "## Profile of the cached path",
+            "",
+            "Each step timed alone (best of 5, µs per call, no profiler):",
+            "",
+        ]
+        L += ["| step | µs |", "|---|---:|"]
+        for k, v in prof.get("steps_us", {}).items():
+            L.append(f"| {k} | {v:.3f} |")
+        for name in ("bg_asgi", "bg_wsgi"):
+            L += [
+                "",
+                f"cProfile, `{name}`, {prof['requests']:,} requests (profiler overhead inflates "
+                "small calls; compare rows, not totals). bearerguard functions by cumulative time:",
+                "",
+                "| function | calls/request | own µs/request | cumulative µs/request |",
+                "|---|---:|---:|---:|",
+            ]
+            for r in [r for r in prof.get(name, []) if r.get("cumulative_view")][:12]:
+                L.append(
+                    f"| `{r['where']}` | {r['calls_per_request']:.1f} | {r['tottime_us']:.2f} | {r['cumtime_us']:.2f} |"
+                )
+    L += ["", "## Machine and versions", ""]
+    L.append(f"- CPU: {m['cpu']}, {m['cores']} cores; {m['python']}; {m['platform']}")
+    L.append(f"- redis-server: {m['redis_server']}; wrk: {m['wrk']}")
+    L.append("- " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()))
+    L += [
+        "",
+        "Raw results: `bench/results/latest.json` (and one timestamped JSON per run). "
+        "Run `python -m bench --help` for the options; `--quick` is a short smoke run.",
+        "",
+    ]
+    return "\n".join(L)
+
+
+def write(results: dict[str, Any]) -> list[Path]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    text = json.dumps(results, indent=1, default=str)
+    paths = [RESULTS / f"{stamp}.json", RESULTS / "latest.json"]
+    for p in paths:
+        p.write_text(text + "\n")
+    note = chart(results, CHART)
+    if note is None:
+        paths.append(CHART)
+    else:
+        print(f"bench: chart skipped: {note}", file=sys.stderr)
+    DOCS.parent.mkdir(parents=True, exist_ok=True)
+    DOCS.write_text(docs(results, note))
+    paths.append(DOCS)
+    return paths
+
+
+def console(results: dict[str, Any]) -> str:
+    out = []
+    for r in results["inprocess"]["rows"]:
+        if "median_us" not in r:
+            out.append(f"{r['name']:28} unavailable: {r['unavailable']}")
+            continue
+        extra = ""
+        if "overhead_us" in r:
+            extra = f"  overhead {r['overhead_us']:8.2f} µs  ratio {r['ratio']:.3f}"
+        if "vs_raw_overhead" in r:
+            extra += f"  vs raw {r['vs_raw_overhead']:.2f}"
+        out.append(f"{r['name']:28} {r['median_us']:10.2f} µs{extra}")
+    for t in results["targets"]:
+        ok = "n/a" if t["ok"] is None else ("OK " if t["ok"] else "NO ")
+        out.append(f"[{ok}] {t['target']}: {_fmt(t['value'])}")
+    return "\n".join(out)
