@@ -137,7 +137,7 @@ def test_metadata_names_the_live_endpoints(live: LiveService) -> None:
 
 # -- IP binding -------------------------------------------------------------------------
 @contextmanager
-def protected_api(store_url: str) -> Iterator[str]:
+def protected_api(store_url: str, **options: object) -> Iterator[str]:
     """A Starlette app behind BearerGuardMiddleware + StoreBackend, on uvicorn, 127.0.0.1."""
     store = open_store(store_url)
 
@@ -154,6 +154,7 @@ def protected_api(store_url: str) -> Iterator[str]:
     app = BearerGuardMiddleware(
         Starlette(routes=[Route("/whoami", whoami)], lifespan=lifespan),
         backend=StoreBackend(store),
+        **options,
     )
     port = free_port()
     config = uvicorn.Config(
@@ -293,3 +294,46 @@ def test_tokens_survive_a_restart(live: LiveService) -> None:
     live.start()
     assert live.port == port
     assert introspect(live, rs, token)["active"] is True
+
+
+def test_revoked_key_is_refused_by_a_running_cached_middleware(live: LiveService) -> None:
+    """G3 end to end: `bearerguard keys revoke` in another process reaches a middleware.
+
+    Over Redis the revocation is published and the middleware evicts at once, so the
+    cache lifetime is set far longer than the wait allowed. Over SQLite nothing is
+    published: the refusal comes when the (short) cache entry ends.
+    """
+    redis = live.store_url.startswith("redis")
+    cache_ttl = 120.0 if redis else 2.0
+    key_id, secret = live.create_key(["dns"])
+    token = login(live, key_id, secret)
+    with protected_api(live.store_url, cache_ttl=cache_ttl) as api:
+        assert get_whoami(api, token, "127.0.0.1").status_code == 200
+        assert get_whoami(api, token, "127.0.0.1").status_code == 200  # cached now
+        done = live.cli("keys", "revoke", key_id)
+        assert done.returncode == 0, done.stderr
+        revoked_at = time.monotonic()
+        deadline = revoked_at + (30.0 if redis else cache_ttl + 30.0)
+        while get_whoami(api, token, "127.0.0.1").status_code == 200:
+            assert time.monotonic() < deadline, "revoked key still accepted"
+            time.sleep(0.05)
+        r = get_whoami(api, token, "127.0.0.1")
+        assert r.status_code == 401
+        assert Challenge.from_header(r.headers["www-authenticate"])["error"] == "invalid_token"
+
+
+def test_failed_logins_are_throttled_live(live: LiveService) -> None:
+    key_id, secret = live.create_key(["dns"])
+    other_id, other_secret = live.create_key(["dns"])
+    form = {"grant_type": "client_credentials"}
+    with httpx.Client(base_url=live.base_url, timeout=10) as c:
+        for _ in range(5):
+            assert c.post("/login", data=form, auth=(key_id, "wrong")).status_code == 401
+        r = c.post("/login", data=form, auth=(key_id, secret))
+        assert r.status_code == 429
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        assert r.json()["error"] == "invalid_client"
+        # Another key is unaffected.
+        r = c.post("/login", data=form, auth=(other_id, other_secret))
+        assert r.status_code == 200
+        remember_secret(r.json()["access_token"])
