@@ -4,17 +4,24 @@ Endpoints (see `create_app`):
 
 * ``POST /login`` — OAuth 2.0 client-credentials grant (RFC 6749 §4.4), the key sent as
   HTTP Basic (or ``client_id``/``client_secret`` form fields);
-* ``POST /introspect`` — RFC 7662, for keys with the introspection right;
-* ``POST /revoke`` — RFC 7009;
+* ``POST /introspect`` — RFC 7662, for keys with the introspection right; an active
+  token's answer has ``client_id`` (key id), ``scope`` (its APIs), ``exp``, ``iat``,
+  ``token_type`` and the extension members ``ip`` (the bound address) and ``ttl`` (the
+  sliding lifetime); a successful introspection counts as a use;
+* ``POST /revoke`` — RFC 7009: a key revokes its own tokens, a key with the
+  introspection right any token; someone else's token is left alone with the same 200
+  (RFC 7009 §2.2 answers 200 for unknown tokens too), so the answer reveals nothing;
 * ``GET /.well-known/oauth-authorization-server`` — RFC 8414 metadata;
 * ``GET /health``.
 
 Security: tokens are 256-bit random strings stored only as SHA-256 digests, bound to
 the address that obtained them (resolved with `ClientIPResolver`, so proxy trust is
 configured in one place), and slide: each use moves expiry to ``now + token_ttl``.
-Bodies are read with a hard size limit and parsed strictly; bad input is a 4xx JSON
-error, a failing store a 503, never a 500. Tokens and secrets are never logged: a
-token appears in logs only as its fingerprint.
+Failed client authentications are throttled per key id (`LoginThrottle`: by
+default 5 failures within 60 s, then 429 with ``Retry-After`` until the window has
+passed; state per process). Bodies are read with a hard size limit and parsed
+strictly; bad input is a 4xx JSON error, a failing store a 503, never a 500. Tokens
+and secrets are never logged: a token appears in logs only as its fingerprint.
 """
 
 from __future__ import annotations
@@ -187,13 +194,18 @@ class _Service:
         creds = client_credentials(request.headers.getlist("authorization"), form)
         if creds is None:
             raise self._invalid_client("Client authentication required")
+        if too_long(creds):
+            # No real key looks like this; not tracked, so the throttle's memory stays
+            # small (it holds at most `max_tracked` short key ids).
+            verify_secret(None, creds.secret[:256])
+            raise self._invalid_client()
         wait = self.throttle.retry_after(creds.key_id)
         if wait is not None:
             logger.warning("throttled authentication for key %s", _printable(creds.key_id))
             raise BadRequest(
                 "invalid_client", "Too many failed attempts; try again later", 429, wait
             )
-        key = None if too_long(creds) else await self.store.get_key(creds.key_id)
+        key = await self.store.get_key(creds.key_id)
         if not verify_secret(key, creds.secret) or key is None:
             self.throttle.failed(creds.key_id)
             logger.info(

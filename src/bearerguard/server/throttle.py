@@ -7,6 +7,10 @@ of those failures is `window` seconds old. A success clears the key id's record.
 real owner is therefore never locked out for longer than `window` seconds after the
 last burst of failures.
 
+Failures are counted when an attempt completes: a burst of parallel attempts can pass
+the limit by as many as are in flight at once. (Secrets have 256 random bits; the
+throttle is a brake on noise and log spam, not the thing that makes guessing hopeless.)
+
 State lives in this process's memory: with several service processes each keeps its
 own count, so the effective limit is `max_failures` per process. At most `max_tracked`
 key ids are remembered; beyond that the least recently failed are forgotten, so memory
