@@ -8,12 +8,12 @@ backends under ASGI; asyncio tasks for async backends.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -67,43 +67,52 @@ def _check_timeout(timeout: float) -> float:
 class SyncCaller:
     """Blocking lookups with a deadline, one call per token at a time (threads).
 
-    Calls run on a bounded pool so a hung backend costs a 503 after `timeout`
-    seconds instead of a stuck worker; at most `max_in_flight` calls are outstanding,
-    beyond that requests get BackendUnavailable at once.
+    The first request for a token is the leader: it calls the backend, and requests
+    for the same token that arrive meanwhile wait for its answer (at most `timeout`
+    seconds). A backend whose `self_timed` attribute is true (the built-in ones: each
+    call returns or raises within its own timeouts) is called in the leader's own
+    thread. Any other backend runs on a bounded pool, so a hung custom backend costs a
+    503 after `timeout` seconds instead of a stuck worker. At most `max_in_flight`
+    lookups are outstanding; beyond that, BackendUnavailable at once.
     """
 
     def __init__(
-        self, lookup: LookupFn, guard: Guard, *, timeout: float = 5.0, max_in_flight: int = 16
+        self,
+        lookup: LookupFn,
+        guard: Guard,
+        *,
+        timeout: float = 5.0,
+        max_in_flight: int = 16,
+        self_timed: bool = False,
     ) -> None:
         self._lookup = _timed(lookup, guard.metrics)
         self._guard = guard
         self._timeout = _check_timeout(timeout)
         self._max = max_in_flight
+        self._inline = self_timed
         self._pool = ThreadPoolExecutor(
             max_workers=max_in_flight, thread_name_prefix="bearerguard-lookup"
         )
         self._lock = threading.Lock()
         self._flights: dict[bytes, Future[Any]] = {}
 
-    def _start(
-        self, lk: Lookup, on_done: Callable[[Future[Any]], None] | None = None
-    ) -> Future[Any]:
-        """Return the flight for `lk`'s token, starting it if none is running.
-
-        `on_done` runs, for a flight started here, before the flight is forgotten.
-        """
+    def _join(self, lk: Lookup, *, background: bool) -> tuple[Future[Any], bool]:
+        """Return (the flight for `lk`'s token, whether the caller must run it)."""
         with self._lock:
             fut = self._flights.get(lk.key)
             if fut is not None:
-                return fut
+                return fut, False
             if len(self._flights) >= self._max:
                 raise BackendUnavailable("too many lookups in flight")
-            fut = self._pool.submit(self._lookup, lk.token)
+            if background or not self._inline:
+                fut = self._pool.submit(self._lookup, lk.token)
+                lead = False
+            else:
+                fut = Future()
+                lead = True
             self._flights[lk.key] = fut
-        if on_done is not None:
-            fut.add_done_callback(on_done)
         fut.add_done_callback(lambda _f: self._land(lk.key))
-        return fut
+        return fut, lead
 
     def _land(self, key: bytes) -> None:
         with self._lock:
@@ -111,7 +120,12 @@ class SyncCaller:
 
     def lookup(self, lk: Lookup) -> TokenInfo | None:
         """Answer the core's `Lookup`, or raise BackendUnavailable."""
-        fut = self._start(lk)
+        fut, lead = self._join(lk, background=False)
+        if lead:
+            try:
+                fut.set_result(self._lookup(lk.token))
+            except Exception as exc:
+                fut.set_exception(_wrap(exc))
         try:
             result: TokenInfo | None = fut.result(self._timeout)
         except FutureTimeout:
@@ -122,24 +136,44 @@ class SyncCaller:
 
     def refresh(self, lk: Lookup) -> None:
         """Start a background touch of `lk`'s token unless one is already running."""
+        try:
+            fut, _ = self._join(lk, background=True)
+        except BackendUnavailable:
+            return
         key = lk.key
 
         def done(f: Future[Any]) -> None:
             if not f.cancelled():
                 self._guard.refreshed(key, f.exception() or f.result())
 
-        with contextlib.suppress(BackendUnavailable):
-            self._start(lk, done)
+        fut.add_done_callback(done)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-class AsyncCaller:
-    """Async lookups with a deadline and single-flight (asyncio tasks).
+if sys.version_info >= (3, 11):
 
-    A sync-only backend runs in a worker thread via `SyncCaller`'s pool, so the event
-    loop never blocks.
+    async def _within(coro: Awaitable[Any], seconds: float) -> Any:
+        async with asyncio.timeout(seconds):
+            return await coro
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(coro: Awaitable[Any], seconds: float) -> Any:
+        return await asyncio.wait_for(coro, seconds)
+
+
+_RETRY = object()  # a leader that was cancelled: its followers try again
+
+
+class AsyncCaller:
+    """Async lookups with a deadline and single-flight.
+
+    The first request for a token awaits the backend itself (no task, no extra turn
+    of the event loop); requests for the same token that arrive meanwhile await its
+    answer. Background refreshes run as tasks. A sync-only backend runs in a worker
+    thread, so the event loop never blocks.
     """
 
     def __init__(
@@ -148,7 +182,8 @@ class AsyncCaller:
         self._guard = guard
         self._timeout = _check_timeout(timeout)
         self._max = max_in_flight
-        self._flights: dict[bytes, asyncio.Task[Any]] = {}
+        self._flights: dict[bytes, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
         alookup = getattr(backend, "alookup", None)
         lookup = getattr(backend, "lookup", None)
         self._threaded: SyncCaller | None = None
@@ -173,7 +208,7 @@ class AsyncCaller:
         started = time.perf_counter()
         ok = False
         try:
-            result: TokenInfo | None = await asyncio.wait_for(self._alookup(token), self._timeout)
+            result: TokenInfo | None = await _within(self._alookup(token), self._timeout)
             ok = True
         except asyncio.TimeoutError:
             raise BackendUnavailable(f"backend gave no answer in {self._timeout:g}s") from None
@@ -184,48 +219,57 @@ class AsyncCaller:
                 metrics.backend_call(time.perf_counter() - started, ok)
         return result
 
-    def _start(
-        self, lk: Lookup, on_done: Callable[[asyncio.Task[Any]], None] | None = None
-    ) -> asyncio.Task[Any]:
-        task = self._flights.get(lk.key)
-        if task is not None:
-            return task
-        if len(self._flights) >= self._max:
-            raise BackendUnavailable("too many lookups in flight")
-        task = asyncio.ensure_future(self._call(lk.token))
-        self._flights[lk.key] = task
-        key = lk.key
-        if on_done is not None:
-            task.add_done_callback(on_done)
-
-        def land(t: asyncio.Task[Any]) -> None:
-            self._flights.pop(key, None)
-            if not t.cancelled():
-                t.exception()  # mark retrieved: followers may all have gone away
-
-        task.add_done_callback(land)
-        return task
-
     async def lookup(self, lk: Lookup) -> TokenInfo | None:
         """Answer the core's `Lookup`, or raise BackendUnavailable."""
-        task = self._start(lk)
-        # shield: one caller going away (client disconnect) must not cancel the call
-        # the others are waiting on.
-        result: TokenInfo | None = await asyncio.shield(task)
-        return result
+        key = lk.key
+        while True:
+            waiter = self._flights.get(key)
+            if waiter is None:
+                break
+            # shield: this caller going away must not cancel the others' answer.
+            answer = await asyncio.shield(waiter)
+            if answer is not _RETRY:
+                result: TokenInfo | None = answer
+                return result
+        if len(self._flights) >= self._max:
+            raise BackendUnavailable("too many lookups in flight")
+        waiter = asyncio.get_running_loop().create_future()
+        self._flights[key] = waiter
+        try:
+            result = await self._call(lk.token)
+        except BackendUnavailable as exc:
+            waiter.set_exception(exc)
+            waiter.exception()  # retrieved: there may be no follower to read it
+            raise
+        except BaseException:
+            waiter.set_result(_RETRY)  # cancelled: a follower takes over
+            raise
+        else:
+            waiter.set_result(result)
+            return result
+        finally:
+            del self._flights[key]
 
     def refresh(self, lk: Lookup) -> None:
         """Start a background touch of `lk`'s token unless one is already running."""
-        key = lk.key
+        if lk.key in self._flights or len(self._tasks) >= self._max:
+            return
+        task = asyncio.ensure_future(self._refresh(lk))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-        def done(t: asyncio.Task[Any]) -> None:
-            if not t.cancelled():
-                self._guard.refreshed(key, t.exception() or t.result())
-
-        with contextlib.suppress(BackendUnavailable):
-            self._start(lk, done)
+    async def _refresh(self, lk: Lookup) -> None:
+        if lk.key in self._flights:
+            return
+        try:
+            answer: object = await self.lookup(lk)
+        except BackendUnavailable as exc:
+            answer = exc
+        self._guard.refreshed(lk.key, answer)
 
     def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         if self._threaded is not None:
             self._threaded.close()
 

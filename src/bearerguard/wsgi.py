@@ -54,7 +54,11 @@ class WSGIBearerGuard:
         self.backend = backend
         self.guard = guard or Guard(**options)
         self._caller = SyncCaller(
-            lookup, self.guard, timeout=backend_timeout, max_in_flight=max_in_flight
+            lookup,
+            self.guard,
+            timeout=backend_timeout,
+            max_in_flight=max_in_flight,
+            self_timed=getattr(backend, "self_timed", False) is True,
         )
         self._unsubscribe = wire_invalidations(backend, self.guard)
         self._fast = not self.guard.query_token and self.guard.on_decision is None

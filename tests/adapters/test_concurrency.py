@@ -136,3 +136,50 @@ def test_different_tokens_are_not_merged() -> None:
     assert asyncio.run(main()) == [200] * 30
     mw.close()
     assert backend.calls == 3
+
+
+def test_follower_takes_over_when_the_leader_goes_away() -> None:
+    store = MemoryStore()
+    tok = issue(store, ("dns",))
+    backend = SlowCounting(store, delay=0.2)
+    calls = AppCalls()
+    mw = BearerGuardMiddleware(starlette_app(calls), backend=backend)
+
+    async def main() -> int:
+        transport = httpx.ASGITransport(app=mw, client=("127.0.0.1", 5555))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            headers = {"Authorization": f"Bearer {tok.token}"}
+            leader = asyncio.ensure_future(c.get("/whoami", headers=headers))
+            await asyncio.sleep(0.05)
+            follower = asyncio.ensure_future(c.get("/whoami", headers=headers))
+            await asyncio.sleep(0.05)
+            leader.cancel()  # the client went away mid-lookup
+            r = await follower
+            assert leader.cancelled()
+            return r.status_code
+
+    assert asyncio.run(main()) == 200
+    mw.close()
+    assert backend.calls == 2  # the follower looked the token up itself
+    assert calls.count == 1
+
+
+def test_self_timed_backend_runs_in_the_request_thread() -> None:
+    store = MemoryStore()
+    tok = issue(store, ("dns",))
+    threads: list[str] = []
+
+    class SelfTimed(StoreBackend):
+        def lookup(self, token: str) -> TokenInfo | None:
+            threads.append(threading.current_thread().name)
+            return super().lookup(token)
+
+    app = flask_app(AppCalls())
+    mw = WSGIBearerGuard(app.wsgi_app, backend=SelfTimed(store))
+    app.wsgi_app = mw  # type: ignore[method-assign]
+    transport = httpx.WSGITransport(app=app, remote_addr="127.0.0.1")
+    with httpx.Client(transport=transport, base_url="http://t") as c:
+        r = c.get("/whoami", headers={"Authorization": f"Bearer {tok.token}"})
+    mw.close()
+    assert r.status_code == 200
+    assert threads == [threading.current_thread().name]

@@ -6,6 +6,10 @@ expired one, counts as a use of the token at the source (sliding expiry), and ra
 `BackendUnavailable` when it cannot tell. The ASGI middleware runs a sync-only backend
 in a worker thread; the WSGI middleware refuses an async-only one at start-up.
 
+A backend whose `self_timed` attribute is True promises that every call returns or
+raises within its own timeouts; the WSGI middleware then calls it in the request's
+thread. Otherwise calls go through a worker pool so `backend_timeout` can be enforced.
+
 A backend may also offer `subscribe(callback)`, calling `callback(Invalidation)` when
 the source revokes a token or a key, so that running middlewares evict at once.
 """

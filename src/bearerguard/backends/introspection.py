@@ -251,6 +251,10 @@ class IntrospectionBackend:
     Authorization header; neither is logged. Use https outside loopback.
     """
 
+    #: Each lookup returns or raises within `budget` (httpx timeouts), so WSGI may call
+    #: it in the request thread.
+    self_timed = True
+
     def __init__(
         self,
         url: str,

@@ -19,6 +19,10 @@ class StoreBackend:
     WSGI, and uses its async face under ASGI when it has one.
     """
 
+    #: Each lookup returns or raises within the store's own timeouts (SQLite's busy
+    #: timeout, Redis socket timeouts), so WSGI may call it in the request thread.
+    self_timed = True
+
     def __init__(self, store: TokenStore, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self._clock = clock
