@@ -69,14 +69,14 @@ def _open(url: str) -> TokenStore:
     try:
         store = open_store(url)
     except ConfigurationError as exc:
-        raise CLIError(_one_line(exc)) from None
+        raise CLIError(_one_line(exc, url)) from None
     except Exception as exc:  # a store's constructor that breaks its contract
-        raise CLIError(f"cannot open store {redact_url(url)!r}: {_one_line(exc)}") from None
+        raise CLIError(f"cannot open store {redact_url(url)!r}: {_one_line(exc, url)}") from None
     try:
         store.ping()
     except Exception as exc:
         _close_quietly(store)
-        raise CLIError(f"store {redact_url(url)!r} unavailable: {_one_line(exc)}") from None
+        raise CLIError(f"store {redact_url(url)!r} unavailable: {_one_line(exc, url)}") from None
     return store
 
 
@@ -86,8 +86,15 @@ def _close_quietly(store: TokenStore) -> None:
         store.close()
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, url: str | None = None) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if url is not None:
+        # A store's own message may quote its URL, password included.
+        text = text.replace(url, redact_url(url))
+        with contextlib.suppress(ValueError):
+            password = urlsplit(url).password
+            if password:
+                text = text.replace(password, "***")
     return text[:300]
 
 
