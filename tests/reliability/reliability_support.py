@@ -148,6 +148,7 @@ class Planned:
     headers: dict[str, str] = field(repr=False)
     expect: frozenset[int]
     source: str = "127.0.0.1"
+    make: Callable[[], dict[str, str]] | None = None  # fresh headers for each request
 
 
 @dataclass
@@ -211,7 +212,8 @@ class Hammer:
                 if c is None:
                     c = clients[p.source] = client_from(p.source, timeout=15.0)
                 try:
-                    r = c.get(self.base_url + p.path, headers=p.headers)
+                    headers = p.headers if p.make is None else p.make()
+                    r = c.get(self.base_url + p.path, headers=headers)
                     out = Outcome(p.kind, r.status_code, time.monotonic(), r.headers.get("retry-after"))
                 except httpx.TransportError:
                     out = Outcome(p.kind, 0, time.monotonic())

@@ -56,7 +56,7 @@ def test_auth_service_killed_mid_load_introspection() -> None:
         revoked = token_for(svc.base_url, key_id, secret)
         assert revoke(svc.base_url, key_id, secret, revoked).status_code == 200
         # Valid tokens nobody has used yet: the outage must answer 503 for them.
-        fresh = [token_for(svc.base_url, key_id, secret) for _ in range(6)]
+        fresh = [token_for(svc.base_url, key_id, secret) for _ in range(8)]
         env = {
             "BEARERGUARD_INTROSPECTION_URL": svc.base_url + "/introspect",
             "BEARERGUARD_CLIENT_ID": rs_id,
@@ -73,6 +73,14 @@ def test_auth_service_killed_mid_load_introspection() -> None:
                 Planned("wrong_api", "/dns/zones", bearer(wrong_api), frozenset({403, 503})),
                 Planned("revoked", "/dns/zones", bearer(revoked), frozenset({401, 503})),
                 Planned("unknown", "/dns/zones", bearer(_unknown()), frozenset({401, 503})),
+                # A new random token each time: always a backend call (breaker traffic).
+                Planned(
+                    "unknown_new",
+                    "/dns/zones",
+                    {},
+                    frozenset({401, 503}),
+                    make=lambda: bearer(_unknown()),
+                ),
                 Planned("none", "/dns/zones", {}, frozenset({401})),
                 Planned("malformed", "/dns/zones", {"Authorization": "Bearer a b"}, frozenset({400})),
             ]
@@ -84,7 +92,7 @@ def test_auth_service_killed_mid_load_introspection() -> None:
             t_kill = time.monotonic()
             outage: list[int] = []
             with client_from(timeout=15.0) as c:
-                for tok in fresh[:3]:
+                for tok in fresh[:6]:
                     r = c.get(app.base_url + "/dns/zones", headers=bearer(tok))
                     outage.append(r.status_code)
                     assert r.status_code == 503, r.text
@@ -93,7 +101,7 @@ def test_auth_service_killed_mid_load_introspection() -> None:
             time.sleep(max(0.0, scaled(2, 10) - (time.monotonic() - t_kill)))
             svc.start()
             t_up = time.monotonic()
-            later = fresh[3:]
+            later = fresh[6:]
             recovery = wait_until(lambda: _get(app.base_url, later[0]) == 200, BREAKER_RESET + 20)
             assert recovery is not None, "no recovery after the auth service came back"
             # One breaker interval (plus the time a loaded machine needs to answer).
