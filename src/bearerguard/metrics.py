@@ -15,7 +15,7 @@ import bisect
 import threading
 from typing import Any
 
-__all__ = ["Metrics", "OUTCOMES"]
+__all__ = ["Metrics", "OUTCOMES", "ServiceMetrics"]
 
 OUTCOMES = ("allowed", "public", "400", "401", "403", "503")
 """Labels of `Metrics.requests`: the decision for each request."""
@@ -82,4 +82,32 @@ class Metrics:
             "refresh_failures": self.refresh_failures,
             "backend_calls": self.backend_calls,
             "backend_failures": self.backend_failures,
+        }
+
+
+class ServiceMetrics:
+    """What the auth service (`bearerguard serve`) did, for `/metrics`.
+
+    `tokens_issued`; `login_failures` (bad key or secret) and `throttled` (refused by
+    the failed-login slowdown); `introspections` by result (``active``/``inactive``);
+    `revocations`; `store_errors` (requests answered 503 because the store failed).
+    """
+
+    def __init__(self) -> None:
+        self.tokens_issued = 0
+        self.login_failures = 0
+        self.throttled = 0
+        self.introspections: dict[str, int] = {"active": 0, "inactive": 0}
+        self.revocations = 0
+        self.store_errors = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """All counters as plain values."""
+        return {
+            "tokens_issued": self.tokens_issued,
+            "login_failures": self.login_failures,
+            "throttled": self.throttled,
+            "introspections": dict(self.introspections),
+            "revocations": self.revocations,
+            "store_errors": self.store_errors,
         }

@@ -27,6 +27,11 @@ bearerguard_backend_latency_seconds         histogram
 bearerguard_breaker_state                   gauge      state: closed open half_open
                                                        (introspection backend only)
 ==========================================  =========  ==================================
+
+`bearerguard serve` exports its own counters (`ServiceCollector`) at ``/metrics`` when
+prometheus-client is installed: ``bearerguard_service_tokens_issued_total``,
+``…_login_failures_total``, ``…_throttled_total``, ``…_introspections_total{result}``,
+``…_revocations_total``, ``…_store_errors_total``.
 """
 
 from __future__ import annotations
@@ -42,9 +47,15 @@ from prometheus_client.core import (
     Metric,
 )
 
-from .metrics import Metrics
+from .metrics import Metrics, ServiceMetrics
 
-__all__ = ["MiddlewareCollector", "metrics_asgi_app", "metrics_wsgi_app", "register"]
+__all__ = [
+    "MiddlewareCollector",
+    "ServiceCollector",
+    "metrics_asgi_app",
+    "metrics_wsgi_app",
+    "register",
+]
 
 _BREAKER_STATES = ("closed", "open", "half_open")
 
@@ -102,6 +113,32 @@ class MiddlewareCollector:
             for name in _BREAKER_STATES:
                 gauge.add_metric([name], 1.0 if state == name else 0.0)
             yield gauge
+
+
+class ServiceCollector:
+    """A Prometheus collector for the auth service's `ServiceMetrics`."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.metrics.snapshot()
+        for name, doc in (
+            ("tokens_issued", "Tokens issued by /login"),
+            ("login_failures", "Client authentications refused (bad key or secret)"),
+            ("throttled", "Client authentications refused by the failed-login slowdown"),
+            ("revocations", "Tokens revoked through /revoke"),
+            ("store_errors", "Requests answered 503 because the store failed"),
+        ):
+            counter = CounterMetricFamily(f"bearerguard_service_{name}", doc)
+            counter.add_metric([], snap[name])
+            yield counter
+        intro = CounterMetricFamily(
+            "bearerguard_service_introspections", "Introspections by result", labels=["result"]
+        )
+        for result, n in snap["introspections"].items():
+            intro.add_metric([result], n)
+        yield intro
 
 
 def register(

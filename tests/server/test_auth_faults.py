@@ -30,13 +30,14 @@ def test_redis_down_gives_503_then_recovers(own_redis: RedisServer) -> None:
                 assert r.status_code == 503, r.text
                 assert r.json()["error"] == "temporarily_unavailable"
                 assert r.headers["retry-after"].isdigit()
-            r = c.get("/health")
+            r = c.get("/ready")
             assert r.status_code == 503
             assert r.json() == {"status": "unavailable"}
+            assert c.get("/health").status_code == 200  # alive all the same
 
             own_redis.start()  # same port, empty data
             deadline = time.monotonic() + 30
-            while c.get("/health").status_code != 200:
+            while c.get("/ready").status_code != 200:
                 assert time.monotonic() < deadline, "service did not recover"
                 time.sleep(0.1)
             r = c.post("/login", data={"grant_type": "client_credentials"}, auth=(key_id, secret))

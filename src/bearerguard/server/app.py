@@ -12,7 +12,10 @@ Endpoints (see `create_app`):
   introspection right any token; someone else's token is left alone with the same 200
   (RFC 7009 §2.2 answers 200 for unknown tokens too), so the answer reveals nothing;
 * ``GET /.well-known/oauth-authorization-server`` — RFC 8414 metadata;
-* ``GET /health``.
+* ``GET /health`` — liveness: the process answers (never touches the store);
+* ``GET /ready`` — readiness: 200 while the store answers, 503 when it does not;
+* ``GET /metrics`` — Prometheus counters (`ServiceMetrics`), when prometheus-client is
+  installed (the ``prometheus`` extra); absent otherwise.
 
 Security: tokens are 256-bit random strings stored only as SHA-256 digests, bound to
 the address that obtained them (resolved with `ClientIPResolver`, so proxy trust is
@@ -43,6 +46,7 @@ from starlette.routing import Route
 from ..clientip import ClientIPResolver
 from ..credentials import DEFAULT_MAX_TOKEN_LENGTH
 from ..errors import BackendUnavailable, ConfigurationError, quote_param
+from ..metrics import ServiceMetrics
 from ..stores.base import (
     AsyncTokenStore,
     KeyRecord,
@@ -167,8 +171,10 @@ class _Service:
         throttle: LoginThrottle,
         realm: str,
         clock: Callable[[], float],
+        metrics: ServiceMetrics,
     ) -> None:
         self.store = _Store(store)
+        self.metrics = metrics
         self.token_ttl = float(token_ttl)
         self.resolver = resolver
         self.issuer = issuer.rstrip("/") if issuer else None
@@ -201,6 +207,7 @@ class _Service:
             raise self._invalid_client()
         wait = self.throttle.retry_after(creds.key_id)
         if wait is not None:
+            self.metrics.throttled += 1
             logger.warning("throttled authentication for key %s", _printable(creds.key_id))
             raise BadRequest(
                 "invalid_client", "Too many failed attempts; try again later", 429, wait
@@ -208,6 +215,7 @@ class _Service:
         key = await self.store.get_key(creds.key_id)
         if not verify_secret(key, creds.secret) or key is None:
             self.throttle.failed(creds.key_id)
+            self.metrics.login_failures += 1
             logger.info(
                 "failed authentication for key %s from %s",
                 _printable(creds.key_id),
@@ -234,6 +242,7 @@ class _Service:
                 headers["Retry-After"] = str(exc.retry_after)
             return _error(exc.error, exc.description, exc.status, headers)
         except BackendUnavailable:
+            self.metrics.store_errors += 1
             return _error(
                 "temporarily_unavailable",
                 "The token store is unavailable",
@@ -278,6 +287,7 @@ class _Service:
                 expires_at=now + self.token_ttl,
             )
         )
+        self.metrics.tokens_issued += 1
         logger.info("issued token %s to key %s at %s", fingerprint(digest), key.key_id, ip)
         body: dict[str, Any] = {
             "access_token": token,
@@ -306,8 +316,10 @@ class _Service:
         if len(token) <= DEFAULT_MAX_TOKEN_LENGTH:
             record = await self.store.touch_token(token_digest(token), self.clock())
         if record is None:
+            self.metrics.introspections["inactive"] += 1
             # RFC 7662 §2.2: no detail about why a token is not active.
             return JSONResponse({"active": False}, headers=_NO_STORE)
+        self.metrics.introspections["active"] += 1
         return JSONResponse(
             {
                 "active": True,
@@ -339,6 +351,7 @@ class _Service:
             # the same 200, so the answer does not reveal that it exists.
             if record is not None and (record.key_id == key.key_id or key.introspect):
                 await self.store.revoke_token(digest)
+                self.metrics.revocations += 1
                 logger.info("revoked token %s (by key %s)", fingerprint(digest), key.key_id)
         # RFC 7009 §2.2: 200 also for invalid or unknown tokens.
         return Response(status_code=200, headers=_NO_STORE)
@@ -361,6 +374,11 @@ class _Service:
         )
 
     async def health(self, request: Request) -> Response:
+        """Liveness: the process serves requests."""
+        return JSONResponse({"status": "ok"})
+
+    async def ready(self, request: Request) -> Response:
+        """Readiness: the store answers."""
         try:
             await self.store.ping()
         except BackendUnavailable:
@@ -395,6 +413,7 @@ def create_app(
     realm: str = "bearerguard",
     clock: Callable[[], float] = time.time,
     close_store: bool = False,
+    metrics: ServiceMetrics | None = None,
 ) -> Starlette:
     """Build the auth service around `store` (from `bearerguard.stores.open_store`).
 
@@ -405,7 +424,9 @@ def create_app(
     request's own base URL — set it when the service is behind a proxy). `max_body`
     bounds request bodies. `login_throttle` slows down repeated failed authentications
     per key id (default: 5 failures within 60 s, per process). `clock` gives
-    wall-clock seconds. With `close_store`, the store is closed on shutdown.
+    wall-clock seconds. With `close_store`, the store is closed on shutdown. `metrics`
+    collects the service's counters (a fresh `ServiceMetrics` by default, at
+    ``app.state.metrics``), served at ``/metrics`` when prometheus-client is installed.
 
     Raises ConfigurationError for a bad option.
     """
@@ -422,6 +443,7 @@ def create_app(
         throttle=login_throttle or LoginThrottle(),
         realm=realm,
         clock=clock,
+        metrics=metrics or ServiceMetrics(),
     )
 
     @asynccontextmanager
@@ -447,9 +469,29 @@ def create_app(
             Route("/revoke", service.revoke, methods=["POST"]),
             Route("/.well-known/oauth-authorization-server", service.metadata, methods=["GET"]),
             Route("/health", service.health, methods=["GET"]),
+            Route("/ready", service.ready, methods=["GET"]),
+            *_metrics_routes(service.metrics),
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
     app.state.bearerguard = service
+    app.state.metrics = service.metrics
     return app
+
+
+def _metrics_routes(metrics: ServiceMetrics) -> list[Route]:
+    """``/metrics`` over a registry of this app's own, if prometheus-client is there."""
+    try:
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        from ..prometheus import ServiceCollector
+    except ImportError:
+        return []
+    registry = CollectorRegistry()
+    registry.register(ServiceCollector(metrics))
+
+    async def scrape(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return [Route("/metrics", scrape, methods=["GET"])]
