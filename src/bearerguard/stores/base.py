@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
@@ -27,6 +28,7 @@ from ..tokens import Invalidation, TokenInfo
 __all__ = [
     "AsyncTokenStore",
     "KeyRecord",
+    "LocalSubscribers",
     "StoreUnavailable",
     "TokenRecord",
     "TokenStore",
@@ -69,6 +71,33 @@ def verify_secret(record: KeyRecord | None, secret: str) -> bool:
     # ids are real.
     expected = record.secret_digest if record is not None else "0" * 64
     return hmac.compare_digest(candidate, expected) and record is not None
+
+
+class LocalSubscribers:
+    """Revocation subscribers within this process; `announce` calls each in turn."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[Invalidation], None]] = []
+
+    def subscribe(self, callback: Callable[[Invalidation], None]) -> Callable[[], None]:
+        """Add `callback`; return the function that removes it."""
+        with self._lock:
+            self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    def announce(self, event: Invalidation) -> None:
+        """Call every subscriber with `event` (outside the lock)."""
+        with self._lock:
+            callbacks = list(self._callbacks)
+        for cb in callbacks:
+            cb(event)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,14 @@ import time
 from collections.abc import Callable, Iterable
 
 from ..tokens import Invalidation
-from .base import KeyRecord, TokenRecord, digest_secret, new_key_id, new_secret
+from .base import (
+    KeyRecord,
+    LocalSubscribers,
+    TokenRecord,
+    digest_secret,
+    new_key_id,
+    new_secret,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -23,7 +30,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._keys: dict[str, KeyRecord] = {}
         self._tokens: dict[str, TokenRecord] = {}
-        self._subscribers: list[Callable[[Invalidation], None]] = []
+        self._subscribers = LocalSubscribers()
 
     # -- keys -------------------------------------------------------------------------
     def create_key(
@@ -56,7 +63,7 @@ class MemoryStore:
             for d in doomed:
                 del self._tokens[d]
         if found or doomed:
-            self._announce(Invalidation("key", key_id))
+            self._subscribers.announce(Invalidation("key", key_id))
         return found
 
     # -- tokens -----------------------------------------------------------------------
@@ -88,26 +95,13 @@ class MemoryStore:
         with self._lock:
             found = self._tokens.pop(digest, None) is not None
         if found:
-            self._announce(Invalidation("token", digest))
+            self._subscribers.announce(Invalidation("token", digest))
         return found
 
     # -- invalidations ----------------------------------------------------------------
     def subscribe(self, callback: Callable[[Invalidation], None]) -> Callable[[], None]:
-        with self._lock:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-
-        return unsubscribe
-
-    def _announce(self, event: Invalidation) -> None:
-        with self._lock:
-            callbacks = list(self._subscribers)
-        for cb in callbacks:
-            cb(event)
+        """Call `callback` for revocations made through this store, in the revoking thread."""
+        return self._subscribers.subscribe(callback)
 
     def ping(self) -> None:
         return None

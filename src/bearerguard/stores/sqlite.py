@@ -27,6 +27,7 @@ from ..errors import ConfigurationError
 from ..tokens import Invalidation
 from .base import (
     KeyRecord,
+    LocalSubscribers,
     StoreUnavailable,
     TokenRecord,
     digest_secret,
@@ -201,8 +202,7 @@ class SQLiteStore:
         self._conns_lock = threading.Lock()
         self._closed = False
         self._last_purge = 0.0
-        self._subscribers: list[Callable[[Invalidation], None]] = []
-        self._sub_lock = threading.Lock()
+        self._subscribers = LocalSubscribers()
         with self._errors("open"):
             conn = self._conn()
             self._exec_script(conn)
@@ -321,7 +321,7 @@ class SQLiteStore:
                 tokens = conn.execute("DELETE FROM bg_tokens WHERE key_id = ?", (key_id,)).rowcount
                 found = conn.execute("DELETE FROM bg_keys WHERE key_id = ?", (key_id,)).rowcount
         if found or tokens:
-            self._announce(Invalidation("key", key_id))
+            self._subscribers.announce(Invalidation("key", key_id))
         return found > 0
 
     # -- tokens -----------------------------------------------------------------------
@@ -378,27 +378,13 @@ class SQLiteStore:
                 > 0
             )
         if found:
-            self._announce(Invalidation("token", digest))
+            self._subscribers.announce(Invalidation("token", digest))
         return found
 
     # -- invalidations ----------------------------------------------------------------
     def subscribe(self, callback: Callable[[Invalidation], None]) -> Callable[[], None]:
         """Call `callback` for revocations made through this store object (see class doc)."""
-        with self._sub_lock:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._sub_lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-
-        return unsubscribe
-
-    def _announce(self, event: Invalidation) -> None:
-        with self._sub_lock:
-            callbacks = list(self._subscribers)
-        for cb in callbacks:
-            cb(event)
+        return self._subscribers.subscribe(callback)
 
     # -- lifecycle --------------------------------------------------------------------
     def ping(self) -> None:
