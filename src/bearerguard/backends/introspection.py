@@ -219,6 +219,37 @@ async def _aread_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
     return bytes(buf)
 
 
+class _RetryPlan:
+    """One lookup's retry bookkeeping, shared by both faces (no I/O, no waiting).
+
+    `timeouts()` gives the next attempt's httpx timeouts, or raises when the budget
+    is spent; `after(exc, trace)` gives the seconds to wait before retrying the
+    failure `exc`, or raises it as BackendUnavailable when it is not to be retried.
+    """
+
+    def __init__(self, backend: IntrospectionBackend, deadline: float) -> None:
+        self.backend = backend
+        self.deadline = deadline
+        self.attempt = 0
+        self.stale_retried = False
+
+    def timeouts(self) -> httpx.Timeout:
+        remaining = self.deadline - self.backend._clock()
+        if remaining <= 0:
+            raise BackendUnavailable(f"introspection budget of {self.backend.budget:g}s spent")
+        return self.backend._timeouts(remaining)
+
+    def after(self, exc: Exception, trace: _ConnTrace) -> float:
+        kind = classify_failure(exc, new_connection=trace.new_connection)
+        self.attempt += kind == "connect"
+        delay = self.backend._next_delay(kind, self.attempt, self.stale_retried, self.deadline)
+        if delay < 0:
+            raise self.backend._failure(exc) from exc
+        self.stale_retried |= kind == "stale"
+        logger.debug("introspection retry after %s", type(exc).__name__)
+        return delay
+
+
 def _positive(name: str, value: float) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise ConfigurationError(f"{name} must be a positive number of seconds")
@@ -417,32 +448,23 @@ class IntrospectionBackend:
     def _post(self, token: str, deadline: float) -> tuple[int, str, bytes]:
         client = self._sync_client()
         form = introspection_form(token)
-        attempt, stale_retried = 0, False
+        plan = _RetryPlan(self, deadline)
         while True:
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                raise BackendUnavailable(f"introspection budget of {self.budget:g}s spent")
             trace = _ConnTrace()
             try:
                 with client.stream(
                     "POST",
                     self.url,
                     data=form,
-                    timeout=self._timeouts(remaining),
+                    timeout=plan.timeouts(),
                     extensions={"trace": trace},
                 ) as r:
                     body = _read_limited(r.iter_bytes(), self.max_response_bytes)
                     return r.status_code, r.headers.get("content-type", ""), body
             except (httpx.HTTPError, _TooLarge) as exc:
-                kind = classify_failure(exc, new_connection=trace.new_connection)
-                attempt += kind == "connect"
-                delay = self._next_delay(kind, attempt, stale_retried, deadline)
-                if delay < 0:
-                    raise self._failure(exc) from exc
-                stale_retried |= kind == "stale"
-                logger.debug("introspection retry after %s", type(exc).__name__)
-                if delay:
-                    time.sleep(delay)
+                delay = plan.after(exc, trace)
+            if delay:
+                time.sleep(delay)
 
     def lookup(self, token: str) -> TokenInfo | None:
         """Introspect `token`; None if inactive. Raises BackendUnavailable."""
@@ -483,32 +505,23 @@ class IntrospectionBackend:
     async def _apost(self, token: str, deadline: float) -> tuple[int, str, bytes]:
         client = self._async_client()
         form = introspection_form(token)
-        attempt, stale_retried = 0, False
+        plan = _RetryPlan(self, deadline)
         while True:
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                raise BackendUnavailable(f"introspection budget of {self.budget:g}s spent")
             trace = _ConnTrace()
             try:
                 async with client.stream(
                     "POST",
                     self.url,
                     data=form,
-                    timeout=self._timeouts(remaining),
+                    timeout=plan.timeouts(),
                     extensions={"trace": trace.acall},
                 ) as r:
                     body = await _aread_limited(r.aiter_bytes(), self.max_response_bytes)
                     return r.status_code, r.headers.get("content-type", ""), body
             except (httpx.HTTPError, _TooLarge) as exc:
-                kind = classify_failure(exc, new_connection=trace.new_connection)
-                attempt += kind == "connect"
-                delay = self._next_delay(kind, attempt, stale_retried, deadline)
-                if delay < 0:
-                    raise self._failure(exc) from exc
-                stale_retried |= kind == "stale"
-                logger.debug("introspection retry after %s", type(exc).__name__)
-                if delay:
-                    await asyncio.sleep(delay)
+                delay = plan.after(exc, trace)
+            if delay:
+                await asyncio.sleep(delay)
 
     async def alookup(self, token: str) -> TokenInfo | None:
         """Async face of `lookup`; never blocks the event loop."""
