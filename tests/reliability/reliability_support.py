@@ -214,7 +214,9 @@ class Hammer:
                 try:
                     headers = p.headers if p.make is None else p.make()
                     r = c.get(self.base_url + p.path, headers=headers)
-                    out = Outcome(p.kind, r.status_code, time.monotonic(), r.headers.get("retry-after"))
+                    out = Outcome(
+                        p.kind, r.status_code, time.monotonic(), r.headers.get("retry-after")
+                    )
                 except httpx.TransportError:
                     out = Outcome(p.kind, 0, time.monotonic())
                 with self._lock:

@@ -13,11 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-from bearerguard.stores import open_store
-from helpers import remember_secret
-from integration_support import gunicorn_example, uvicorn_example
-from live_service import LiveService
-from redis_server import RedisServer
 from reliability_support import (
     Hammer,
     Planned,
@@ -32,6 +27,12 @@ from reliability_support import (
     token_for,
     wait_until,
 )
+
+from bearerguard.stores import open_store
+from helpers import remember_secret
+from integration_support import gunicorn_example, uvicorn_example
+from live_service import LiveService
+from redis_server import RedisServer
 
 BREAKER_RESET = 2.0
 
@@ -82,7 +83,9 @@ def test_auth_service_killed_mid_load_introspection() -> None:
                     make=lambda: bearer(_unknown()),
                 ),
                 Planned("none", "/dns/zones", {}, frozenset({401})),
-                Planned("malformed", "/dns/zones", {"Authorization": "Bearer a b"}, frozenset({400})),
+                Planned(
+                    "malformed", "/dns/zones", {"Authorization": "Bearer a b"}, frozenset({400})
+                ),
             ]
             hammer = Hammer(app.base_url, plan, clients=4).start()
             time.sleep(scaled(1, 5))
@@ -274,7 +277,11 @@ def test_sqlite_two_services_two_middlewares_one_file() -> None:
                             note("uses")
                             if s != 200:
                                 problems.append(f"use {s}")
-                            r = c.post(other + "/introspect", data={"token": tok}, auth=(rs.key_id, rs_secret))
+                            r = c.post(
+                                other + "/introspect",
+                                data={"token": tok},
+                                auth=(rs.key_id, rs_secret),
+                            )
                             note("introspections")
                             if r.status_code != 200 or r.json().get("active") is not True:
                                 problems.append(f"introspect {r.status_code} {r.text[:80]}")
@@ -282,7 +289,11 @@ def test_sqlite_two_services_two_middlewares_one_file() -> None:
                             note("revocations")
                             if r.status_code != 200:
                                 problems.append(f"revoke {r.status_code}")
-                            r = c.post(issuer + "/introspect", data={"token": tok}, auth=(rs.key_id, rs_secret))
+                            r = c.post(
+                                issuer + "/introspect",
+                                data={"token": tok},
+                                auth=(rs.key_id, rs_secret),
+                            )
                             if r.status_code != 200 or r.json().get("active") is not False:
                                 problems.append(f"revoked but {r.status_code} {r.text[:80]}")
                             # Never used at this middleware, so nothing cached: refused.
@@ -304,7 +315,9 @@ def test_sqlite_two_services_two_middlewares_one_file() -> None:
                         while not stop.is_set():
                             i += 1
                             if i % 2:
-                                s = c.get(mws[i // 2 % 2] + "/dns/zones", headers=bearer(keeper_tok)).status_code
+                                s = c.get(
+                                    mws[i // 2 % 2] + "/dns/zones", headers=bearer(keeper_tok)
+                                ).status_code
                                 ok = s == 200
                             else:
                                 r = c.post(

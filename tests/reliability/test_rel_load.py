@@ -13,11 +13,6 @@ import secrets
 from collections.abc import Callable
 
 import pytest
-
-from bearerguard.stores import open_store
-from helpers import remember_secret
-from integration_support import ExampleServer, uvicorn_example
-from live_service import LiveService
 from reliability_support import (
     Hammer,
     Planned,
@@ -28,6 +23,11 @@ from reliability_support import (
     scaled,
     token_for,
 )
+
+from bearerguard.stores import open_store
+from helpers import remember_secret
+from integration_support import ExampleServer, uvicorn_example
+from live_service import LiveService
 
 _INTROSPECT_LINE = re.compile(r'"POST /introspect HTTP/1\.1" 200')
 
@@ -58,8 +58,14 @@ def test_load_zero_wrong_answers(server: str, backend: str) -> None:
         revoked = token_for(svc.base_url, dns.key_id, dns_secret)
         assert revoke(svc.base_url, dns.key_id, dns_secret, revoked).status_code == 200
         unknown = [remember_secret(secrets.token_urlsafe(32)) for _ in range(m)]
-        plan = [Planned(f"valid{i}", "/dns/zones", bearer(t), frozenset({200})) for i, t in enumerate(valid)]
-        plan += [Planned(f"unknown{i}", "/dns/zones", bearer(t), frozenset({401})) for i, t in enumerate(unknown)]
+        plan = [
+            Planned(f"valid{i}", "/dns/zones", bearer(t), frozenset({200}))
+            for i, t in enumerate(valid)
+        ]
+        plan += [
+            Planned(f"unknown{i}", "/dns/zones", bearer(t), frozenset({401}))
+            for i, t in enumerate(unknown)
+        ]
         plan += [
             Planned("whoami", "/whoami", bearer(valid[0]), frozenset({200})),
             Planned("wrong_api", "/dns/zones", bearer(wrong_api), frozenset({403})),
@@ -68,7 +74,9 @@ def test_load_zero_wrong_answers(server: str, backend: str) -> None:
             Planned("right_ip", "/dns/zones", bearer(other_ip), frozenset({200}), "127.0.0.2"),
             Planned("revoked", "/dns/zones", bearer(revoked), frozenset({401})),
             Planned("none", "/dns/zones", {}, frozenset({401})),
-            Planned("basic", "/dns/zones", {"Authorization": "Basic Zm9vOmJhcg=="}, frozenset({401})),
+            Planned(
+                "basic", "/dns/zones", {"Authorization": "Basic Zm9vOmJhcg=="}, frozenset({401})
+            ),
             Planned("malformed", "/dns/zones", {"Authorization": "Bearer ab cd"}, frozenset({400})),
             Planned("health", "/health", {}, frozenset({200})),
         ]
