@@ -10,11 +10,15 @@ case wins. Prints a Markdown table on stdout.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
-from reliability_support import FIGURES_PATH
-
+FIGURES_PATH = Path(
+    os.environ.get("BEARERGUARD_FIGURES")
+    or Path(tempfile.gettempdir()) / "bearerguard-reliability-figures.jsonl"
+)
 _SKIP = {"case", "soak", "at", "answers"}
 
 
