@@ -15,8 +15,13 @@ SECRETS: set[str] = set()
 
 
 def remember_secret(value: str) -> str:
-    """Register a token or key secret that must never appear in any log record."""
-    SECRETS.add(value)
+    """Register a token or key secret that must never appear in any log record.
+
+    Values shorter than 8 characters are not real tokens or secrets (ours have 256
+    bits) and would match ordinary log text, so they are not registered.
+    """
+    if len(value) >= 8:
+        SECRETS.add(value)
     return value
 
 
