@@ -31,6 +31,10 @@ test: lint typecheck pytest
 demo: $(STAMP)
 	$(BIN)/bearerguard demo
 
+# Reliability suites with bigger counts (tens of minutes).
+soak: $(STAMP)
+	BEARERGUARD_SOAK=1 $(BIN)/pytest -q --timeout=900 tests/reliability
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
