@@ -59,3 +59,41 @@ def test_throttled_logins_are_counted(svc: Service) -> None:
 def test_health_is_liveness_and_ready_checks_the_store(svc: Service) -> None:
     assert svc.http.get("/health").json() == {"status": "ok"}
     assert svc.http.get("/ready").json() == {"status": "ok"}
+
+
+def test_slow_body_gets_408_and_huge_headers_431() -> None:
+    import asyncio
+    import time
+    from collections.abc import AsyncIterator
+
+    from bearerguard.server import create_app
+    from bearerguard.stores import MemoryStore
+
+    app = create_app(MemoryStore(), body_timeout=0.3)
+
+    async def trickle() -> AsyncIterator[bytes]:
+        for ch in b"grant_type=client_credentials":
+            yield bytes([ch])
+            await asyncio.sleep(0.1)
+
+    async def main() -> tuple[int, float, int]:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://s") as c:
+            started = time.monotonic()
+            r = await c.post(
+                "/login",
+                content=trickle(),
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            )
+            elapsed = time.monotonic() - started
+            big = await c.post(
+                "/login",
+                data={"grant_type": "client_credentials"},
+                headers={f"x-pad-{i}": "a" * 1000 for i in range(20)},
+            )
+        return r.status_code, elapsed, big.status_code
+
+    status, elapsed, big = asyncio.run(main())
+    assert status == 408
+    assert elapsed < 2.5  # cut off near body_timeout, not after the whole trickle
+    assert big == 431

@@ -29,6 +29,7 @@ and secrets are never logged: a token appears in logs only as its fingerprint.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -67,12 +68,18 @@ from .forms import (
 )
 from .throttle import LoginThrottle
 
-__all__ = ["DEFAULT_MAX_BODY", "create_app"]
+__all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_BODY", "MAX_HEADER_BYTES", "create_app"]
 
 logger = logging.getLogger("bearerguard.server")
 
 DEFAULT_MAX_BODY = 8192
 """Largest request body accepted, in bytes (larger: 413 ``invalid_request``)."""
+
+MAX_HEADER_BYTES = 16384
+"""Largest total of request header names and values on the POST endpoints (431)."""
+
+DEFAULT_BODY_TIMEOUT = 10.0
+"""Seconds a client has to send the whole request body (then 408)."""
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _T = TypeVar("_T")
@@ -139,8 +146,19 @@ def _error(
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes before reading them all."""
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The request body, refusing more than `limit` bytes before reading them all.
+
+    A body not received within `timeout` seconds gets 408: a client sending a byte at
+    a time must not hold a request open for ever (uvicorn sets no such deadline).
+    """
+    try:
+        return await asyncio.wait_for(_collect_body(request, limit), timeout)
+    except asyncio.TimeoutError:
+        raise BadRequest("invalid_request", "Request body not received in time", 408) from None
+
+
+async def _collect_body(request: Request, limit: int) -> bytes:
     length = request.headers.getlist("content-length")
     if len(length) > 1:
         raise BadRequest("invalid_request", "More than one Content-Length header")
@@ -168,6 +186,7 @@ class _Service:
         resolver: ClientIPResolver,
         issuer: str | None,
         max_body: int,
+        body_timeout: float,
         throttle: LoginThrottle,
         realm: str,
         clock: Callable[[], float],
@@ -179,14 +198,18 @@ class _Service:
         self.resolver = resolver
         self.issuer = issuer.rstrip("/") if issuer else None
         self.max_body = max_body
+        self.body_timeout = body_timeout
         self.throttle = throttle
         self.clock = clock
         self.basic_challenge = f"Basic realm={quote_param(realm)}"
 
     # -- shared steps -----------------------------------------------------------------
     async def _form(self, request: Request) -> dict[str, str]:
+        header_bytes = sum(len(k) + len(v) for k, v in request.scope["headers"])
+        if header_bytes > MAX_HEADER_BYTES:
+            raise BadRequest("invalid_request", "Request headers too large", 431)
         check_form_content_type(request.headers.get("content-type"))
-        return parse_form(await _read_body(request, self.max_body))
+        return parse_form(await _read_body(request, self.max_body, self.body_timeout))
 
     def _invalid_client(self, description: str = "Invalid credentials") -> BadRequest:
         return BadRequest("invalid_client", description, 401)
@@ -409,6 +432,7 @@ def create_app(
     trusted_proxies: Iterable[str] = (),
     issuer: str | None = None,
     max_body: int = DEFAULT_MAX_BODY,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
     login_throttle: LoginThrottle | None = None,
     realm: str = "bearerguard",
     clock: Callable[[], float] = time.time,
@@ -422,8 +446,9 @@ def create_app(
     find the client address a token is bound to; with none, the peer address is used.
     `issuer` is the public base URL announced in the RFC 8414 metadata (default: the
     request's own base URL — set it when the service is behind a proxy). `max_body`
-    bounds request bodies. `login_throttle` slows down repeated failed authentications
-    per key id (default: 5 failures within 60 s, per process). `clock` gives
+    bounds request bodies, `body_timeout` the time to receive one (408 after), and
+    headers beyond `MAX_HEADER_BYTES` get 431. `login_throttle` slows down repeated
+    failed authentications per key id (default: 5 failures within 60 s, per process). `clock` gives
     wall-clock seconds. With `close_store`, the store is closed on shutdown. `metrics`
     collects the service's counters (a fresh `ServiceMetrics` by default, at
     ``app.state.metrics``), served at ``/metrics`` when prometheus-client is installed.
@@ -434,12 +459,15 @@ def create_app(
         raise ConfigurationError("token_ttl must be a positive number of seconds")
     if max_body < 256:
         raise ConfigurationError("max_body must be at least 256 bytes")
+    if not body_timeout > 0:
+        raise ConfigurationError("body_timeout must be a positive number of seconds")
     service = _Service(
         store,
         token_ttl=token_ttl,
         resolver=ClientIPResolver(trusted_proxies),
         issuer=issuer,
         max_body=max_body,
+        body_timeout=body_timeout,
         throttle=login_throttle or LoginThrottle(),
         realm=realm,
         clock=clock,
