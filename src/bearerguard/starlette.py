@@ -21,10 +21,8 @@ RFC 6750 way instead, with the challenge the middleware would give::
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
-import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -34,7 +32,6 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from ._types import Scope
-from .asgi import BearerGuardMiddleware
 from .errors import MISSING, Challenge, quote_param
 from .flow import Guard
 from .policy import insufficient_scope
@@ -46,9 +43,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_REALM = "api"
 
-_found: weakref.WeakKeyDictionary[Any, Guard] = weakref.WeakKeyDictionary()
-
-
 def identity_of(conn: HTTPConnection) -> Identity | None:
     """The `Identity` the middleware put on this request or WebSocket, or None."""
     identity = conn.scope.get("bearerguard")
@@ -56,33 +50,12 @@ def identity_of(conn: HTTPConnection) -> Identity | None:
 
 
 def guard_for(scope: Scope) -> Guard | None:
-    """The `Guard` of the middleware that let this request in, when it can be found.
+    """The `Guard` of the middleware that let this request in (``scope["bearerguard.guard"]``).
 
-    Found through ``scope["bearerguard.guard"]`` when the middleware sets it, else in the
-    middleware stack of ``scope["app"]`` (middleware added with ``Starlette(middleware=…)``
-    or ``app.add_middleware``). None when the middleware wraps the app from outside.
+    None when no `BearerGuardMiddleware` ran for this request.
     """
     guard = scope.get("bearerguard.guard")
-    if isinstance(guard, Guard):
-        return guard
-    app = scope.get("app")
-    if app is None:
-        return None
-    cached = None
-    with contextlib.suppress(TypeError):  # not weak-referenceable
-        cached = _found.get(app)
-    if cached is not None:
-        return cached
-    node = getattr(app, "middleware_stack", None)
-    for _ in range(64):  # bounded: a middleware chain is short, a cycle must not hang us
-        if node is None:
-            return None
-        if isinstance(node, BearerGuardMiddleware):
-            with contextlib.suppress(TypeError):
-                _found[app] = node.guard
-            return node.guard
-        node = getattr(node, "app", None)
-    return None
+    return guard if isinstance(guard, Guard) else None
 
 
 def challenge_for(scope: Scope, api: str | None) -> tuple[Challenge | None, str]:
