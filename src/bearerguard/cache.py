@@ -134,9 +134,7 @@ class TokenCache:
             return None
         info = self._shrink(info)
         fresh = min(self.ttl, life)
-        touch = self.touch_interval
-        if info.ttl:
-            touch = min(touch, info.ttl / 3)
+        touch = self.touch_for(info)
         fresh_until = now + fresh
         stale_until = now + min(fresh + self.stale_if_error, life)
         if stale_until == fresh_until:
@@ -151,6 +149,14 @@ class TokenCache:
             pos[key] = entry
             self._trim(now)
         return entry
+
+    def touch_for(self, info: TokenInfo) -> float:
+        """How old a hit on `info` may be before it asks for a refresh.
+
+        The touch interval, shrunk to a third of the token's sliding TTL so a short
+        token is touched at the source well before it lapses there.
+        """
+        return min(self.touch_interval, info.ttl / 3) if info.ttl else self.touch_interval
 
     def _shrink(self, info: TokenInfo) -> TokenInfo:
         # Many tokens share a key id, an API set and an address: keep one copy of each

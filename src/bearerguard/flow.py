@@ -289,6 +289,10 @@ class Guard:
             info = entry.info
             if now >= entry.refresh_at:
                 follow_up = Lookup(token, key)
+                # Ask once per touch interval: until the refresh lands (or if it fails),
+                # hits keep taking the cached path and do not ask again at once.
+                # Never past fresh_until: the cached path relies on refresh_at <= it.
+                entry.refresh_at = min(now + self.cache.touch_for(info), entry.fresh_until)
             if metrics is not None:
                 metrics.cache_hits += 1
         elif negative:

@@ -224,3 +224,21 @@ def test_evict_ignores_what_is_not_a_digest(clock: FakeClock) -> None:
     assert len(g.cache) == 1
     g.cache.evict(token_key(TOKEN).hex())
     assert len(g.cache) == 0
+
+
+def test_a_due_refresh_is_asked_for_once_per_touch_interval(clock: FakeClock) -> None:
+    g = Guard(clock=clock, touch_interval=5, cache_ttl=10)
+    run(g, facts(), info(clock))
+    clock.advance(6)
+    d, _ = run(g, facts())
+    assert d.follow_up is not None
+    # The refresh has not landed yet: the next hits neither ask again nor leave the
+    # cached path, until the entry's own freshness ends.
+    d, _ = run(g, facts())
+    assert d.follow_up is None
+    header = f"Bearer {TOKEN}".encode()
+    assert g.cached_identity(header, "127.0.0.1") is not None
+    clock.advance(3.9)  # 9.9 s old: still fresh
+    assert g.cached_identity(header, "127.0.0.1") is not None
+    clock.advance(0.2)  # 10.1 s old: past fresh_until, the cached path steps aside
+    assert g.cached_identity(header, "127.0.0.1") is None
