@@ -172,7 +172,7 @@ class AsyncCaller:
 
     The first request for a token awaits the backend itself (no task, no extra turn
     of the event loop); requests for the same token that arrive meanwhile await its
-    answer. Background refreshes run as tasks. A sync-only backend runs in a worker
+    answer. A self-timed backend is awaited as is; any other within `timeout`. Background refreshes run as tasks. A sync-only backend runs in a worker
     thread, so the event loop never blocks.
     """
 
@@ -187,6 +187,8 @@ class AsyncCaller:
         alookup = getattr(backend, "alookup", None)
         lookup = getattr(backend, "lookup", None)
         self._threaded: SyncCaller | None = None
+        # A self-timed backend bounds its own calls (see SyncCaller): no timer of ours.
+        self._self_timed = getattr(backend, "self_timed", False) is True
         if alookup is not None and inspect.iscoroutinefunction(alookup):
             self._alookup: Callable[[str], Any] = alookup
         elif callable(lookup):
@@ -208,7 +210,10 @@ class AsyncCaller:
         started = time.perf_counter()
         ok = False
         try:
-            result: TokenInfo | None = await _within(self._alookup(token), self._timeout)
+            if self._self_timed:
+                result: TokenInfo | None = await self._alookup(token)
+            else:
+                result = await _within(self._alookup(token), self._timeout)
             ok = True
         except asyncio.TimeoutError:
             raise BackendUnavailable(f"backend gave no answer in {self._timeout:g}s") from None

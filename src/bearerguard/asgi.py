@@ -31,7 +31,8 @@ class BearerGuardMiddleware:
 
     ``BearerGuardMiddleware(app, backend=…, api="dns", public_paths=["/health"])``.
     `backend` has `alookup` and/or `lookup` (a sync-only backend runs in a worker
-    thread). `backend_timeout` (default 5 s) bounds each backend call and
+    thread). `backend_timeout` (default 5 s) bounds each call to a backend that is not
+    self-timed (the built-in ones bound their own calls: `bearerguard.backends.base`) and
     `max_in_flight` (default 16) the calls outstanding at once. The other keyword
     options are `Guard`'s.
 
