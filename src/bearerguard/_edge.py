@@ -172,8 +172,9 @@ class AsyncCaller:
 
     The first request for a token awaits the backend itself (no task, no extra turn
     of the event loop); requests for the same token that arrive meanwhile await its
-    answer. A self-timed backend is awaited as is; any other within `timeout`. Background refreshes run as tasks. A sync-only backend runs in a worker
-    thread, so the event loop never blocks.
+    answer. A self-timed backend is awaited as is, any other within `timeout`.
+    Background refreshes run as tasks. A sync-only backend runs in a worker thread, so
+    the event loop never blocks.
     """
 
     def __init__(
