@@ -106,7 +106,7 @@ def breakdown() -> dict[str, int]:
     digest, info = make(1, now)
     entry = Entry(info, now + 10, now + 5, now + 10)
     return {
-        "digest str": sys.getsizeof(digest),
+        "digest (32 raw bytes)": sys.getsizeof(digest),
         "Entry (slots)": sys.getsizeof(entry),
         "3 floats in Entry": 3 * sys.getsizeof(now),
         "TokenInfo (slots)": sys.getsizeof(info),
