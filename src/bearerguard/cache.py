@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from cachetools import TTLCache
 
@@ -53,6 +53,20 @@ class Entry:
         self.refresh_at = refresh_at
         self.stale_until = stale_until
         self.identity: Identity | None = None
+
+
+_T = TypeVar("_T")
+_SHARED_MAX = 65_536
+
+
+def _share(table: dict[Any, Any], value: _T) -> _T:
+    """The copy of `value` kept in `table` (adding it while the table has room)."""
+    kept = table.get(value)
+    if kept is not None:
+        return cast(_T, kept)
+    if len(table) < _SHARED_MAX:
+        table[value] = value
+    return value
 
 
 def _positive(name: str, value: float) -> float:
@@ -104,6 +118,7 @@ class TokenCache:
         self._lock = threading.Lock()
         self._pos: dict[bytes, Entry] = {}
         self._shared: dict[Any, Any] = {}
+        self._shared_ips: dict[str, str] = {}
         self._neg: TTLCache[bytes, bool] = TTLCache(negative_maxsize, negative_ttl, timer=clock)
         # The cached path reads this directly: no lock, no method call.
         self.peek = self._pos.get
@@ -159,17 +174,15 @@ class TokenCache:
         return min(self.touch_interval, info.ttl / 3) if info.ttl else self.touch_interval
 
     def _shrink(self, info: TokenInfo) -> TokenInfo:
-        # Many tokens share a key id, an API set and an address: keep one copy of each
-        # (bounded), so 100,000 cached tokens cost a few hundred bytes each.
-        shared = self._shared
-        if len(shared) >= 65_536:
-            return info
+        # Many tokens share a key id, an API set, a TTL and often an address: keep one
+        # copy of each, so 100,000 cached tokens cost a few hundred bytes each. Two
+        # bounded tables, so many distinct addresses cannot crowd out the key ids.
         return replace(
             info,
-            key_id=shared.setdefault(info.key_id, info.key_id),
-            apis=shared.setdefault(info.apis, info.apis),
-            bound_ip=info.bound_ip and shared.setdefault(info.bound_ip, info.bound_ip),
-            ttl=info.ttl and shared.setdefault(info.ttl, info.ttl),
+            key_id=_share(self._shared, info.key_id),
+            apis=_share(self._shared, info.apis),
+            ttl=info.ttl and _share(self._shared, info.ttl),
+            bound_ip=info.bound_ip and _share(self._shared_ips, info.bound_ip),
         )
 
     def _trim(self, now: float) -> None:
