@@ -43,6 +43,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_REALM = "api"
 
+
 def identity_of(conn: HTTPConnection) -> Identity | None:
     """The `Identity` the middleware put on this request or WebSocket, or None."""
     identity = conn.scope.get("bearerguard")

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
@@ -33,6 +34,7 @@ __all__ = [
     "TokenRecord",
     "TokenStore",
     "digest_secret",
+    "new_key",
     "new_key_id",
     "new_secret",
     "new_token",
@@ -57,6 +59,21 @@ def new_secret() -> str:
 def new_token() -> str:
     """A fresh access token: 256 random bits, RFC 6750 b64token syntax."""
     return secrets.token_urlsafe(32)
+
+
+def new_key(
+    apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+) -> tuple[KeyRecord, str]:
+    """A fresh key record and its secret (the caller stores the record, shows the secret)."""
+    secret = new_secret()
+    record = KeyRecord(
+        key_id=new_key_id(),
+        apis=frozenset(apis),
+        introspect=introspect,
+        created_at=time.time() if now is None else now,
+        secret_digest=digest_secret(secret),
+    )
+    return record, secret
 
 
 def digest_secret(secret: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable
 
 from ..tokens import Invalidation
@@ -11,9 +10,7 @@ from .base import (
     KeyRecord,
     LocalSubscribers,
     TokenRecord,
-    digest_secret,
-    new_key_id,
-    new_secret,
+    new_key,
 )
 
 __all__ = ["MemoryStore"]
@@ -36,14 +33,7 @@ class MemoryStore:
     def create_key(
         self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
     ) -> tuple[KeyRecord, str]:
-        secret = new_secret()
-        record = KeyRecord(
-            key_id=new_key_id(),
-            apis=frozenset(apis),
-            introspect=introspect,
-            created_at=time.time() if now is None else now,
-            secret_digest=digest_secret(secret),
-        )
+        record, secret = new_key(apis, introspect=introspect, now=now)
         with self._lock:
             self._keys[record.key_id] = record
         return record, secret

@@ -28,7 +28,6 @@ import asyncio
 import json
 import logging
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -47,9 +46,7 @@ from .base import (
     KeyRecord,
     StoreUnavailable,
     TokenRecord,
-    digest_secret,
-    new_key_id,
-    new_secret,
+    new_key,
 )
 
 __all__ = [
@@ -372,15 +369,7 @@ class RedisStore:
     def _new_key(
         self, apis: Iterable[str], introspect: bool, now: float | None
     ) -> tuple[KeyRecord, str]:
-        secret = new_secret()
-        record = KeyRecord(
-            key_id=new_key_id(),
-            apis=frozenset(apis),
-            introspect=introspect,
-            created_at=time.time() if now is None else now,
-            secret_digest=digest_secret(secret),
-        )
-        return record, secret
+        return new_key(apis, introspect=introspect, now=now)
 
     # -- keys -------------------------------------------------------------------------
     def create_key(

@@ -30,9 +30,7 @@ from .base import (
     LocalSubscribers,
     StoreUnavailable,
     TokenRecord,
-    digest_secret,
-    new_key_id,
-    new_secret,
+    new_key,
 )
 
 __all__ = ["SQLiteStore", "sqlite_path"]
@@ -283,14 +281,7 @@ class SQLiteStore:
     def create_key(
         self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
     ) -> tuple[KeyRecord, str]:
-        secret = new_secret()
-        record = KeyRecord(
-            key_id=new_key_id(),
-            apis=frozenset(apis),
-            introspect=introspect,
-            created_at=time.time() if now is None else now,
-            secret_digest=digest_secret(secret),
-        )
+        record, secret = new_key(apis, introspect=introspect, now=now)
         with self._errors("create_key"):
             self._conn().execute(
                 _SQL_PUT_KEY,
