@@ -20,6 +20,7 @@ MODULES = [
     "bearerguard.metrics",
     "bearerguard.prometheus",
     "bearerguard.config",
+    "bearerguard.demo",
     "bearerguard.flask",
     "bearerguard.starlette",
     "bearerguard.fastapi",
