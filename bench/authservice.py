@@ -1,0 +1,473 @@
+"""The auth service itself: /login and /introspect under load, and where its time goes.
+
+Loopback (``python -m bench --loopback``): ``bearerguard serve`` runs once over a temp
+SQLite file and once over a throw-away redis-server, next to bare uvicorn serving a
+Starlette app whose POST /login and /introspect answer the same-shaped JSON with no
+store (`bench.loopback_apps:auth_bare`). A key with the introspection right is made
+with ``bearerguard keys create``, one token is obtained via /login for the /introspect
+runs, every answer is checked (login 200 with a token, introspect 200 ``active: true``,
+a wrong secret 401) before timing, and wrk drives each endpoint with `auth_post.lua`
+(form POST + HTTP Basic; the credentials reach wrk through its environment only).
+Runs are interleaved in a shuffled order, repeated, and the median req/s reported
+with its ratio to bare; wrk's non-2xx count is kept for every run.
+
+Profile (in-process, no network): `create_app(open_store(url))` is called through
+``httpx.AsyncClient(transport=ASGITransport(...))`` for a few thousand /login and
+/introspect requests per store under cProfile; the top functions by own and by
+cumulative time are reported in µs per request, next to the same loop timed without
+the profiler and the store calls timed alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import cProfile
+import json
+import os
+import pstats
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import servers
+from bench.loopback import ensure_wrk
+
+LUA = Path(__file__).resolve().parent / "auth_post.lua"
+STORES = ("sqlite", "redis")
+ENDPOINTS = ("login", "introspect")
+PEER = ("127.0.0.1", 5000)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _basic(key_id: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{key_id}:{secret}".encode()).decode()
+
+
+def _create_key(url: str) -> tuple[str, str]:
+    """`bearerguard keys create --api dns --introspect --json`; (key_id, secret)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bearerguard",
+            "keys",
+            "create",
+            "--api",
+            "dns",
+            "--introspect",
+            "--json",
+            "--store",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(servers.ROOT),
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"keys create failed: {out.stderr.strip()[-300:]}")
+    data = json.loads(out.stdout)
+    return str(data["key_id"]), str(data["secret"])
+
+
+def _serve(url: str) -> tuple[servers.Proc, int]:
+    port = servers.free_port()
+    proc = servers.Proc(
+        [
+            sys.executable,
+            "-m",
+            "bearerguard",
+            "serve",
+            "--host",
+            servers.HOST,
+            "--port",
+            str(port),
+            "--store",
+            url,
+        ]
+    )
+    return proc, port
+
+
+def _check_login(r: httpx.Response, who: str) -> str:
+    body = r.json() if r.status_code == 200 else {}
+    token = body.get("access_token")
+    if r.status_code != 200 or not isinstance(token, str) or body.get("token_type") != "bearer":
+        raise RuntimeError(f"{who}: /login answered {r.status_code}, not 200 with a token")
+    return token
+
+
+def _check_introspect(r: httpx.Response, who: str, key_id: str | None) -> None:
+    body = r.json() if r.status_code == 200 else {}
+    if r.status_code != 200 or body.get("active") is not True:
+        raise RuntimeError(f"{who}: /introspect answered {r.status_code}, not active:true")
+    if key_id is not None and (body.get("client_id") != key_id or body.get("scope") != "dns"):
+        raise RuntimeError(f"{who}: /introspect named the wrong key or scope")
+
+
+def _wrk(
+    wrk: str, url: str, authz: str, body: str, seconds: float, threads: int, conns: int
+) -> dict[str, Any]:
+    env = dict(os.environ, BENCH_AUTHZ=authz, BENCH_BODY=body)
+    out = subprocess.run(
+        [
+            wrk,
+            f"-t{threads}",
+            f"-c{conns}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(LUA),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        env=env,
+    ).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    total = re.search(r"(\d+) requests in", out)
+    latency = re.search(r"Latency\s+(\S+)", out)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "requests": int(total.group(1)) if total else 0,
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "latency_avg": latency.group(1) if latency else "",
+        "socket_errors": errors.group(0) if errors else "",
+    }
+
+
+# -- loopback ----------------------------------------------------------------------------
+
+
+def run_loopback(
+    *,
+    seconds: float = 3.0,
+    reps: int = 3,
+    threads: int = 2,
+    conns: int = 16,
+    install: bool = False,
+) -> dict[str, Any]:
+    """Serve the auth service over SQLite and Redis and bare uvicorn; load all of them."""
+    wrk = ensure_wrk(install)
+    if wrk is None:
+        return {"unavailable": "wrk is not installed (apt-get install wrk)"}
+    tmp = Path(tempfile.mkdtemp(prefix="bearerguard-bench-auth-"))
+    redis: servers.RedisServer | None = None
+    procs: list[servers.Proc] = []
+    # name -> (base URL, {endpoint: (authorization header, body)})
+    targets: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {}
+    result: dict[str, Any] = {
+        "client": f"wrk -t{threads} -c{conns} -s bench/auth_post.lua",
+        "seconds_per_run": seconds,
+        "reps": reps,
+        "servers": "`bearerguard serve` (uvicorn, 1 process, default log level info) "
+        "vs bare uvicorn 1 worker serving bench.loopback_apps:auth_bare",
+    }
+    try:
+        redis = servers.RedisServer()
+        urls = {"sqlite": f"sqlite:///{tmp / 'auth.db'}", "redis": redis.url}
+        with httpx.Client(trust_env=False, timeout=10.0) as client:
+            for store, url in urls.items():
+                key_id, secret = _create_key(url)
+                proc, port = _serve(url)
+                procs.append(proc)
+                base = f"http://{servers.HOST}:{port}"
+                servers.wait_http(proc, base + "/health")
+                authz = _basic(key_id, secret)
+                hdr = {"Authorization": authz}
+                form = {"grant_type": "client_credentials"}
+                token = _check_login(client.post(base + "/login", data=form, headers=hdr), store)
+                _check_introspect(
+                    client.post(base + "/introspect", data={"token": token}, headers=hdr),
+                    store,
+                    key_id,
+                )
+                wrong = {"Authorization": _basic(key_id, "not-the-secret")}
+                if client.post(base + "/login", data=form, headers=wrong).status_code != 401:
+                    raise RuntimeError(f"{store}: a wrong secret did not get 401")
+                targets[store] = (
+                    base,
+                    {
+                        "login": (authz, "grant_type=client_credentials"),
+                        "introspect": (authz, "token=" + token),
+                    },
+                )
+            proc, port = servers.uvicorn(
+                "bench.loopback_apps:auth_bare", env={"BENCH_TOKEN": "unused"}
+            )
+            procs.append(proc)
+            base = f"http://{servers.HOST}:{port}"
+            servers.wait_http(proc, base + "/login")
+            anyone = _basic("key_bench", "bench")
+            bare_hdr = {"Authorization": anyone}
+            r = client.post(base + "/login", data={"grant_type": "client_credentials"})
+            _check_login(r, "bare")
+            r = client.post(base + "/introspect", data={"token": "x"}, headers=bare_hdr)
+            _check_introspect(r, "bare", None)
+            targets["bare"] = (
+                base,
+                {
+                    "login": (anyone, "grant_type=client_credentials"),
+                    "introspect": (anyone, "token=" + "x" * 43),
+                },
+            )
+        runs: dict[tuple[str, str], list[dict[str, Any]]] = {
+            (name, ep): [] for name in targets for ep in ENDPOINTS
+        }
+        rng = random.Random(61)
+        for rep in range(reps):
+            order = list(runs)
+            rng.shuffle(order)
+            for name, ep in order:
+                base, eps = targets[name]
+                authz, body = eps[ep]
+                url = f"{base}/{ep}"
+                if rep == 0:  # warm up: one short run, not counted
+                    _wrk(wrk, url, authz, body, 1.0, threads, conns)
+                runs[(name, ep)].append(_wrk(wrk, url, authz, body, seconds, threads, conns))
+            print(f"  auth service rep {rep + 1}/{reps}", file=sys.stderr, flush=True)
+        # The answers are still right after the load (the token slid, not expired).
+        with httpx.Client(trust_env=False, timeout=10.0) as client:
+            for store in STORES:
+                base, eps = targets[store]
+                authz, body = eps["introspect"]
+                r = client.post(
+                    base + "/introspect",
+                    content=body,
+                    headers={
+                        "Authorization": authz,
+                        "Content-Type": "application/x-www-form-urlencoded",
+                    },
+                )
+                _check_introspect(r, f"{store} after load", None)
+    except Exception as exc:
+        tails = [p.tail()[-300:] for p in procs]
+        return dict(result, unavailable=f"{type(exc).__name__}: {exc}", logs=tails)
+    finally:
+        for p in procs:
+            p.stop()
+        if redis is not None:
+            redis.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    rows = []
+    for ep in ENDPOINTS:
+        bare = statistics.median(r["rps"] for r in runs[("bare", ep)])
+        for name in ("bare", *STORES):
+            rs = runs[(name, ep)]
+            med = statistics.median(r["rps"] for r in rs)
+            rows.append(
+                {
+                    "endpoint": ep,
+                    "server": name,
+                    "rps_median": med,
+                    "rps_runs": [r["rps"] for r in rs],
+                    "latency_avg": [r["latency_avg"] for r in rs],
+                    "requests": sum(r["requests"] for r in rs),
+                    "non_2xx": sum(r["non_2xx"] for r in rs),
+                    "socket_errors": [r["socket_errors"] for r in rs if r["socket_errors"]],
+                    "ratio_to_bare": med / bare if bare else None,
+                }
+            )
+    result["rows"] = rows
+    return result
+
+
+# -- profile -----------------------------------------------------------------------------
+
+SRC = os.sep + os.path.join("src", "bearerguard") + os.sep
+
+
+def _where(key: tuple[str, int, str]) -> str:
+    filename, line, func = key
+    if SRC in filename:
+        short = "bearerguard/" + filename.split(SRC, 1)[1]
+    elif "site-packages" in filename:
+        short = filename.split("site-packages" + os.sep, 1)[1]
+    elif filename == "~":
+        short = "~"
+    else:
+        short = os.path.basename(filename)
+    return f"{short}:{line}({func})"
+
+
+def _top(prof: cProfile.Profile, n: int, limit: int = 8) -> dict[str, list[dict[str, Any]]]:
+    stats = pstats.Stats(prof)
+    rows = []
+    for key, (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append(
+            {
+                "where": _where(key),
+                "ours": SRC in key[0],
+                "calls_per_request": nc / n,
+                "tottime_us": tt / n * 1e6,
+                "cumtime_us": ct / n * 1e6,
+            }
+        )
+    by_own = sorted(rows, key=lambda r: r["tottime_us"], reverse=True)[:limit]
+    ours = sorted((r for r in rows if r["ours"]), key=lambda r: r["cumtime_us"], reverse=True)
+    return {"by_own_time": by_own, "bearerguard_by_cumulative": ours[:limit]}
+
+
+async def _timed(fn: Callable[[], Awaitable[Any]], n: int) -> float:
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        await fn()
+    return (time.perf_counter_ns() - t0) / n / 1000
+
+
+async def _store_steps(store: Any, key_id: str, token: str, n: int) -> dict[str, float]:
+    """µs per call of the store operations /login and /introspect make, timed alone."""
+    from bearerguard.stores import AsyncTokenStore
+    from bearerguard.stores.base import TokenRecord, new_token
+    from bearerguard.tokens import token_digest
+
+    digest = token_digest(token)
+
+    def record() -> TokenRecord:
+        now = time.time()
+        return TokenRecord(
+            digest=token_digest(new_token()),
+            key_id=key_id,
+            apis=frozenset({"dns"}),
+            bound_ip="127.0.0.1",
+            issued_at=now,
+            ttl=300.0,
+            expires_at=now + 300.0,
+        )
+
+    out: dict[str, float] = {}
+    if isinstance(store, AsyncTokenStore):
+        out["aget_key"] = await _timed(lambda: store.aget_key(key_id), n)
+        out["aput_token"] = await _timed(lambda: store.aput_token(record()), n)
+        out["atouch_token"] = await _timed(lambda: store.atouch_token(digest, time.time()), n)
+    else:
+
+        async def call(fn: Callable[[], Any]) -> Any:
+            return fn()
+
+        out["get_key"] = await _timed(lambda: call(lambda: store.get_key(key_id)), n)
+        out["put_token"] = await _timed(lambda: call(lambda: store.put_token(record())), n)
+        out["touch_token"] = await _timed(
+            lambda: call(lambda: store.touch_token(digest, time.time())), n
+        )
+    return out
+
+
+async def _profile_store(url: str, n: int) -> dict[str, Any]:
+    from bearerguard.server import create_app
+    from bearerguard.stores import AsyncTokenStore, open_store
+
+    store = open_store(url)
+    out: dict[str, Any] = {}
+    try:
+        record, secret = store.create_key(["dns"], introspect=True)
+        app = create_app(store)
+        headers = {
+            "Authorization": _basic(record.key_id, secret),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        transport = httpx.ASGITransport(app=app, client=PEER)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://auth.bench") as client:
+            login_body = b"grant_type=client_credentials"
+
+            async def login() -> httpx.Response:
+                return await client.post("/login", content=login_body, headers=headers)
+
+            token = _check_login(await login(), url.split(":")[0])
+            intro_body = b"token=" + token.encode()
+
+            async def introspect() -> httpx.Response:
+                return await client.post("/introspect", content=intro_body, headers=headers)
+
+            _check_introspect(await introspect(), url.split(":")[0], record.key_id)
+            for ep, fn in (("login", login), ("introspect", introspect)):
+                for _ in range(100):  # warm up
+                    await fn()
+                plain = await _timed(fn, n)
+                prof = cProfile.Profile()
+                prof.enable()
+                profiled = await _timed(fn, n)
+                prof.disable()
+                last = await fn()
+                if last.status_code != 200:
+                    raise RuntimeError(f"{ep}: HTTP {last.status_code} after the profile")
+                out[ep] = {
+                    "us_per_request": plain,
+                    "us_per_request_profiled": profiled,
+                    **_top(prof, n),
+                }
+            out["store_steps_us"] = await _store_steps(store, record.key_id, token, n)
+    finally:
+        if isinstance(store, AsyncTokenStore):
+            await store.aclose()
+        store.close()
+    return out
+
+
+async def _raw_httpx(n: int) -> float:
+    """The floor of the profile's loop: the same client against a Starlette app that
+    reads the body and answers a small JSON (what the loop costs without the service)."""
+    from bench.loopback_apps import auth_bare
+
+    transport = httpx.ASGITransport(app=auth_bare, client=PEER)
+    async with httpx.AsyncClient(transport=transport, base_url="http://auth.bench") as client:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+
+        async def call() -> httpx.Response:
+            return await client.post("/login", content=b"grant_type=x", headers=headers)
+
+        for _ in range(100):
+            await call()
+        return await _timed(call, n)
+
+
+async def profile(n: int = 3000) -> dict[str, Any]:
+    """cProfile /login and /introspect in-process over SQLite and Redis."""
+    out: dict[str, Any] = {"requests": n, "peer": PEER[0]}
+    tmp = Path(tempfile.mkdtemp(prefix="bearerguard-bench-authprof-"))
+    try:
+        out["bare_us_per_request"] = await _raw_httpx(n)
+        out["sqlite"] = await _profile_store(f"sqlite:///{tmp / 'auth.db'}", n)
+        try:
+            redis = servers.RedisServer()
+        except Exception as exc:
+            out["redis"] = {"unavailable": f"{type(exc).__name__}: {exc}"}
+        else:
+            try:
+                out["redis"] = await _profile_store(redis.url, n)
+            finally:
+                redis.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def run_profile(n: int = 3000) -> dict[str, Any]:
+    try:
+        return asyncio.run(profile(n))
+    except Exception as exc:
+        return {"unavailable": f"{type(exc).__name__}: {exc}"}
+
+
+if __name__ == "__main__":  # python -m bench.authservice [--loopback]
+    res: dict[str, Any] = {"profile": run_profile(1000)}
+    if "--loopback" in sys.argv:
+        res["loopback"] = run_loopback(seconds=2.0, reps=1)
+    print(json.dumps(res, indent=1))
