@@ -452,6 +452,7 @@ def docs(results: dict[str, Any], chart_note: str | None) -> str:
                 L.append(
                     f"| `{r['where']}` | {r['calls_per_request']:.1f} | {r['tottime_us']:.2f} | {r['cumtime_us']:.2f} |"
                 )
+    L += _auth_section(results.get("auth_service", {}))
     L += ["", "## Machine and versions", ""]
     L.append(f"- CPU: {m['cpu']}, {m['cores']} cores; {m['python']}; {m['platform']}")
     L.append(f"- redis-server: {m['redis_server']}; wrk: {m['wrk']}")
@@ -463,6 +464,136 @@ def docs(results: dict[str, Any], chart_note: str | None) -> str:
         "",
     ]
     return "\n".join(L)
+
+
+def _auth_profile_table(rows: list[dict[str, Any]]) -> list[str]:
+    L = [
+        "| function (file:line) | calls/request | own µs/request | cumulative µs/request |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        L.append(
+            f"| `{r['where']}` | {r['calls_per_request']:.1f} | {r['tottime_us']:.1f} | {r['cumtime_us']:.1f} |"
+        )
+    return L
+
+
+def _auth_section(auth: dict[str, Any]) -> list[str]:
+    """The auth service: /login and /introspect under wrk, and its profile."""
+    L = [
+        "",
+        "## The auth service: /login and /introspect",
+        "",
+        "Reproduce: `python -m bench --loopback` (both parts, in the full run), or "
+        "`python -m bench.authservice --loopback` (this section alone, shorter runs, "
+        "JSON on stdout). Code: `bench/authservice.py`, wrk script `bench/auth_post.lua`, "
+        "bare app `bench.loopback_apps:auth_bare`.",
+        "",
+    ]
+    lb = auth.get("loopback")
+    L += ["### Under load (real servers on 127.0.0.1)", ""]
+    if lb is None:
+        L.append("Not run (`python -m bench --loopback`).")
+    elif "unavailable" in lb:
+        L.append(f"unavailable: {lb['unavailable']}")
+    else:
+        L += [
+            "`bearerguard serve --host 127.0.0.1 --port P --store URL` over a temp SQLite file "
+            "and over a throw-away redis-server, against bare uvicorn serving a Starlette app "
+            "whose POST /login and /introspect read the body and answer the same-shaped JSON "
+            "with no store and no checks. One key made with `bearerguard keys create --api dns "
+            "--introspect --json`; one token from /login for the /introspect runs. Before "
+            "timing, every server is checked: /login 200 with a token, /introspect 200 "
+            "`active: true` for the right key and scope, and (bearerguard) a wrong secret 401; "
+            "/introspect is checked again after the load.",
+            "",
+            f"Client: {lb['client']} (form POST with HTTP Basic; each `/introspect` sends the "
+            f"same token), {lb['seconds_per_run']} s per run, {lb['reps']} interleaved runs per "
+            f"server and endpoint, shuffled. Servers: {lb['servers']}. wrk shares the 2 cores "
+            "with the server.",
+            "",
+            "| endpoint | server | req/s (median) | runs | ratio to bare | mean latency | non-2xx | socket errors |",
+            "|---|---|---:|---|---:|---|---:|---|",
+        ]
+        for r in lb["rows"]:
+            runs = ", ".join(f"{x:.0f}" for x in r["rps_runs"])
+            lat = ", ".join(r.get("latency_avg", []))
+            errs = "; ".join(r.get("socket_errors", [])) or "none"
+            name = "bare uvicorn" if r["server"] == "bare" else f"bearerguard serve, {r['server']}"
+            L.append(
+                f"| /{r['endpoint']} | {name} | {r['rps_median']:.0f} | {runs} | "
+                f"{_fmt(r.get('ratio_to_bare'), 3)} | {lat} | {r['non_2xx']} | {errs} |"
+            )
+    prof = auth.get("profile")
+    L += ["", "### Profile of the top costs (in-process)", ""]
+    if prof is None:
+        L.append("Not run (`--no-profile`).")
+        return L
+    if "unavailable" in prof:
+        L.append(f"unavailable: {prof['unavailable']}")
+        return L
+    L += [
+        f"`bearerguard.server.create_app(open_store(url))` called through "
+        f'`httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("{prof["peer"]}", 5000)))`, '
+        f"{prof['requests']:,} requests per endpoint and store, first without and then under "
+        "cProfile. The client is part of every request: the same loop against the bare "
+        f"Starlette app costs **{prof['bare_us_per_request']:.0f} µs/request**. cProfile sees "
+        "only the event-loop thread: the SQLite store runs its statements in worker threads, "
+        "so that time shows up as waiting (`select.epoll.poll`) and inside the store's "
+        "`a…` methods' cumulative time. The store calls are also timed alone, without the "
+        "service or the client.",
+        "",
+        "| store | /login µs/request | /introspect µs/request | under cProfile (login / introspect) | store calls alone, µs/call |",
+        "|---|---:|---:|---|---|",
+    ]
+    for store in ("sqlite", "redis"):
+        p = prof.get(store, {})
+        if "unavailable" in p or "login" not in p:
+            L.append(f"| {store} | unavailable: {p.get('unavailable')} | | | |")
+            continue
+        steps = ", ".join(f"`{k}` {v:.0f}" for k, v in p.get("store_steps_us", {}).items())
+        L.append(
+            f"| {store} | {p['login']['us_per_request']:.0f} | {p['introspect']['us_per_request']:.0f} | "
+            f"{p['login']['us_per_request_profiled']:.0f} / {p['introspect']['us_per_request_profiled']:.0f} | {steps} |"
+        )
+    L += ["", "Where the time goes (computed from the rows above):", ""]
+    bare = prof["bare_us_per_request"]
+    for store in ("sqlite", "redis"):
+        p = prof.get(store, {})
+        st = p.get("store_steps_us", {})
+        if "login" not in p or not st:
+            continue
+        a = "a" if "aget_key" in st else ""
+        for ep, write in (("login", "put_token"), ("introspect", "touch_token")):
+            over = p[ep]["us_per_request"] - bare
+            calls = st[f"{a}get_key"] + st[f"{a}{write}"]
+            sync = st["get_key (sync)"] + st[f"{write} (sync)"]
+            L.append(
+                f"- {store} /{ep}: the service adds {over:.0f} µs over the bare loop; its two "
+                f"store calls (`get_key` + `{write}`) take {calls:.0f} µs as the service makes "
+                f"them ({calls / over:.0%} of it), {sync:.0f} µs through the sync face "
+                "called directly."
+            )
+    L += [
+        "",
+        "cProfile counts each resumption of a coroutine as a call and does not count the "
+        "time a coroutine is suspended, so `calls/request` of `async def` functions is "
+        "inflated and their cumulative time leaves out the waits.",
+    ]
+    for store in ("sqlite", "redis"):
+        p = prof.get(store, {})
+        for ep in ("login", "introspect"):
+            if ep not in p:
+                continue
+            L += [
+                "",
+                f"**{store}, /{ep}** — top functions by own time (all code, client included):",
+                "",
+            ]
+            L += _auth_profile_table(p[ep]["by_own_time"])
+            L += ["", f"**{store}, /{ep}** — bearerguard functions by cumulative time:", ""]
+            L += _auth_profile_table(p[ep]["bearerguard_by_cumulative"])
+    return L
 
 
 def write(results: dict[str, Any]) -> list[Path]:
@@ -495,6 +626,19 @@ def console(results: dict[str, Any]) -> str:
         if "vs_raw_overhead" in r:
             extra += f"  vs raw {r['vs_raw_overhead']:.2f}"
         out.append(f"{r['name']:28} {r['median_us']:10.2f} µs{extra}")
+    auth = results.get("auth_service", {})
+    for r in auth.get("loopback", {}).get("rows", []):
+        out.append(
+            f"auth /{r['endpoint']:10} {r['server']:7} {r['rps_median']:8.0f} req/s"
+            f"  ratio {r['ratio_to_bare']:.3f}  non-2xx {r['non_2xx']}"
+        )
+    for store in ("sqlite", "redis"):
+        p = auth.get("profile", {}).get(store, {})
+        for ep in ("login", "introspect"):
+            if ep in p:
+                out.append(
+                    f"auth in-process {store} /{ep}: {p[ep]['us_per_request']:.0f} µs/request"
+                )
     for t in results["targets"]:
         ok = "n/a" if t["ok"] is None else ("OK " if t["ok"] else "NO ")
         out.append(f"[{ok}] {t['target']}: {_fmt(t['value'])}")

@@ -1,7 +1,9 @@
 """``python -m bench``: run the benchmark suite and write results + docs/benchmarks.md.
 
-Modes: in-process (always), memory (fresh subprocess), profile of the cached paths,
-and with ``--loopback`` real servers under wrk. ``--quick`` is a smoke run.
+Modes: in-process (always), memory (fresh subprocess), profile of the cached paths and
+of the auth service's /login and /introspect, and with ``--loopback`` real servers under
+wrk (the guarded apps, and ``bearerguard serve`` over SQLite and Redis against bare
+uvicorn). ``--quick`` is a smoke run.
 """
 
 from __future__ import annotations
@@ -106,12 +108,16 @@ def _ensure_matplotlib(install: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--loopback", action="store_true", help="also run uvicorn/gunicorn + wrk")
+    p.add_argument(
+        "--loopback",
+        action="store_true",
+        help="also run uvicorn/gunicorn and bearerguard serve under wrk",
+    )
     p.add_argument("--quick", action="store_true", help="a short smoke run")
     p.add_argument("--rounds", type=int, default=40, help="interleaved rounds (default 40)")
     p.add_argument("--target-ms", type=float, default=15.0, help="batch length (default 15)")
     p.add_argument("--memory-tokens", type=int, default=100_000)
-    p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--no-profile", action="store_true", help="skip both cProfile runs")
     p.add_argument("--no-write", action="store_true", help="print JSON, write nothing")
     p.add_argument(
         "--install-missing", action="store_true", help="apt-get wrk / pip matplotlib if absent"
@@ -139,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     print("memory: fresh subprocess", file=sys.stderr, flush=True)
     results["memory"] = _memory(args.memory_tokens)
     results["memory_distinct"] = _memory(args.memory_tokens, "--distinct-ips")
+    from bench import authservice
+
+    auth: dict[str, Any] = {}
+    if not args.no_profile:
+        print("auth service: in-process profile", file=sys.stderr, flush=True)
+        auth["profile"] = authservice.run_profile(500 if args.quick else 2_000)
     if args.loopback:
         from bench import loopback
 
@@ -152,6 +164,16 @@ def main(argv: list[str] | None = None) -> int:
             )
         except Exception as exc:
             results["loopback"] = {"unavailable": f"{type(exc).__name__}: {exc}"}
+        print("loopback: the auth service under wrk", file=sys.stderr, flush=True)
+        try:
+            auth["loopback"] = authservice.run_loopback(
+                seconds=1.0 if args.quick else 3.0,
+                reps=1 if args.quick else 3,
+                install=args.install_missing,
+            )
+        except Exception as exc:
+            auth["loopback"] = {"unavailable": f"{type(exc).__name__}: {exc}"}
+    results["auth_service"] = auth
     results["run"] = {
         "argv": sys.argv[1:] if argv is None else argv,
         "rounds": args.rounds,
