@@ -25,7 +25,6 @@ import base64
 import cProfile
 import json
 import os
-import pstats
 import random
 import re
 import shutil
@@ -42,6 +41,7 @@ import httpx
 
 from bench import servers
 from bench.loopback import ensure_wrk
+from bench.profile import profile_rows
 
 LUA = Path(__file__).resolve().parent / "auth_post.lua"
 STORES = ("sqlite", "redis")
@@ -291,35 +291,9 @@ def run_loopback(
 
 # -- profile -----------------------------------------------------------------------------
 
-SRC = os.sep + os.path.join("src", "bearerguard") + os.sep
-
-
-def _where(key: tuple[str, int, str]) -> str:
-    filename, line, func = key
-    if SRC in filename:
-        short = "bearerguard/" + filename.split(SRC, 1)[1]
-    elif "site-packages" in filename:
-        short = filename.split("site-packages" + os.sep, 1)[1]
-    elif filename == "~":
-        short = "~"
-    else:
-        short = os.path.basename(filename)
-    return f"{short}:{line}({func})"
-
 
 def _top(prof: cProfile.Profile, n: int, limit: int = 8) -> dict[str, list[dict[str, Any]]]:
-    stats = pstats.Stats(prof)
-    rows = []
-    for key, (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        rows.append(
-            {
-                "where": _where(key),
-                "ours": SRC in key[0],
-                "calls_per_request": nc / n,
-                "tottime_us": tt / n * 1e6,
-                "cumtime_us": ct / n * 1e6,
-            }
-        )
+    rows = profile_rows(prof, n)
     by_own = sorted(rows, key=lambda r: r["tottime_us"], reverse=True)[:limit]
     ours = sorted((r for r in rows if r["ours"]), key=lambda r: r["cumtime_us"], reverse=True)
     return {"by_own_time": by_own, "bearerguard_by_cumulative": ours[:limit]}

@@ -26,24 +26,30 @@ def _where(key: tuple[str, int, str]) -> str:
         short = "bearerguard/" + filename.split(SRC, 1)[1]
     elif "site-packages" in filename:
         short = filename.split("site-packages" + os.sep, 1)[1]
+    elif filename == "~":
+        short = "~"
     else:
         short = os.path.basename(filename)
     return f"{short}:{line}({func})"
 
 
-def _top(prof: cProfile.Profile, n_calls: int, limit: int = 14) -> list[dict[str, Any]]:
+def profile_rows(prof: cProfile.Profile, n_calls: int) -> list[dict[str, Any]]:
+    """One row per profiled function, times per request (`n_calls` requests)."""
     stats = pstats.Stats(prof)
-    rows = []
-    for key, (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        rows.append(
-            {
-                "where": _where(key),
-                "ours": SRC in key[0],
-                "calls_per_request": nc / n_calls,
-                "tottime_us": tt / n_calls * 1e6,
-                "cumtime_us": ct / n_calls * 1e6,
-            }
-        )
+    return [
+        {
+            "where": _where(key),
+            "ours": SRC in key[0],
+            "calls_per_request": nc / n_calls,
+            "tottime_us": tt / n_calls * 1e6,
+            "cumtime_us": ct / n_calls * 1e6,
+        }
+        for key, (_cc, nc, tt, ct, _callers) in stats.stats.items()  # type: ignore[attr-defined]
+    ]
+
+
+def _top(prof: cProfile.Profile, n_calls: int, limit: int = 14) -> list[dict[str, Any]]:
+    rows = profile_rows(prof, n_calls)
     rows.sort(key=lambda r: r["tottime_us"], reverse=True)
     ours = [r for r in rows if r["ours"]]
     ours.sort(key=lambda r: r["cumtime_us"], reverse=True)
