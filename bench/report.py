@@ -50,6 +50,15 @@ def _cmd(args: list[str]) -> str:
     return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "?"
 
 
+def _redis_version() -> str:
+    from bench.servers import find_redis_server
+
+    try:
+        return _cmd([find_redis_server(), "--version"])
+    except RuntimeError:
+        return "absent"
+
+
 def machine() -> dict[str, Any]:
     cpu = "?"
     try:
@@ -81,7 +90,7 @@ def machine() -> dict[str, Any]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
         "packages": versions,
-        "redis_server": _cmd(["redis-server", "--version"]),
+        "redis_server": _redis_version(),
         "wrk": _cmd(["wrk", "--version"]),
         "git_commit": commit,
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),

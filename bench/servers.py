@@ -18,6 +18,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
+sys.path.insert(0, str(ROOT / "tests"))
+from redis_server import find_redis_server  # noqa: E402  (the tests' own choice of binary)
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
@@ -85,9 +88,7 @@ class RedisServer:
     """redis-server on a free port, no persistence; `url`, `stop()`."""
 
     def __init__(self, timeout: float = 20.0) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not on PATH")
+        binary = find_redis_server()
         last = ""
         for _ in range(5):
             self.port = free_port()

