@@ -1,5 +1,7 @@
 """The validation cache: what we know about recently seen tokens, and for how long.
 
+It keeps the cache and expiry guarantees G1 to G5 of docs/design.md.
+
 Keyed by the token's SHA-256 digest (32 raw bytes), never the token. Two caches, so
 that a spray of unknown tokens can only evict other unknown tokens (G5):
 

@@ -143,7 +143,7 @@ def _serve(args: argparse.Namespace) -> int:
         raise
     config = uvicorn.Config(
         app,
-        # DESIGN request contract 11: never let uvicorn rewrite the peer address from
+        # docs/design.md R11: never let uvicorn rewrite the peer address from
         # X-Forwarded-For; trusted proxies are configured with --trusted-proxy only.
         proxy_headers=False,
         forwarded_allow_ips="",

@@ -1,6 +1,6 @@
 """Configuration from the environment: `from_env()`.
 
-The ``BEARERGUARD_*`` variables (DESIGN.md, "Examples")::
+The ``BEARERGUARD_*`` variables (docs/design.md, "Examples")::
 
     BEARERGUARD_INTROSPECTION_URL   RFC 7662 endpoint, e.g. http://127.0.0.1:8000/introspect
     BEARERGUARD_CLIENT_ID           Key ID the resource server introspects with

@@ -168,7 +168,7 @@ def _config(app: Any) -> Any:
 
     return uvicorn.Config(
         app,
-        # DESIGN request contract 11: uvicorn must not rewrite the peer address from
+        # docs/design.md R11: uvicorn must not rewrite the peer address from
         # X-Forwarded-For, or tokens would be bound to whatever a client claims.
         proxy_headers=False,
         forwarded_allow_ips="",

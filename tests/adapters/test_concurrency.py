@@ -1,4 +1,7 @@
-"""G4: concurrent requests with one uncached token make exactly one backend call."""
+"""G4: concurrent requests with one uncached token make exactly one backend call.
+
+G4 is defined in docs/design.md.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Every row of the request contract (DESIGN.md), through both adapters, on real apps."""
+"""Every row of the request contract, through both adapters, on real apps.
+
+The contract is R1 to R11 of docs/design.md.
+"""
 
 from __future__ import annotations
 
@@ -229,7 +232,7 @@ def test_token_from_another_address_is_401(harness: Make, store: MemoryStore) ->
     tok = issue(store, ("dns",), ip="127.0.0.1")
     h = harness(StoreBackend(store))
     assert h.get("/whoami", bearer(tok.token), ip="127.0.0.1").status_code == 200
-    # A cache hit must still check the address (DESIGN contract 10).
+    # A cache hit must still check the address (docs/design.md R10).
     assert_error(h.get("/whoami", bearer(tok.token), ip="127.0.0.2"), 401, "invalid_token")
     assert h.calls.count == 1
 

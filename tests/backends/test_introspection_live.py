@@ -111,7 +111,8 @@ def test_valid_unknown_wrong_ip_and_wrong_api(live: Live, serve: Callable[..., S
 def test_revoked_token_and_key(live: Live, serve: Callable[..., ServedApp]) -> None:
     svc = live.svc
     key_id, secret = svc.create_key(["dns"])
-    # A short cache so revocation shows within a second or two (G3: within cache_ttl).
+    # A short cache so revocation shows within a second or two (docs/design.md G3:
+    # within cache_ttl).
     app = serve(live.backend(), cache_ttl=1.0, touch_interval=0.5)
 
     # revoked before first use (RFC 7009 /revoke by the owning key)

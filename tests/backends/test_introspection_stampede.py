@@ -1,5 +1,5 @@
 """G4 over introspection: many concurrent requests, one fresh token, one call (counted
-on the server side, by a real socket server)."""
+on the server side, by a real socket server). G4 is defined in docs/design.md."""
 
 from __future__ import annotations
 

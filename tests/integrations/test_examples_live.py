@@ -1,6 +1,6 @@
 """Both examples as real servers (uvicorn, gunicorn) against a live `bearerguard serve`.
 
-Every route of DESIGN.md "Examples", over both backends the environment can select
+Every route of docs/design.md "Examples", over both backends the environment can select
 (the shared SQLite store, and RFC 7662 introspection at the live service), plus the
 real peer address: a token is only good from the address that obtained it, whatever
 ``X-Forwarded-For`` claims.

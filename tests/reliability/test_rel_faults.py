@@ -2,7 +2,7 @@
 
 Every answer under load is checked against what is right for its token at that moment:
 nothing is let in without a valid token, nothing answers 500, outages answer 503 with
-Retry-After or are served from the cache as DESIGN.md documents.
+Retry-After or are served from the cache as docs/design.md (R5, G2, G3) documents.
 """
 
 from __future__ import annotations

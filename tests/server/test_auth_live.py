@@ -302,7 +302,8 @@ def test_revoked_key_is_refused_by_a_running_cached_middleware(live: LiveService
 
     Over Redis the revocation is published and the middleware evicts at once, so the
     cache lifetime is set far longer than the wait allowed. Over SQLite nothing is
-    published: the refusal comes when the (short) cache entry ends.
+    published: the refusal comes when the (short) cache entry ends. G3 is defined in
+    docs/design.md.
     """
     redis = live.store_url.startswith("redis")
     cache_ttl = 120.0 if redis else 2.0

@@ -1,4 +1,7 @@
-"""The Redis store against a real redis-server: TTLs, index, pub/sub, restarts, G3."""
+"""The Redis store against a real redis-server: TTLs, index, pub/sub, restarts, G3.
+
+G3 is defined in docs/design.md.
+"""
 
 from __future__ import annotations
 

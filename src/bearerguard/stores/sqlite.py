@@ -185,7 +185,8 @@ class SQLiteStore:
 
     `subscribe` delivers revocations made through this object only (and in the revoking
     thread): other processes sharing the file are not told, and rely on the middleware's
-    cache lifetime to notice a revocation (G3 over SQLite is the cache TTL, not 1 s).
+    cache lifetime to notice a revocation (docs/design.md G3: over SQLite
+    that is the cache TTL, not 1 s).
     Use Redis when revocations must reach running middlewares at once.
     """
 
