@@ -82,3 +82,21 @@ def test_references_resolve(
 ) -> None:
     bad = [f"{where}: {match}" for where, match in _citations(pattern) if not resolves(match)]
     assert not bad, f"{fix}:\n" + "\n".join(bad)
+
+
+def test_readme_links_resolve() -> None:
+    """The README's relative links (into docs/ and elsewhere) lead to files that exist."""
+    readmes = [ROOT / "README.md", *sorted((ROOT / "examples").glob("*/README.md"))]
+    links = [
+        (readme, target)
+        for readme in readmes
+        for target in re.findall(r"\]\(([^)\s]+)\)", readme.read_text(encoding="utf-8"))
+        if "://" not in target and not target.startswith("#")
+    ]
+    assert any(target.startswith("docs/") for _, target in links)
+    bad = [
+        f"{readme.relative_to(ROOT)}: {target}"
+        for readme, target in links
+        if not (readme.parent / target.split("#", 1)[0]).exists()
+    ]
+    assert not bad, "broken relative links:\n" + "\n".join(bad)
