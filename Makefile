@@ -47,7 +47,7 @@ figures: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-# Benchmarks (about 2 minutes): results in bench/results/, table in docs/benchmarks.md.
+# Benchmarks (a few minutes): results in bench/results/, table in docs/benchmarks.md.
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench --loopback --install-missing
