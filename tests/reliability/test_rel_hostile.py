@@ -494,8 +494,17 @@ def test_token_spray_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
     max_in_flight = 16
     neg_max = 10_000
+    # The valid token's cache entry neither expires nor asks for a refresh during the run
+    # (cache TTL and touch interval of an hour): how fast this machine gets through the
+    # spray must not decide the outcome. Whether a refresh or a re-lookup due during a
+    # spray waits behind it is DESIGN.md H2, tested on its own.
     mw = BearerGuardMiddleware(
-        app, backend=backend, max_in_flight=max_in_flight, negative_cache_maxsize=neg_max
+        app,
+        backend=backend,
+        max_in_flight=max_in_flight,
+        negative_cache_maxsize=neg_max,
+        touch_interval=3600,
+        cache_ttl=3600,
     )
     total = scaled(100_000, 1_000_000)
     concurrency = 64
@@ -552,9 +561,8 @@ def test_token_spray_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert backend.peak <= max_in_flight
     assert mw.guard.cache.negative_size <= neg_max
     assert len(mw.guard.cache) == 1  # the valid token, never evicted by the spray
-    # Answered from cache: the valid token reached the backend only for its refreshes
-    # (one per touch interval, 5 s), not once per request.
-    assert backend.valid_calls <= 2 + elapsed / 5 + 1, backend.valid_calls
+    # Answered from the cache: the valid token reached the backend once, on first use.
+    assert backend.valid_calls == 1, backend.valid_calls
     # Bounded memory: caches are capped, so the spray must not grow the process by
     # anything like its size (100,000 tokens are ~4.5 MB of text alone).
     assert rss_after - rss_before < 100 * 1024, (rss_before, rss_after)
