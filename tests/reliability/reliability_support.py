@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -50,9 +51,21 @@ def scaled(ci: int, soak: int) -> int:
     return soak if SOAK else ci
 
 
+@functools.cache
+def _commit() -> str:
+    """The commit the suites run at (``+uncommitted`` if src/, bench/ or tests/ differ)."""
+    root = str(HERE.parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from bench.report import git_commit
+
+    return git_commit()
+
+
 def record(case: str, **figures: Any) -> None:
     """Append the figures of one case (one JSON object per line) to FIGURES_PATH."""
-    line = json.dumps({"case": case, "soak": SOAK, "at": time.time(), **figures}, default=str)
+    row = {"case": case, "soak": SOAK, "at": time.time(), "commit": _commit(), **figures}
+    line = json.dumps(row, default=str)
     with _figures_lock, FIGURES_PATH.open("a", encoding="utf-8") as f:
         f.write(line + "\n")
 

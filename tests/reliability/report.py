@@ -58,12 +58,16 @@ def _fmt(value: object) -> str:
 def collect(lines: list[str]) -> dict[str, Any]:
     """The figures file's content: the cases of one run, with where they came from."""
     cases: dict[str, dict[str, Any]] = {}
+    commits: set[str] = set()
     for line in lines:
         if line.strip():
             row = json.loads(line)
-            cases[row["case"]] = {k: v for k, v in row.items() if k not in ("case", "at")}
+            commits.add(row.get("commit") or _git_commit())
+            cases[row["case"]] = {k: v for k, v in row.items() if k not in ("case", "at", "commit")}
     return {
-        "commit": _git_commit(),
+        # The commit the suites ran at, as each case recorded it (not the one checked
+        # out when this script runs).
+        "commit": ", ".join(sorted(commits)) or _git_commit(),
         "command": COMMAND,
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} "
