@@ -430,9 +430,8 @@ def test_slow_clients_do_not_starve_others(target: str) -> None:
             took = time.monotonic() - started
             # What became of each slow connection: still open and unanswered (recv would
             # block), answered (bytes arrived), or closed by the server (EOF or reset).
-            fate = {"open": 0, "answered": 0, "closed": 0}
-            for s in slow:
-                fate[_fate(s)] += 1
+            fates = [_fate(s) for s in slow]
+            fate = {what: fates.count(what) for what in ("open", "answered", "closed")}
         finally:
             for s in slow:
                 s.close()
@@ -448,6 +447,10 @@ def test_slow_clients_do_not_starve_others(target: str) -> None:
         slow_closed_by_server=fate["closed"],
     )
     assert sum(fate.values()) == n
+    # uvicorn (under both) has no timeout for reading a request head: every client whose
+    # head never ends is still connected and unanswered (docs/reliability.md).
+    slow_heads = [fates[i] for i in range(1, n, 2)]
+    assert slow_heads == ["open"] * len(slow_heads), fate
 
 
 # -- 4. token spray against the cached middleware -------------------------------------
