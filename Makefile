@@ -1,12 +1,15 @@
 # make test: set up .venv, lint, type-check and run the tests.
 # make demo: run the auth service and a protected example API on localhost.
 # make docs: build the documentation site into site/ (strict: also part of make test).
+# make figures: re-run the reliability suites and regenerate docs/reliability.md (with
+#   docs/figures/reliability.json) and docs/benchmarks.md from bench/results/latest.json
+#   (a few minutes; run it on a committed tree, then commit what it writes).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench soak lint typecheck pytest clean docs
+.PHONY: test demo bench soak figures lint typecheck pytest clean docs
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -36,10 +39,16 @@ demo: $(STAMP)
 soak: $(STAMP)
 	BEARERGUARD_SOAK=1 $(BIN)/pytest -q --timeout=900 tests/reliability
 
+figures: $(STAMP)
+	rm -f $(VENV)/figures.jsonl
+	BEARERGUARD_FIGURES=$(CURDIR)/$(VENV)/figures.jsonl $(BIN)/pytest -q -p no:cacheprovider tests/reliability
+	$(BIN)/python tests/reliability/report.py $(VENV)/figures.jsonl
+	$(BIN)/python -m bench.report
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-# Benchmarks (about 2 minutes): results in bench/results/, table in docs/benchmarks.md.
+# Benchmarks (a few minutes): results in bench/results/, table in docs/benchmarks.md.
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench --loopback --install-missing

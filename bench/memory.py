@@ -25,6 +25,7 @@ def rss() -> int:
 
 
 DISTINCT_IPS = False
+KEYS = 1000  # token i belongs to key i % KEYS
 
 
 def make(i: int, now: float) -> tuple[str, Any]:
@@ -35,9 +36,9 @@ def make(i: int, now: float) -> tuple[str, Any]:
     # token_key, the hex digest before that.
     keyfn = getattr(tokens, "token_key", None) or tokens.token_digest
     digest = keyfn(f"bench-token-{i:08d}-{now}")
-    j = i if DISTINCT_IPS else i % 1000  # key i % 1000 is used from one address
+    j = i if DISTINCT_IPS else i % KEYS  # key i % KEYS is used from one address
     info = TokenInfo(
-        key_id="key_" + f"{i % 1000:024x}",
+        key_id="key_" + f"{i % KEYS:024x}",
         apis=frozenset(("dns", "vps")),
         bound_ip=f"10.{(j >> 16) & 255}.{(j >> 8) & 255}.{j & 255}",
         expires_at=now + 300.0 + i % 7,
@@ -67,7 +68,14 @@ def measure(n: int, mode: str) -> dict[str, Any]:
     if mode == "cache":
         assert len(cache) == n + 1
     growth = after - before
-    return {"mode": mode, "tokens": n, "rss_growth": growth, "bytes_per_token": growth / n}
+    return {
+        "mode": mode,
+        "tokens": n,
+        "keys": min(n, KEYS),
+        "addresses": n if DISTINCT_IPS else min(n, KEYS),
+        "rss_growth": growth,
+        "bytes_per_token": growth / n,
+    }
 
 
 def split(n: int = 20_000) -> dict[str, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -174,3 +175,31 @@ def test_fake_clock_metrics_refresh(harness: Make, clock: FakeClock) -> None:
     assert h.get("/whoami", bearer(dns.token)).status_code == 200
     h.settle()
     assert metrics.snapshot()["refreshes"] == 1
+
+
+def _readme_scrape() -> list[str]:
+    """The scrape lines shown in the README after "A scrape after five allowed …"."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = text.split("A scrape after five allowed requests with one token and two refusals:")[1]
+    lines = block.split("```")[1].strip().splitlines()
+    assert lines
+    return lines
+
+
+def test_the_readme_scrape_example_is_what_a_scrape_shows(harness: Make) -> None:
+    """README: "A scrape after five allowed requests with one token and two refusals"."""
+    store = MemoryStore()
+    metrics = Metrics()
+    h = harness(StoreBackend(store), api="dns", metrics=metrics)
+    tok = issue(store, ("dns",))
+    for _ in range(5):
+        assert h.get("/whoami", bearer(tok.token)).status_code == 200
+    for _ in range(2):
+        assert h.get("/whoami", bearer("unknown")).status_code == 401
+    registry = CollectorRegistry()
+    register(metrics, registry=registry)
+    transport = httpx.WSGITransport(app=metrics_wsgi_app(registry))
+    with httpx.Client(transport=transport, base_url="http://m") as c:
+        scraped = c.get("/metrics").text.splitlines()
+    for line in _readme_scrape():
+        assert line in scraped, line

@@ -52,10 +52,15 @@ def test_idle_token_refused_within_ttl_plus_touch_interval(harness: Make, clock:
         h.settle()
         clock.advance(1)
     last_use = clock.now - 1
+    # The uses slid the expiry at the source: without that the token would lapse 30 s
+    # after issue, long before the idle deadline below, and the 401 would prove nothing.
+    record = store.get_token(token_digest(tok.token), clock.now)
+    assert record is not None
+    assert record.expires_at >= last_use + 30 - 5
     # Idle from here on: by ttl + touch interval after the last use it must be refused.
     clock.advance(30 + 5 - 1)
+    assert clock.now == last_use + 30 + 5
     assert h.get("/whoami", headers).status_code == 401
-    assert clock.now - last_use <= 30 + 5
 
 
 def test_idle_after_single_use(harness: Make, clock: FakeClock) -> None:

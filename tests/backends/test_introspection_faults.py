@@ -20,11 +20,11 @@ from introspection_support import (
     Tokens,
     new_token,
     refused_url,
-    wait_until,
 )
 
 from bearerguard.backends import IntrospectionBackend
 from bearerguard.errors import BackendUnavailable
+from helpers import FakeClock
 
 BUDGET = 1.0
 SLACK = 3.0  # generous: a loaded 2-core machine
@@ -145,7 +145,10 @@ def test_breaker_opens_fails_fast_and_half_opens(
     make_harness: Callable[..., Harness],
 ) -> None:
     scripted.mode = "500"
-    backend = make_backend(scripted.url, breaker_threshold=3, breaker_reset=1.0)
+    # The breaker's clock is held still, so "open" lasts exactly as long as the test
+    # says, however slowly a loaded machine gets through the requests.
+    clock = FakeClock(1000.0)
+    backend = make_backend(scripted.url, breaker_threshold=3, breaker_reset=1.0, clock=clock)
     h = make_harness(backend)
     for _ in range(3):
         assert_unavailable(h.get("/whoami", valid(tokens)))
@@ -159,8 +162,11 @@ def test_breaker_opens_fails_fast_and_half_opens(
     assert scripted.requests == 3
     assert scripted.connections == conns
 
-    # half-open: one probe; it fails, so the breaker opens again
-    assert wait_until(lambda: backend.breaker.state == "half_open", timeout=10)
+    # half-open once the interval has passed: one probe; it fails, so it opens again
+    clock.advance(0.99)
+    assert backend.breaker.state == "open"
+    clock.advance(0.01)
+    assert backend.breaker.state == "half_open"
     assert_unavailable(h.get("/whoami", valid(tokens)))
     assert scripted.requests == 4
     assert backend.breaker.state == "open"
@@ -169,7 +175,8 @@ def test_breaker_opens_fails_fast_and_half_opens(
 
     # the service recovers: the next probe closes the breaker
     scripted.mode = "ok"
-    assert wait_until(lambda: backend.breaker.state == "half_open", timeout=10)
+    clock.advance(1.0)
+    assert backend.breaker.state == "half_open"
     tok = valid(tokens)
     assert h.get("/whoami", tok).status_code == 200
     assert backend.breaker.state == "closed"

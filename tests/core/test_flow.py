@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bearerguard import BackendUnavailable, Guard, TokenInfo
@@ -171,50 +171,74 @@ def test_bad_options_fail_at_construction(kwargs: dict[str, Any]) -> None:
         Guard(**kwargs)
 
 
+token_infos = st.builds(
+    TokenInfo,
+    st.text(max_size=5),
+    st.frozensets(st.sampled_from(["dns", "vps"])),
+    st.sampled_from([None, "127.0.0.1", "10.0.0.1"]),
+    st.one_of(st.none(), st.floats(1.7e9 - 10, 1.7e9 + 1000)),
+    st.one_of(st.none(), st.floats(0.1, 600)),
+)
 answers = st.one_of(
     st.none(),
-    st.builds(
-        TokenInfo,
-        st.text(max_size=5),
-        st.frozensets(st.sampled_from(["dns", "vps"])),
-        st.sampled_from([None, "127.0.0.1", "10.0.0.1"]),
-        st.one_of(st.none(), st.floats(1.7e9 - 10, 1.7e9 + 1000)),
-        st.one_of(st.none(), st.floats(0.1, 600)),
-    ),
+    token_infos,
     st.just(BackendUnavailable("down")),
     st.integers(),
 )
 
 
-@settings(max_examples=300)
-@given(
-    st.lists(st.text(max_size=40), max_size=2),
-    st.lists(st.text(max_size=10), max_size=2),
-    st.one_of(st.none(), st.text(max_size=12)),
-    st.lists(st.text(max_size=12), max_size=2),
-    answers,
-    st.sampled_from([None, "dns", "vps"]),
-)
-def test_any_request_gives_a_known_status(
-    auth: list[str],
-    query: list[str],
-    peer: str | None,
-    xff: list[str],
-    answer: Any,
-    api: str | None,
-) -> None:
-    clock = FakeClock(1.7e9)
-    g = Guard(clock=clock, query_token=True, trusted_proxies=["127.0.0.0/8"])
-    f = RequestFacts("/x", tuple(auth), tuple(query), peer, tuple(xff))
-    d, _ = run(g, f, answer, api)
-    if isinstance(d, Allow):
-        assert d.identity is not None
-        assert isinstance(answer, TokenInfo)
-        assert api is None or api in d.identity.apis
-    else:
-        assert d.challenge.status in {400, 401, 403, 503}
-        header = d.challenge.to_header(g.realm)
-        assert header.startswith('Bearer realm="api"')
+ADDRESSES = ["127.0.0.1", "10.0.0.1", "203.0.113.7"]
+BOUND = TokenInfo("key_1", frozenset({"dns"}), "10.0.0.1", 1.7e9 + 60, 300)
+
+
+def test_any_request_gives_a_known_status() -> None:
+    """Random requests and answers: a known status, and an Allow only when it is right."""
+    allowed: list[TokenInfo] = []
+
+    @settings(max_examples=300, database=None)
+    @given(
+        st.one_of(
+            st.lists(st.text(max_size=40), max_size=2),
+            st.just([f"Bearer {TOKEN}"]),  # well-formed: the answer decides
+        ),
+        st.one_of(st.just([]), st.lists(st.text(max_size=10), max_size=2)),
+        st.one_of(st.none(), st.sampled_from(ADDRESSES), st.text(max_size=12)),
+        st.lists(st.one_of(st.sampled_from(ADDRESSES), st.text(max_size=12)), max_size=2),
+        st.one_of(answers, token_infos),  # more TokenInfo answers: more Allows to check
+        st.sampled_from([None, "dns", "vps"]),
+    )
+    # Allows of bound and expiring tokens, whatever the random draw brings.
+    @example([f"Bearer {TOKEN}"], [], "10.0.0.1", [], BOUND, "dns")
+    @example([f"Bearer {TOKEN}"], [], "127.0.0.1", ["10.0.0.1"], BOUND, None)
+    def check(
+        auth: list[str],
+        query: list[str],
+        peer: str | None,
+        xff: list[str],
+        answer: Any,
+        api: str | None,
+    ) -> None:
+        clock = FakeClock(1.7e9)
+        g = Guard(clock=clock, query_token=True, trusted_proxies=["127.0.0.0/8"])
+        f = RequestFacts("/x", tuple(auth), tuple(query), peer, tuple(xff))
+        d, _ = run(g, f, answer, api)
+        if isinstance(d, Allow):
+            assert d.identity is not None
+            assert isinstance(answer, TokenInfo)
+            assert api is None or api in d.identity.apis
+            # Only from the address the token is bound to, and only before it expires.
+            assert answer.bound_ip is None or answer.bound_ip == d.identity.client_ip
+            assert answer.expires_at is None or answer.expires_at > clock.now
+            allowed.append(answer)
+        else:
+            assert d.challenge.status in {400, 401, 403, 503}
+            header = d.challenge.to_header(g.realm)
+            assert header.startswith('Bearer realm="api"')
+
+    check()
+    # The checks above ran on real Allows, bound and expiring ones among them.
+    assert any(a.bound_ip is not None for a in allowed), allowed
+    assert any(a.expires_at is not None for a in allowed), len(allowed)
 
 
 def test_evict_ignores_what_is_not_a_digest(clock: FakeClock) -> None:

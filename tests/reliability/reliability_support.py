@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -33,6 +34,9 @@ from helpers import remember_secret
 from integration_support import EXAMPLES, ExampleServer, free_port
 
 HERE = Path(__file__).resolve().parent
+# Deadline for waiting on an event under load (polled; the event usually comes in well
+# under a second, but the machine is shared).
+WAIT = 60.0
 
 SOAK = os.environ.get("BEARERGUARD_SOAK", "").strip() not in ("", "0")
 FIGURES_PATH = Path(
@@ -47,9 +51,21 @@ def scaled(ci: int, soak: int) -> int:
     return soak if SOAK else ci
 
 
+@functools.cache
+def _commit() -> str:
+    """The commit the suites run at (``+uncommitted`` if src/, bench/ or tests/ differ)."""
+    root = str(HERE.parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from bench.report import git_commit
+
+    return git_commit()
+
+
 def record(case: str, **figures: Any) -> None:
     """Append the figures of one case (one JSON object per line) to FIGURES_PATH."""
-    line = json.dumps({"case": case, "soak": SOAK, "at": time.time(), **figures}, default=str)
+    row = {"case": case, "soak": SOAK, "at": time.time(), "commit": _commit(), **figures}
+    line = json.dumps(row, default=str)
     with _figures_lock, FIGURES_PATH.open("a", encoding="utf-8") as f:
         f.write(line + "\n")
 
@@ -141,22 +157,41 @@ def stats(base_url: str) -> dict[str, Any]:
 # -- load -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Planned:
-    """One kind of request and the statuses that are right for it."""
+    """One kind of request and the statuses that are right for it.
+
+    `expect` holds for the whole run; `phases` (phase name → statuses), when given,
+    says what is right in each phase of a fault test instead (see `HammerResult.wrong`).
+    """
 
     kind: str
     path: str
     headers: dict[str, str] = field(repr=False)
-    expect: frozenset[int]
+    expect: frozenset[int] = frozenset()
     source: str = "127.0.0.1"
     make: Callable[[], dict[str, str]] | None = None  # fresh headers for each request
+    phases: dict[str, frozenset[int]] | None = None
 
 
 @dataclass
 class Outcome:
     kind: str
     status: int  # 0: the connection failed
-    at: float
+    at: float  # answered (monotonic)
     retry_after: str | None = None
+    started: float = 0.0  # sent (monotonic)
+
+
+Timeline = Sequence[tuple[str, float]]  # (phase, monotonic start), in order
+
+
+def phases_during(timeline: Timeline, started: float, ended: float) -> list[str]:
+    """The phases that the interval [started, ended] overlaps."""
+    out = []
+    for i, (name, begin) in enumerate(timeline):
+        end = timeline[i + 1][1] if i + 1 < len(timeline) else float("inf")
+        if started < end and ended >= begin:
+            out.append(name)
+    return out
 
 
 @dataclass
@@ -171,9 +206,32 @@ class HammerResult:
     def statuses(self) -> Counter[tuple[str, int]]:
         return Counter((o.kind, o.status) for o in self.outcomes)
 
-    def wrong(self, plan: Sequence[Planned]) -> list[Outcome]:
-        expect = {p.kind: p.expect for p in plan}
-        return [o for o in self.outcomes if o.status not in expect[o.kind]]
+    def wrong(self, plan: Sequence[Planned], timeline: Timeline = ()) -> list[Outcome]:
+        """Outcomes whose status is not right for their kind at the time they ran.
+
+        With a `timeline`, a request is checked against the phases it overlapped (sent
+        in one, answered in the next: either phase's answer is right), using each
+        kind's `phases` table.
+        """
+        by_kind = {p.kind: p for p in plan}
+        out = []
+        for o in self.outcomes:
+            p = by_kind[o.kind]
+            if p.phases is None or not timeline:
+                allowed = p.expect
+            else:
+                during = phases_during(timeline, o.started, o.at)
+                allowed = frozenset().union(*(p.phases[name] for name in during))
+            if o.status not in allowed:
+                out.append(o)
+        return out
+
+    def per_phase(self, timeline: Timeline) -> dict[str, int]:
+        """How many requests were sent in each phase."""
+        counts = {name: 0 for name, _ in timeline}
+        for o in self.outcomes:
+            counts[phases_during(timeline, o.started, o.started)[0]] += 1
+        return counts
 
 
 class Hammer:
@@ -211,14 +269,19 @@ class Hammer:
                 c = clients.get(p.source)
                 if c is None:
                     c = clients[p.source] = client_from(p.source, timeout=15.0)
+                headers = p.headers if p.make is None else p.make()
+                started = time.monotonic()
                 try:
-                    headers = p.headers if p.make is None else p.make()
                     r = c.get(self.base_url + p.path, headers=headers)
                     out = Outcome(
-                        p.kind, r.status_code, time.monotonic(), r.headers.get("retry-after")
+                        p.kind,
+                        r.status_code,
+                        time.monotonic(),
+                        r.headers.get("retry-after"),
+                        started,
                     )
                 except httpx.TransportError:
-                    out = Outcome(p.kind, 0, time.monotonic())
+                    out = Outcome(p.kind, 0, time.monotonic(), None, started)
                 with self._lock:
                     self._outcomes.append(out)
         except BaseException as exc:  # reported by the caller, never swallowed
@@ -261,8 +324,27 @@ class Hammer:
         return HammerResult(list(self._outcomes), time.monotonic() - self._started)
 
     def since(self, t0: float) -> list[Outcome]:
+        """Outcomes of requests sent at or after `t0`."""
         with self._lock:
-            return [o for o in self._outcomes if o.at >= t0]
+            return [o for o in self._outcomes if o.started >= t0]
+
+    def wait_for(
+        self, count: int, t0: float = 0.0, kind: str | None = None, status: int | None = None
+    ) -> None:
+        """Poll until `count` requests sent since `t0` (of `kind`, answered `status`) are in."""
+
+        def enough() -> bool:
+            got = [
+                o
+                for o in self.since(t0)
+                if (kind is None or o.kind == kind) and (status is None or o.status == status)
+            ]
+            return len(got) >= count
+
+        assert wait_until(enough, WAIT) is not None, (
+            f"the load saw fewer than {count} {kind or ''} {status or ''} answers in {WAIT} s"
+        )
+        assert not self.errors, self.errors
 
 
 def bearer(token: str) -> dict[str, str]:

