@@ -24,6 +24,7 @@ MODULES = [
     "bearerguard.flask",
     "bearerguard.starlette",
     "bearerguard.fastapi",
+    "bearerguard.django",
     "bearerguard.backends.introspection",
 ]
 
