@@ -62,7 +62,9 @@ def free_port() -> int:
 class ExampleServer:
     """An example app under a real server (uvicorn or gunicorn) as a subprocess."""
 
-    def __init__(self, cmd: Sequence[str], port: int, env: dict[str, str]) -> None:
+    def __init__(
+        self, cmd: Sequence[str], port: int, env: dict[str, str], cwd: Path = ROOT
+    ) -> None:
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in stop())
@@ -76,7 +78,7 @@ class ExampleServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=full_env,
-            cwd=str(ROOT),
+            cwd=str(cwd),
         )
         deadline = time.monotonic() + START_TIMEOUT
         with httpx.Client(timeout=2.0) as client:
@@ -135,6 +137,33 @@ def gunicorn_example(env: dict[str, str]) -> ExampleServer:
     ]
     # fmt: on
     return ExampleServer(cmd, port, env)
+
+
+def django_gunicorn_example(env: dict[str, str]) -> ExampleServer:
+    """examples/django_app as documented: ``gunicorn wsgi:application`` from its directory."""
+    port = free_port()
+    # fmt: off
+    cmd = [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
+        "--forwarded-allow-ips", "", "--graceful-timeout", "5",
+        "wsgi:application",
+    ]
+    # fmt: on
+    return ExampleServer(cmd, port, env, cwd=EXAMPLES / "django_app")
+
+
+def django_uvicorn_example(env: dict[str, str]) -> ExampleServer:
+    """examples/django_app as documented: ``uvicorn asgi:application`` from its directory."""
+    port = free_port()
+    # fmt: off
+    cmd = [
+        sys.executable, "-m", "uvicorn", "asgi:application",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--no-proxy-headers", "--no-access-log", "--lifespan", "off",
+    ]
+    # fmt: on
+    return ExampleServer(cmd, port, env, cwd=EXAMPLES / "django_app")
 
 
 # -- a raw WebSocket client (no client library: the handshake by hand, RFC 6455) -----
