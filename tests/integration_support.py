@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +166,29 @@ def django_uvicorn_example(env: dict[str, str]) -> ExampleServer:
     ]
     # fmt: on
     return ExampleServer(cmd, port, env, cwd=EXAMPLES / "django_app")
+
+
+@contextlib.contextmanager
+def served_asgi(app: Any) -> Iterator[int]:
+    """Serve the ASGI `app` with uvicorn (lifespan on) in a thread; yield its port."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, proxy_headers=False, lifespan="on", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_TIMEOUT
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(STOP_TIMEOUT)
 
 
 # -- a raw WebSocket client (no client library: the handshake by hand, RFC 6455) -----
