@@ -25,6 +25,7 @@ MODULES = [
     "bearerguard.starlette",
     "bearerguard.fastapi",
     "bearerguard.django",
+    "bearerguard.otel",
     "bearerguard.backends.introspection",
 ]
 
