@@ -132,8 +132,9 @@ class TracedGuard(Guard):
         if ident is not None:
             span = _get_current_span()
             if span.is_recording():
-                span.set_attributes(_identity_attributes(ident))
-                span.set_attribute(CACHE, "hit")
+                attrs = _identity_attributes(ident)
+                attrs[CACHE] = "hit"
+                span.set_attributes(attrs)
         return ident
 
     def authenticate(
