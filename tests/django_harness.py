@@ -10,11 +10,12 @@ This module is also the project's ``ROOT_URLCONF``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+import functools
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
 
 import django
-import httpx
+import pytest
 from django.conf import settings
 
 if not settings.configured:
@@ -40,7 +41,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from adapter_harness import AppCalls
+from adapter_harness import AppCalls, Harness
 from bearerguard import StoreBackend
 from bearerguard.django import (
     BearerGuardAuthentication,
@@ -49,6 +50,8 @@ from bearerguard.django import (
     require_api,
 )
 from bearerguard.stores import MemoryStore
+
+T = TypeVar("T")
 
 # Which harness a request belongs to, by the middleware's Guard (views count their runs).
 _CALLS: dict[int, AppCalls] = {}
@@ -151,11 +154,12 @@ def _options(backend: object, options: dict[str, Any]) -> dict[str, Any]:
     return conf
 
 
-class DjangoHarness:
+class DjangoHarness(Harness):
     """The project under ``WSGIHandler`` (`kind` "wsgi") or ``ASGIHandler`` ("asgi").
 
     `options` are the middleware's, as lower-case keyword options (they go into
     ``settings.BEARERGUARD`` upper-cased, with the backend object as ``BACKEND``).
+    `app` is Django's handler, `middleware` bearerguard's Django middleware in it.
     """
 
     def __init__(self, kind: str, backend: object, **options: Any) -> None:
@@ -166,43 +170,39 @@ class DjangoHarness:
         settings.BEARERGUARD = _options(backend, options)
         try:
             if kind == "asgi":
-                self.handler: Any = ASGIHandler()
+                self.app = ASGIHandler()
                 self._loop = asyncio.new_event_loop()
             else:
-                self.handler = WSGIHandler()
+                self.app = WSGIHandler()
         finally:
             settings.BEARERGUARD = old
         # The chain is our middleware inside Django's exception-to-response wrapper.
-        self.middleware: BearerGuardMiddleware = self.handler._middleware_chain.__wrapped__
+        self.middleware: BearerGuardMiddleware = self.app._middleware_chain.__wrapped__
         assert isinstance(self.middleware, BearerGuardMiddleware)
         assert self.middleware.is_async == (kind == "asgi")
         _CALLS[id(self.middleware.guard)] = self.calls
 
-    @property
-    def guard(self) -> Any:
-        return self.middleware.guard
-
-    def get(
-        self,
-        path: str,
-        headers: dict[str, str] | list[tuple[str, str]] | None = None,
-        *,
-        ip: str = "127.0.0.1",
-    ) -> httpx.Response:
-        if self._loop is not None:
-            return self._loop.run_until_complete(self._aget(path, headers, ip))
-        transport = httpx.WSGITransport(app=self.handler, remote_addr=ip)
-        with httpx.Client(transport=transport, base_url="http://testserver") as client:
-            return client.get(path, headers=headers)
-
-    async def _aget(self, path: str, headers: Any, ip: str) -> httpx.Response:
-        transport = httpx.ASGITransport(app=self.handler, client=(ip, 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            return await c.get(path, headers=headers)
-
     def close(self) -> None:
         _CALLS.pop(id(self.middleware.guard), None)
-        self.middleware.close()
-        if self._loop is not None:
-            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-            self._loop.close()
+        super().close()
+
+
+def factory(make: Callable[..., T]) -> Iterator[Callable[..., T]]:
+    """For fixtures: `make` that remembers what it made and closes it all at the end."""
+    made: list[T] = []
+
+    def tracked(*args: Any, **kwargs: Any) -> T:
+        made.append(make(*args, **kwargs))
+        return made[-1]
+
+    yield tracked
+    for item in made:
+        item.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(name="django_harness", params=["wsgi", "asgi"], ids=["django-wsgi", "django-asgi"])
+def django_harness_fixture(
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[..., DjangoHarness]]:
+    """`django_harness`: make `DjangoHarness` objects of one kind (each test runs per kind)."""
+    yield from factory(functools.partial(DjangoHarness, request.param))

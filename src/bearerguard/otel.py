@@ -37,8 +37,9 @@ only sync runs in a worker thread under ASGI; its lookup span then starts a new 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -213,47 +214,34 @@ class TracedBackend:
             raise AttributeError(name)
         return getattr(self.backend, name)
 
-    def _start(self, token: str) -> trace.Span:
-        return self.tracer.start_span(
+    @contextlib.contextmanager
+    def _span(self, token: str) -> Iterator[Callable[[Any], Any]]:
+        """A lookup span around the block; the block passes its answer through `done`."""
+        span = self.tracer.start_span(
             BACKEND_SPAN,
             kind=SpanKind.CLIENT,
             attributes={BACKEND: self.name, FINGERPRINT: fingerprint(token_key(token))},
         )
 
-    def _lookup(self, token: str) -> Any:
-        span = self._start(token)
+        def done(result: Any) -> Any:
+            span.set_attribute(RESULT, "inactive" if result is None else "active")
+            return result
+
         try:
             with trace.use_span(span, record_exception=False, set_status_on_exception=False):
-                result = self._inner_lookup(token)
+                yield done
         except BaseException as exc:
-            _failed(span, exc)
+            # The type only: a message could quote the token (a custom backend's, say).
+            span.set_attribute(RESULT, "error")
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             raise
-        else:
-            _answered(span, result)
-            return result
         finally:
             span.end()
+
+    def _lookup(self, token: str) -> Any:
+        with self._span(token) as done:
+            return done(self._inner_lookup(token))
 
     async def _alookup(self, token: str) -> Any:
-        span = self._start(token)
-        try:
-            with trace.use_span(span, record_exception=False, set_status_on_exception=False):
-                result = await self._inner_alookup(token)
-        except BaseException as exc:
-            _failed(span, exc)
-            raise
-        else:
-            _answered(span, result)
-            return result
-        finally:
-            span.end()
-
-
-def _answered(span: trace.Span, result: object) -> None:
-    span.set_attribute(RESULT, "inactive" if result is None else "active")
-
-
-def _failed(span: trace.Span, exc: BaseException) -> None:
-    # The type only: a message could quote the token (a custom backend's, say).
-    span.set_attribute(RESULT, "error")
-    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        with self._span(token) as done:
+            return done(await self._inner_alookup(token))

@@ -9,16 +9,15 @@ async chain) instead of the Flask and Starlette apps.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 import test_contract
 from test_contract import dns, store
 
-from django_harness import DjangoHarness
+from django_harness import DjangoHarness, django_harness_fixture
 
-__all__ = ["dns", "store"]  # fixtures the imported rows use
+__all__ = ["django_harness_fixture", "dns", "store"]  # fixtures the imported rows use
 
 ROWS = {
     name: fn
@@ -28,18 +27,9 @@ ROWS = {
 globals().update(ROWS)
 
 
-@pytest.fixture(params=["wsgi", "asgi"], ids=["django-wsgi", "django-asgi"])
-def harness(request: pytest.FixtureRequest) -> Iterator[Callable[..., DjangoHarness]]:
-    made: list[DjangoHarness] = []
-
-    def make(backend: object, **options: Any) -> DjangoHarness:
-        h = DjangoHarness(request.param, backend, **options)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
+@pytest.fixture
+def harness(django_harness: Callable[..., DjangoHarness]) -> Callable[..., DjangoHarness]:
+    return django_harness
 
 
 def test_every_harness_row_is_imported() -> None:

@@ -6,7 +6,7 @@ middleware chain) and its ASGI handler (async chain).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,31 +16,18 @@ from django.test import RequestFactory
 from bearerguard import StoreBackend
 from bearerguard.django import APIKeyUser, require_api
 from bearerguard.stores import MemoryStore
-from django_harness import DjangoHarness
+from django_harness import DjangoHarness, django_harness_fixture
 from helpers import issue
 from integration_support import assert_challenge, bearer
 
 Make = Callable[..., DjangoHarness]
+__all__ = ["django_harness_fixture"]  # the `django_harness` fixture, used below
 
 
-@pytest.fixture(params=["wsgi", "asgi"], ids=["django-wsgi", "django-asgi"])
-def django(request: pytest.FixtureRequest) -> Iterator[Make]:
-    made: list[DjangoHarness] = []
-
-    def make(backend: object, **options: Any) -> DjangoHarness:
-        h = DjangoHarness(request.param, backend, **options)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
-
-
-def test_require_api_on_sync_and_async_views(django: Make, store: MemoryStore) -> None:
+def test_require_api_on_sync_and_async_views(django_harness: Make, store: MemoryStore) -> None:
     dns = issue(store, ("dns",))
     vps = issue(store, ("vps",))
-    h = django(StoreBackend(store))
+    h = django_harness(StoreBackend(store))
     assert h.get("/dns/zones", bearer(dns.token)).json() == {"zones": ["example.com"]}
     assert_challenge(h.get("/dns/zones", bearer(vps.token)), 403, "insufficient_scope", scope="dns")
     assert_challenge(
@@ -51,45 +38,45 @@ def test_require_api_on_sync_and_async_views(django: Make, store: MemoryStore) -
 
 
 def test_require_api_refuses_a_public_path_without_identity(
-    django: Make, store: MemoryStore
+    django_harness: Make, store: MemoryStore
 ) -> None:
-    h = django(StoreBackend(store), public_paths=["/dns/*"], realm="zones")
+    h = django_harness(StoreBackend(store), public_paths=["/dns/*"], realm="zones")
     r = h.get("/dns/zones")
     assert_challenge(r, 401, None, realm="zones")
     assert r.headers["www-authenticate"] == 'Bearer realm="zones"'
     assert h.calls.count == 0
 
 
-def test_request_user_only_when_asked(django: Make, store: MemoryStore) -> None:
+def test_request_user_only_when_asked(django_harness: Make, store: MemoryStore) -> None:
     tok = issue(store, ("vps",))
-    off = django(StoreBackend(store))
+    off = django_harness(StoreBackend(store))
     assert off.get("/vps/servers", bearer(tok.token)).json()["user"] != tok.key_id
-    on = django(StoreBackend(store), user=True)
+    on = django_harness(StoreBackend(store), user=True)
     assert on.get("/vps/servers", bearer(tok.token)).json()["user"] == tok.key_id
 
 
-def test_drf_allows_with_the_api(django: Make, store: MemoryStore) -> None:
+def test_drf_allows_with_the_api(django_harness: Make, store: MemoryStore) -> None:
     tok = issue(store, ("dns", "vps"))
-    h = django(StoreBackend(store))
+    h = django_harness(StoreBackend(store))
     r = h.get("/drf/zones", bearer(tok.token))
     assert r.status_code == 200, r.text
     assert r.json() == {"key_id": tok.key_id, "apis": ["dns", "vps"]}
     assert h.get("/drf/me", bearer(tok.token)).json() == {"user": tok.key_id}
 
 
-def test_drf_has_api_is_403_insufficient_scope(django: Make, store: MemoryStore) -> None:
+def test_drf_has_api_is_403_insufficient_scope(django_harness: Make, store: MemoryStore) -> None:
     tok = issue(store, ("vps",))
-    h = django(StoreBackend(store))
+    h = django_harness(StoreBackend(store))
     r = h.get("/drf/zones", bearer(tok.token))
     assert_challenge(r, 403, "insufficient_scope", scope="dns")
     assert r.json()["scope"] == "dns"
     assert h.calls.count == 0
 
 
-def test_drf_without_identity_is_401_not_403(django: Make, store: MemoryStore) -> None:
+def test_drf_without_identity_is_401_not_403(django_harness: Make, store: MemoryStore) -> None:
     # On a public path the middleware lets the request through without an identity;
     # DRF must answer 401 with a Bearer challenge, not its default 403.
-    h = django(StoreBackend(store), public_paths=["/public/*"])
+    h = django_harness(StoreBackend(store), public_paths=["/public/*"])
     r = h.get("/public/drf/me")  # IsAuthenticated: DRF's own NotAuthenticated
     assert r.status_code == 401, r.text
     assert r.headers["www-authenticate"] == 'Bearer realm="api"'
@@ -97,23 +84,25 @@ def test_drf_without_identity_is_401_not_403(django: Make, store: MemoryStore) -
     assert h.calls.count == 0
 
 
-def test_drf_never_sees_a_bad_token(django: Make, store: MemoryStore) -> None:
-    h = django(StoreBackend(store))
+def test_drf_never_sees_a_bad_token(django_harness: Make, store: MemoryStore) -> None:
+    h = django_harness(StoreBackend(store))
     assert_challenge(h.get("/drf/zones", bearer("not-a-token")), 401, "invalid_token")
     assert_challenge(h.get("/drf/zones"), 401, None)
 
 
-def test_backend_from_a_dotted_path(django: Make) -> None:
-    h = django("django_harness.memory_backend", public_paths=["/health"])  # a factory
+def test_backend_from_a_dotted_path(django_harness: Make) -> None:
+    h = django_harness("django_harness.memory_backend", public_paths=["/health"])  # a factory
     assert isinstance(h.middleware.edge.backend, StoreBackend)
     assert h.get("/health").json() == {"status": "ok"}
     assert_challenge(h.get("/whoami", bearer("unknown")), 401, "invalid_token")
 
 
-def test_backend_from_the_environment(django: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backend_from_the_environment(
+    django_harness: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BEARERGUARD_STORE", "memory://")
     monkeypatch.setenv("BEARERGUARD_TRUSTED_PROXIES", "10.0.0.0/8")
-    h = django(None)
+    h = django_harness(None)
     assert isinstance(h.middleware.edge.backend, StoreBackend)
     assert h.guard.resolver.enabled
     assert_challenge(h.get("/whoami"), 401, None)

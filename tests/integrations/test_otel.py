@@ -6,6 +6,7 @@ child links, the cached path's attributes on the server span, and no token in an
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +33,7 @@ from bearerguard.otel import (
 )
 from bearerguard.stores import MemoryStore
 from bearerguard.tokens import fingerprint, token_key
+from django_harness import DjangoHarness, factory
 from helpers import SECRETS, Issued, issue
 
 
@@ -54,6 +56,10 @@ class Traced:
         with self.tracer.start_as_current_span("GET " + path, kind=SpanKind.SERVER):
             return self.harness.get(path, headers)
 
+    def close(self) -> None:
+        self.harness.close()
+        self.provider.shutdown()
+
     def spans(self) -> list[ReadableSpan]:
         spans = list(self.exporter.get_finished_spans())
         self.exporter.clear()
@@ -62,17 +68,7 @@ class Traced:
 
 @pytest.fixture(params=["asgi", "wsgi"])
 def traced(request: pytest.FixtureRequest) -> Iterator[Any]:
-    made: list[Traced] = []
-
-    def make(backend: object, **options: Any) -> Traced:
-        t = Traced(request.param, backend, **options)
-        made.append(t)
-        return t
-
-    yield make
-    for t in made:
-        t.harness.close()
-        t.provider.shutdown()
+    yield from factory(functools.partial(Traced, request.param))
 
 
 def by_name(spans: list[ReadableSpan]) -> dict[str, ReadableSpan]:
@@ -84,11 +80,6 @@ def by_name(spans: list[ReadableSpan]) -> dict[str, ReadableSpan]:
 def assert_no_secret(spans: list[ReadableSpan]) -> None:
     text = "\n".join(s.to_json() for s in spans)
     assert not [s for s in SECRETS if s in text], "a token or secret in a span"
-
-
-@pytest.fixture
-def store() -> MemoryStore:
-    return MemoryStore()
 
 
 @pytest.fixture
@@ -227,8 +218,6 @@ def test_traced_backend_keeps_the_faces_it_wraps() -> None:
 def test_django_settings_take_the_traced_classes(
     kind: str, store: MemoryStore, dns: Issued
 ) -> None:
-    from django_harness import DjangoHarness
-
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
