@@ -48,6 +48,7 @@ class Live:
     def __init__(self, svc: LiveService) -> None:
         self.svc = svc
         self.dns_vps = svc.create_key(["dns", "vps"])
+        self.dns = svc.create_key(["dns"])
         self.vps = svc.create_key(["vps"])
         self.resource_server = svc.create_key(["introspection"], introspect=True)
 
@@ -153,16 +154,30 @@ def test_revoked_key_is_401(server: ExampleServer, live: Live) -> None:
     assert_challenge(get(server, "/whoami", bearer(token)), 401, "invalid_token")
 
 
-def test_token_from_another_address_is_401(server: ExampleServer, live: Live) -> None:
+def test_forwarded_for_from_an_untrusted_peer_is_ignored(server: ExampleServer, live: Live) -> None:
+    # Obtained from 127.0.0.2, sent from 127.0.0.1 claiming 127.0.0.2: neither the server
+    # (uvicorn --no-proxy-headers, gunicorn --forwarded-allow-ips '') nor bearerguard
+    # believes the header, so the token is used from the wrong address.
     token = live.login(live.vps, local="127.0.0.2")
-    assert_challenge(get(server, "/whoami", bearer(token)), 401, "invalid_token")
+    r = get(server, "/whoami", {**bearer(token), "X-Forwarded-For": "127.0.0.2"})
+    assert_challenge(r, 401, "invalid_token")
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(base_url=server.base_url, timeout=15, transport=transport) as c:
+        assert c.get("/whoami", headers=bearer(token)).json()["key_id"] == live.vps[0]
 
 
-def test_missing_api_is_403_with_scope(server: ExampleServer, live: Live) -> None:
-    token = live.login(live.vps)
-    r = get(server, "/dns/zones", bearer(token))
-    assert_challenge(r, 403, "insufficient_scope", scope="dns")
-    assert get(server, "/vps/servers", bearer(token)).status_code == 200
+def test_each_api_route_needs_its_api(server: ExampleServer, live: Live) -> None:
+    dns, vps, both = live.login(live.dns), live.login(live.vps), live.login(live.dns_vps)
+    for path, api, allowed, refused in (
+        ("/dns/zones", "dns", dns, vps),  # a sync view
+        ("/vps/servers", "vps", vps, dns),  # an async view
+    ):
+        for token in (allowed, both):
+            r = get(server, path, bearer(token))
+            assert r.status_code == 200, r.text
+        r = get(server, path, bearer(refused))
+        assert_challenge(r, 403, "insufficient_scope", scope=api)
+        assert_challenge(get(server, path), 401, None)
 
 
 def test_auth_service_down_is_503(server: ExampleServer, live: Live) -> None:

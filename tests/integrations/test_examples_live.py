@@ -20,8 +20,6 @@ from integration_support import (
     RawWebSocket,
     assert_challenge,
     bearer,
-    django_gunicorn_example,
-    django_uvicorn_example,
     gunicorn_example,
     uvicorn_example,
 )
@@ -70,8 +68,6 @@ def env_for(mode: str, svc: LiveService, keys: Keys) -> dict[str, str]:
 SERVERS: dict[str, Callable[[dict[str, str]], ExampleServer]] = {
     "starlette-uvicorn": uvicorn_example,
     "flask-gunicorn": gunicorn_example,
-    "django-gunicorn": django_gunicorn_example,
-    "django-uvicorn": django_uvicorn_example,
 }
 
 
