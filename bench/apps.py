@@ -531,6 +531,116 @@ async def _bg_metrics(env: Env, v: Variant) -> Variant:
     return v
 
 
+# -- bearerguard with OpenTelemetry (issue 17): each row a difference to its plain twin --------
+
+
+class ServerSpanMiddleware:
+    """What an instrumented server does: each request inside a recording SERVER span."""
+
+    def __init__(self, app: Any, *, tracer: Any) -> None:
+        self.app = app
+        self.tracer = tracer
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from opentelemetry.trace import SpanKind
+
+        with self.tracer.start_as_current_span("GET /whoami", kind=SpanKind.SERVER):
+            await self.app(scope, receive, send)
+
+
+def _otel(env: Env, v: Variant) -> tuple[Any, Any] | None:
+    """(SDK TracerProvider, {backend, guard} options) for a traced bearerguard, or None."""
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+
+        from bearerguard.otel import TracedBackend, TracedGuard
+    except ImportError as exc:
+        v.unavailable = f"otel extra not installed: {exc}"
+        return None
+    provider = TracerProvider()  # records spans, exports nowhere
+    traced = TracedBackend(_memory_backend(env.token), tracer_provider=provider)
+    return provider, {
+        "backend": traced,
+        "guard": TracedGuard(api="dns", tracer_provider=provider),
+    }
+
+
+def _asgi_traced(env: Env, v: Variant, *, otel: bool, server_span: bool) -> Variant:
+    from starlette.middleware import Middleware
+
+    from bearerguard import BearerGuardMiddleware
+
+    made = _otel(env, v)
+    if made is None:
+        return v
+    provider, traced = made
+    options = traced if otel else {"backend": _memory_backend(env.token), "api": "dns"}
+    stack = [Middleware(BearerGuardMiddleware, **options)]
+    if server_span:
+        tracer = provider.get_tracer("bench-server")
+        stack.insert(0, Middleware(ServerSpanMiddleware, tracer=tracer))
+    v.call, v.check = asgi_call(starlette_app(stack), env.token)
+    return v
+
+
+@variant(
+    "bg_asgi_otel",
+    "bearerguard ASGI, cached, otel on (Δ vs bearerguard ASGI)",
+    "bearerguard",
+    "bg_asgi",
+    True,
+)
+async def _bg_asgi_otel(env: Env, v: Variant) -> Variant:
+    v.note = "TracedGuard + TracedBackend, SDK TracerProvider; no recording span around"
+    return _asgi_traced(env, v, otel=True, server_span=False)
+
+
+@variant(
+    "bg_wsgi_otel",
+    "bearerguard WSGI, cached, otel on (Δ vs bearerguard WSGI)",
+    "bearerguard",
+    "bg_wsgi",
+    False,
+)
+async def _bg_wsgi_otel(env: Env, v: Variant) -> Variant:
+    from bearerguard import WSGIBearerGuard
+
+    made = _otel(env, v)
+    if made is None:
+        return v
+    app = flask_app()
+    guard = WSGIBearerGuard(app.wsgi_app, **made[1])
+    app.wsgi_app = guard
+    v.closers.append(guard.close)
+    v.call, v.check = wsgi_call(app, env.token)
+    v.note = "TracedGuard + TracedBackend, SDK TracerProvider; no recording span around"
+    return v
+
+
+@variant(
+    "bg_asgi_span",
+    "bearerguard ASGI, cached, in a recording server span",
+    "bearerguard",
+    "bg_asgi",
+    True,
+)
+async def _bg_asgi_span(env: Env, v: Variant) -> Variant:
+    v.note = "Δ = the SDK server span itself (not bearerguard's)"
+    return _asgi_traced(env, v, otel=False, server_span=True)
+
+
+@variant(
+    "bg_asgi_otel_span",
+    "bearerguard ASGI, cached, otel on, in a recording server span (Δ vs previous)",
+    "bearerguard",
+    "bg_asgi_span",
+    True,
+)
+async def _bg_asgi_otel_span(env: Env, v: Variant) -> Variant:
+    v.note = "Δ = the decision's attributes set on the recording server span"
+    return _asgi_traced(env, v, otel=True, server_span=True)
+
+
 # -- bearerguard, cold path (every call a cache miss) ------------------------------------------
 
 

@@ -96,11 +96,12 @@ class Harness:
                 starlette_app(self.calls), backend=backend, **options
             )
             self._loop = asyncio.new_event_loop()
+            self.app: Any = self.middleware
         else:
             app = flask_app(self.calls)
             self.middleware = WSGIBearerGuard(app.wsgi_app, backend=backend, **options)
             app.wsgi_app = self.middleware  # type: ignore[method-assign]
-            self._flask = app
+            self.app = app
 
     @property
     def guard(self) -> Any:
@@ -119,12 +120,12 @@ class Harness:
     ) -> httpx.Response:
         if self.kind == "asgi":
             return self.run(self._aget(path, headers, ip))
-        transport = httpx.WSGITransport(app=self._flask, remote_addr=ip)
+        transport = httpx.WSGITransport(app=self.app, remote_addr=ip)
         with httpx.Client(transport=transport, base_url="http://testserver") as client:
             return client.get(path, headers=headers)
 
     async def _aget(self, path: str, headers: Any, ip: str) -> httpx.Response:
-        transport = httpx.ASGITransport(app=self.middleware, client=(ip, 40000))
+        transport = httpx.ASGITransport(app=self.app, client=(ip, 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
             return await c.get(path, headers=headers)
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +64,9 @@ def free_port() -> int:
 class ExampleServer:
     """An example app under a real server (uvicorn or gunicorn) as a subprocess."""
 
-    def __init__(self, cmd: Sequence[str], port: int, env: dict[str, str]) -> None:
+    def __init__(
+        self, cmd: Sequence[str], port: int, env: dict[str, str], cwd: Path = ROOT
+    ) -> None:
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in stop())
@@ -76,7 +80,7 @@ class ExampleServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=full_env,
-            cwd=str(ROOT),
+            cwd=str(cwd),
         )
         deadline = time.monotonic() + START_TIMEOUT
         with httpx.Client(timeout=2.0) as client:
@@ -135,6 +139,56 @@ def gunicorn_example(env: dict[str, str]) -> ExampleServer:
     ]
     # fmt: on
     return ExampleServer(cmd, port, env)
+
+
+def django_gunicorn_example(env: dict[str, str]) -> ExampleServer:
+    """examples/django_app as documented: ``gunicorn wsgi:application`` from its directory."""
+    port = free_port()
+    # fmt: off
+    cmd = [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
+        "--forwarded-allow-ips", "", "--graceful-timeout", "5",
+        "wsgi:application",
+    ]
+    # fmt: on
+    return ExampleServer(cmd, port, env, cwd=EXAMPLES / "django_app")
+
+
+def django_uvicorn_example(env: dict[str, str]) -> ExampleServer:
+    """examples/django_app as documented: ``uvicorn asgi:application`` from its directory."""
+    port = free_port()
+    # fmt: off
+    cmd = [
+        sys.executable, "-m", "uvicorn", "asgi:application",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--no-proxy-headers", "--no-access-log", "--lifespan", "off",
+    ]
+    # fmt: on
+    return ExampleServer(cmd, port, env, cwd=EXAMPLES / "django_app")
+
+
+@contextlib.contextmanager
+def served_asgi(app: Any) -> Iterator[int]:
+    """Serve the ASGI `app` with uvicorn (lifespan on) in a thread; yield its port."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, proxy_headers=False, lifespan="on", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_TIMEOUT
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(STOP_TIMEOUT)
 
 
 # -- a raw WebSocket client (no client library: the handshake by hand, RFC 6455) -----

@@ -24,6 +24,8 @@ MODULES = [
     "bearerguard.flask",
     "bearerguard.starlette",
     "bearerguard.fastapi",
+    "bearerguard.django",
+    "bearerguard.otel",
     "bearerguard.backends.introspection",
 ]
 

@@ -1,0 +1,10 @@
+"""WSGI entry point: ``gunicorn wsgi:application`` (run from this directory)."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
+application = get_wsgi_application()
