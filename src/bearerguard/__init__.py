@@ -12,6 +12,8 @@ from .stores import open_store
 from .tokens import Identity, Invalidation, TokenInfo
 from .wsgi import WSGIBearerGuard
 
+# The only place the version is written: the build reads it from here
+# (pyproject.toml, tool.setuptools.dynamic). Releases: see CHANGELOG.md.
 __version__ = "0.1.0"
 
 __all__ = [
