@@ -14,7 +14,7 @@ from .wsgi import WSGIBearerGuard
 
 # The only place the version is written: the build reads it from here
 # (pyproject.toml, tool.setuptools.dynamic). Releases: see CHANGELOG.md.
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "AsyncTokenBackend",

@@ -61,13 +61,20 @@ def run(
 
 
 @dataclass
-class Installed:
-    """The built distributions and the venv the wheel was installed into."""
+class Built:
+    """The sdist and the wheel, built into a temporary directory outside the checkout."""
 
     sdist: Path
     wheel: Path
+    base: Path
+
+
+@dataclass
+class Installed:
+    """A fresh venv with the wheel installed, and an empty directory to run in."""
+
     venv: Path
-    home: Path  # an empty directory outside the checkout: the cwd of every command
+    home: Path  # outside the checkout: the cwd of every command
 
     @property
     def bin(self) -> Path:
@@ -79,30 +86,47 @@ class Installed:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     base = tmp_path_factory.mktemp("packaging")
-    assert not base.resolve().is_relative_to(ROOT), "the venv must live outside the checkout"
-    dist, venv, home = base / "dist", base / "venv", base / "home"
-    home.mkdir()
-    run([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)], cwd=ROOT)
-    (sdist,) = dist.glob("*.tar.gz")
-    (wheel,) = dist.glob("*.whl")
-    run([VENV_PYTHON, "-m", "venv", "--without-pip", str(venv)], cwd=home)
-    pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
-    run([*pip, "install", "--quiet", "--disable-pip-version-check", f"{wheel}[{EXTRAS}]"], cwd=home)
+    assert not base.resolve().is_relative_to(ROOT), "the venvs must live outside the checkout"
+    run([sys.executable, "-m", "build", "--outdir", str(base / "dist"), str(ROOT)], cwd=ROOT)
+    (sdist,) = (base / "dist").glob("*.tar.gz")
+    (wheel,) = (base / "dist").glob("*.whl")
     with pytest.MonkeyPatch.context() as mp:
-        # Nothing may point the venv's interpreter back at the checkout.
+        # Nothing may point a venv's interpreter back at the checkout.
         for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV"):
             mp.delenv(name, raising=False)
-        mp.setenv("PATH", f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}")
-        yield Installed(sdist, wheel, venv, home)
+        yield Built(sdist, wheel, base)
+
+
+def install(built: Built, name: str, extras: str) -> Installed:
+    """Install the wheel (with `extras`, if any) into a new venv ``NAME`` beside it."""
+    venv, home = built.base / name, built.base / f"{name}-home"
+    home.mkdir()
+    run([VENV_PYTHON, "-m", "venv", "--without-pip", str(venv)], cwd=home)
+    requirement = f"{built.wheel}[{extras}]" if extras else str(built.wheel)
+    pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
+    run([*pip, "install", "--quiet", "--disable-pip-version-check", requirement], cwd=home)
+    return Installed(venv, home)
+
+
+@pytest.fixture(scope="module")
+def installed(built: Built) -> Installed:
+    return install(built, "venv", EXTRAS)
+
+
+@pytest.fixture(scope="module")
+def bare(built: Built) -> Installed:
+    return install(built, "bare", "")
 
 
 # -- the distributions -----------------------------------------------------------------
-def test_metadata_passes_twine_check_and_says_what_is_true(installed: Installed) -> None:
+def test_metadata_passes_twine_check_and_says_what_is_true(
+    built: Built, installed: Installed
+) -> None:
     twine = [sys.executable, "-m", "twine", "check", "--strict"]
-    run([*twine, str(installed.sdist), str(installed.wheel)], cwd=installed.home)
-    with zipfile.ZipFile(installed.wheel) as zf:
+    run([*twine, str(built.sdist), str(built.wheel)], cwd=installed.home)
+    with zipfile.ZipFile(built.wheel) as zf:
         raw = zf.read(f"bearerguard-{bearerguard.__version__}.dist-info/METADATA")
         names = zf.namelist()
     meta = BytesParser().parsebytes(raw)
@@ -150,6 +174,30 @@ def test_version_from_the_one_source(installed: Installed) -> None:
 def test_framework_integrations_import(installed: Installed) -> None:
     installed.run(
         "python", "-c", "import bearerguard.flask, bearerguard.starlette, bearerguard.fastapi"
+    )
+
+
+def test_without_extras_the_core_works_and_serve_names_its_extra(bare: Installed) -> None:
+    # What the README promises without extras: middleware, introspection, memory and SQLite.
+    bare.run(
+        "python",
+        "-c",
+        "from bearerguard import BearerGuardMiddleware, IntrospectionBackend, StoreBackend, "
+        "WSGIBearerGuard, open_store; open_store('memory://'); open_store('sqlite:///bare.db')",
+    )
+    done = subprocess.run(
+        [str(bare.bin / "bearerguard"), "serve", "--store", "memory://"],
+        cwd=bare.home,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2
+    assert done.stderr == (
+        "bearerguard: error: this command needs the server extra (no module 'uvicorn'): "
+        "pip install 'bearerguard[server]'\n"
     )
 
 
