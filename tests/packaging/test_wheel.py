@@ -3,14 +3,15 @@ installed with ``[server]`` into a fresh virtual environment, and run from there
 
 An editable install hides packaging mistakes: a template, a stylesheet, a Lua script or
 ``py.typed`` left out of the wheel still works from src/. Here nothing can come from the
-checkout: the venv lives in a temporary directory, every command runs there with its
-cwd there and no PYTHONPATH, and a test checks that ``bearerguard`` is imported from the
-venv. The files the installed package must contain come from ``git ls-files
-src/bearerguard``, so a file added later is covered without touching this test.
+checkout: the venvs live in a temporary directory, every command runs with its cwd there
+and without PYTHONPATH, and a test checks that ``bearerguard`` is imported from the venv.
+The files the installed package must contain come from ``git ls-files src/bearerguard``,
+so a file added later is covered without touching this test. A second venv gets the
+wheel without extras, as the README's "Installing" section describes it.
 
 Building (``python -m build``: the sdist, then the wheel from the sdist) and installing
-happen once per module; the venv is made without pip and filled by this environment's
-pip (``pip --python``), which saves the ensurepip step. The venv's interpreter is this
+happen once per module; each venv is made without pip and filled by this environment's
+pip (``pip --python``), which saves the ensurepip step. The venvs' interpreter is this
 one, or ``$BEARERGUARD_WHEEL_PYTHON`` to run the same checks on another Python.
 """
 
