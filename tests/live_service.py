@@ -7,7 +7,8 @@
 
 The service listens on a free port on 127.0.0.1. `stop()` also checks that no secret
 registered with `helpers.remember_secret` appears in the server's output. Nothing is
-counted here.
+counted here. `command` runs another installation's CLI (tests/packaging/ passes a fresh
+venv's ``bearerguard`` script, with `cwd` outside the checkout).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from helpers import SECRETS, remember_secret
 
 __all__ = ["LiveService", "free_port", "live_service", "run_cli"]
 
+# How the CLI is run unless told otherwise: this interpreter's bearerguard.
+BEARERGUARD = (sys.executable, "-m", "bearerguard")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
@@ -58,14 +61,16 @@ def run_cli(
     env: dict[str, str] | None = None,
     cwd: str | None = None,
     timeout: float = 60.0,
+    command: Sequence[str] = BEARERGUARD,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m bearerguard ARGS`` to completion; return the finished process.
+    """Run ``python -m bearerguard ARGS`` (or ``COMMAND ARGS``) to completion.
 
-    `env` adds to (and overrides) the environment; ``BEARERGUARD_STORE`` is removed
-    from the inherited one so tests choose their store explicitly.
+    Returns the finished process. `env` adds to (and overrides) the environment;
+    ``BEARERGUARD_STORE`` is removed from the inherited one so tests choose their store
+    explicitly.
     """
     return subprocess.run(
-        [sys.executable, "-m", "bearerguard", *args],
+        [*command, *args],
         capture_output=True,
         text=True,
         env=_env(env),
@@ -85,6 +90,7 @@ class LiveService:
 
     `store_url` defaults to a fresh SQLite file in a temporary directory (removed on
     exit). `extra_args` go to ``serve`` as they are (e.g. ``["--trusted-proxy", …]``).
+    `command` and `cwd` say which bearerguard runs, and where (``serve`` and ``keys``).
     """
 
     def __init__(
@@ -95,6 +101,8 @@ class LiveService:
         host: str = "127.0.0.1",
         port: int | None = None,
         extra_args: Sequence[str] = (),
+        command: Sequence[str] = BEARERGUARD,
+        cwd: str | None = None,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if store_url is None:
@@ -106,6 +114,8 @@ class LiveService:
         self._auto_port = port is None
         self.port = port or free_port(host)
         self.extra_args = list(extra_args)
+        self.command = list(command)
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: tempfile._TemporaryFileWrapper[bytes] | None = None
         self._outputs: list[str] = []
@@ -134,7 +144,7 @@ class LiveService:
         self._log = tempfile.NamedTemporaryFile(prefix="bearerguard-serve-", suffix=".log")  # noqa: SIM115
         # fmt: off
         cmd = [
-            sys.executable, "-m", "bearerguard", "serve",
+            *self.command, "serve",
             "--host", self.host, "--port", str(self.port),
             "--store", self.store_url, "--token-ttl", str(self.token_ttl),
             *self.extra_args,
@@ -146,6 +156,7 @@ class LiveService:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=_env(),
+            cwd=self.cwd,
         )
         deadline = time.monotonic() + START_TIMEOUT
         with httpx.Client(timeout=2.0) as client:
@@ -224,7 +235,7 @@ class LiveService:
     # -- key management through the real CLI ------------------------------------------
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``bearerguard ARGS --store <this store>``."""
-        return run_cli([*args, "--store", self.store_url])
+        return run_cli([*args, "--store", self.store_url], command=self.command, cwd=self.cwd)
 
     def create_key(self, apis: Sequence[str], introspect: bool = False) -> tuple[str, str]:
         """Create a key with `bearerguard keys create --json`; return (key_id, secret)."""

@@ -12,7 +12,9 @@ from .stores import open_store
 from .tokens import Identity, Invalidation, TokenInfo
 from .wsgi import WSGIBearerGuard
 
-__version__ = "0.1.0"
+# The only place the version is written: the build reads it from here
+# (pyproject.toml, tool.setuptools.dynamic). Releases: see CHANGELOG.md.
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "AsyncTokenBackend",

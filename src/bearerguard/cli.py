@@ -364,5 +364,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         print(f"bearerguard: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        # `serve` and `demo` need the server extra (Starlette, uvicorn); say so in one line.
+        if exc.name is None or exc.name.partition(".")[0] == "bearerguard":
+            raise
+        print(
+            f"bearerguard: error: this command needs the server extra (no module "
+            f"{exc.name!r}): pip install 'bearerguard[server]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
