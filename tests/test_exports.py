@@ -25,6 +25,9 @@ MODULES = [
     "bearerguard.starlette",
     "bearerguard.fastapi",
     "bearerguard.backends.introspection",
+    "bearerguard.backends.jwt",
+    "bearerguard.backends.chain",
+    "bearerguard.resource",
 ]
 
 
