@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from adapter_harness import Harness
-from bearerguard import Challenge, ChainBackend, StoreBackend
+from bearerguard import ChainBackend, Challenge, StoreBackend
 from bearerguard.backends.jwt import JWTBackend
 from bearerguard.stores import MemoryStore
 from helpers import issue, remember_secret
