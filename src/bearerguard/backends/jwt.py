@@ -309,7 +309,6 @@ class _Decision:
         return self.name
 
 
-FETCH = _Decision("FETCH")
 UNKNOWN = _Decision("UNKNOWN")
 UNAVAILABLE = _Decision("UNAVAILABLE")
 
@@ -317,11 +316,12 @@ UNAVAILABLE = _Decision("UNAVAILABLE")
 class KeyRing:
     """The issuer's keys, and when to fetch them again. No I/O; thread-safe.
 
-    `plan(kid, now)` answers a lookup: the key, FETCH (fetch first, then plan again),
-    UNKNOWN (refuse the token) or UNAVAILABLE (no usable key and no fetch allowed yet).
-    A fetch is allowed for an unknown ``kid`` once per `refetch_interval`; with no key
-    at all, once per `retry_interval` (so a down issuer is not hammered). `generation`
-    counts finished fetches, so a face that waited for another's fetch can skip its own.
+    `plan(kid, alg, now)` answers a lookup: the key, a `Fetch` (fetch first, or wait
+    for the fetch in flight, then plan again), UNKNOWN (refuse the token) or
+    UNAVAILABLE (no usable key and no fetch allowed yet). A fetch is allowed for an
+    unknown ``kid`` once per `refetch_interval`; with no key at all, once per
+    `retry_interval` (so a down issuer is not hammered). `generation` counts finished
+    fetches: a face that waited for another's fetch sees it moved and skips its own.
     """
 
     def __init__(
@@ -336,23 +336,26 @@ class KeyRing:
         self.refresh_at = -math.inf
         self._next_unknown = -math.inf
         self._next_retry = -math.inf
-        self._refreshing = False
+        self._fetching = False
 
-    def plan(self, kid: str | None, alg: str, now: float) -> _Key | _Decision:
+    def plan(self, kid: str | None, alg: str, now: float) -> _Key | Fetch | _Decision:
         with self._lock:
             keys = self._keys
             key = keys.get(kid) if kid is not None else self._only(alg)
             if key is not None:
                 return key
+            if self._fetching:
+                return Fetch(self.generation)  # wait for it: it may bring this key
             if not keys:
                 if now < self._next_retry:
                     return UNAVAILABLE
                 self._next_retry = now + self.retry_interval
-                return FETCH
-            if kid is None or now < self._next_unknown:
+            elif kid is None or now < self._next_unknown:
                 return UNKNOWN
-            self._next_unknown = now + self.refetch_interval
-            return FETCH
+            else:
+                self._next_unknown = now + self.refetch_interval
+            self._fetching = True
+            return Fetch(self.generation)
 
     def _only(self, alg: str) -> _Key | None:
         # No kid: usable only when exactly one key could have signed it.
@@ -361,12 +364,12 @@ class KeyRing:
 
     def refresh_due(self, now: float) -> bool:
         """Whether a background refresh should start now (it is then marked running)."""
-        if now < self.refresh_at or self._refreshing or not self._keys:
+        if now < self.refresh_at or self._fetching or not self._keys:
             return False
         with self._lock:
-            if self._refreshing or now < self._next_retry:
+            if self._fetching or now < self._next_retry:
                 return False
-            self._refreshing = True
+            self._fetching = True
             self._next_retry = now + self.retry_interval
             return True
 
@@ -394,7 +397,7 @@ class KeyRing:
                 keys[kid] = _Key(kid, alg, parsed.key)
         with self._lock:
             self.generation += 1
-            self._refreshing = False
+            self._fetching = False
             if not keys:
                 return 0
             self._keys = keys
@@ -406,7 +409,7 @@ class KeyRing:
         """A fetch failed: keep the keys held, try again after `retry_interval`."""
         with self._lock:
             self.generation += 1
-            self._refreshing = False
+            self._fetching = False
             self._next_retry = now + self.retry_interval
 
     def __len__(self) -> int:
@@ -563,6 +566,9 @@ class JWTBackend:
                 return self._refuse(token, "no key with this kid")
             if step is UNAVAILABLE:
                 raise BackendUnavailable("no usable key from the issuer yet")
+            if isinstance(step, Fetch):
+                yield step
+                continue
             if isinstance(step, _Key):
                 result = verify_access_token(
                     token,
@@ -574,7 +580,6 @@ class JWTBackend:
                     now=self._clock(),
                 )
                 return result if isinstance(result, TokenInfo) else self._refuse(token, result)
-            yield Fetch(self.ring.generation)
         raise BackendUnavailable("no usable key from the issuer")
 
     def _refuse(self, token: str, reason: str | None) -> TokenInfo | None:
@@ -651,6 +656,10 @@ class JWTBackend:
                 self._landed(stop.value)
             except BackendUnavailable as exc:
                 self._landed(exc)
+            except BaseException:
+                # Cancelled or crashed: never leave the ring waiting for this fetch.
+                self.ring.failed(self._clock())
+                raise
 
     def lookup(self, token: str) -> TokenInfo | None:
         """Check `token`; None if it is not a valid access token. Raises BackendUnavailable."""
@@ -712,6 +721,10 @@ class JWTBackend:
                 self._landed(stop.value)
             except BackendUnavailable as exc:
                 self._landed(exc)
+            except BaseException:
+                # Cancelled or crashed: never leave the ring waiting for this fetch.
+                self.ring.failed(self._clock())
+                raise
 
     async def alookup(self, token: str) -> TokenInfo | None:
         """Async face of `lookup`; fetches never block the event loop."""
