@@ -67,6 +67,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "ACCESS_TOKEN_TYPES",
+    "Compact",
     "DEFAULT_ALGORITHMS",
     "JWTBackend",
     "KeyRing",
@@ -74,6 +75,7 @@ __all__ = [
     "looks_like_jwt",
     "max_age",
     "metadata_urls",
+    "parse_compact",
     "parse_header",
     "verify_access_token",
 ]
@@ -117,22 +119,42 @@ def _b64decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
-def parse_header(token: str) -> dict[str, Any] | None:
-    """The JOSE header of a compact JWS, or None when `token` is not one.
+@dataclass(frozen=True, slots=True)
+class Compact:
+    """A compact JWS split into its parts (RFC 7515 §7.1); nothing in it is trusted yet."""
 
-    A compact JWS is three base64url segments (RFC 7515 §7.1) whose first decodes to a
-    JSON object. Nothing here is trusted: it only picks the key to verify with.
+    header: dict[str, Any]
+    signing_input: bytes = field(repr=False)
+    payload: str = field(repr=False)
+    signature: str = field(repr=False)
+
+
+def parse_compact(token: str) -> Compact | None:
+    """Split `token` as a compact JWS, or None when it is not one.
+
+    Three non-empty base64url segments, the first decoding to a JSON object (the header).
     """
     parts = token.split(".")
-    if len(parts) != 3 or not all(_B64URL.fullmatch(p) for p in parts):
+    if len(parts) != 3 or len(parts[0]) > _MAX_HEADER:
         return None
-    if len(parts[0]) > _MAX_HEADER:
+    head, payload, signature = parts
+    if not (_B64URL.fullmatch(head) and _B64URL.fullmatch(payload)):
+        return None
+    if not _B64URL.fullmatch(signature):
         return None
     try:
-        header = json.loads(_b64decode(parts[0]))
+        header = json.loads(_b64decode(head))
     except (binascii.Error, ValueError, RecursionError):
         return None
-    return header if isinstance(header, dict) else None
+    if not isinstance(header, dict):
+        return None
+    return Compact(header, f"{head}.{payload}".encode("ascii"), payload, signature)
+
+
+def parse_header(token: str) -> dict[str, Any] | None:
+    """The JOSE header of a compact JWS, or None when `token` is not one."""
+    compact = parse_compact(token)
+    return None if compact is None else compact.header
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -199,12 +221,12 @@ class _Key:
     kid: str | None
     alg: str
     key: Any = field(repr=False)
+    algorithm: Any = field(repr=False)
 
 
 def verify_access_token(
-    token: str,
+    compact: Compact,
     key: _Key,
-    header: Mapping[str, Any],
     *,
     issuer: str,
     audience: str,
@@ -213,35 +235,41 @@ def verify_access_token(
 ) -> TokenInfo | str:
     """Check a JWT access token against `key`: a `TokenInfo`, or why it is refused.
 
-    `header` must already have passed `header_problem`. The algorithm is the key's
-    (`key.alg`); the token's ``alg`` must name the same one.
+    `compact.header` must already have passed `header_problem`. The algorithm is the
+    key's (`key.alg`); the token's ``alg`` must name the same one. PyJWT's algorithm
+    (over cryptography) checks the signature; the claims are checked here, strictly.
     """
-    if header.get("alg") != key.alg:
+    if compact.header.get("alg") != key.alg:
         return "algorithm does not match the key"
     try:
-        claims = pyjwt.decode(
-            token,
-            key.key,
-            algorithms=[key.alg],
-            audience=audience,
-            issuer=issuer,
-            # Time is checked below, against our clock and with numeric claims only.
-            options={
-                "verify_exp": False,
-                "verify_nbf": False,
-                "verify_iat": False,
-                "require": ["exp", "iss", "aud"],
-            },
-        )
-    except pyjwt.PyJWTError as exc:
-        return type(exc).__name__
+        signature = _b64decode(compact.signature)
+        valid = key.algorithm.verify(compact.signing_input, key.key, signature)
+    except (binascii.Error, ValueError, TypeError, pyjwt.PyJWTError):
+        valid = False
+    if not valid:
+        return "bad signature"
+    try:
+        claims = json.loads(_b64decode(compact.payload))
+    except (binascii.Error, ValueError, RecursionError):
+        return "payload is not JSON"
+    if not isinstance(claims, dict):
+        return "payload is not a JSON object"
+    # RFC 9068 §4: iss MUST exactly match, aud MUST contain this resource.
+    if claims.get("iss") != issuer:
+        return "wrong or missing iss"
+    aud = claims.get("aud")
+    audiences = [aud] if isinstance(aud, str) else aud
+    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+        return "aud missing or not strings"
+    if audience not in audiences:
+        return "wrong aud"
     try:
         exp = _numeric(claims, "exp")
         nbf = _numeric(claims, "nbf") if "nbf" in claims else None
         if "iat" in claims:
             _numeric(claims, "iat")
     except ValueError as exc:
-        return f"{exc} is not a number"
+        return f"{exc} missing or not a number"
     assert exp is not None
     if now >= exp + leeway:
         return "expired"
@@ -253,8 +281,6 @@ def verify_access_token(
     scope = claims.get("scope", "")
     if not isinstance(scope, str):
         return "scope is not a string"
-    aud = claims["aud"]
-    audiences = frozenset([aud] if isinstance(aud, str) else aud)
     bound_ip = None
     ip = claims.get("ip")
     if ip is not None:
@@ -268,7 +294,7 @@ def verify_access_token(
         exp + leeway,
         None,
         claims,
-        audiences,
+        frozenset(audiences),
     )
 
 
@@ -394,7 +420,7 @@ class KeyRing:
                 except pyjwt.PyJWTError:
                     logger.warning("skipping a malformed key in the issuer's JWKS")
                     continue
-                keys[kid] = _Key(kid, alg, parsed.key)
+                keys[kid] = _Key(kid, alg, parsed.key, parsed.Algorithm)
         with self._lock:
             self.generation += 1
             self._fetching = False
@@ -555,9 +581,12 @@ class JWTBackend:
 
     def _check(self, token: str) -> Generator[Fetch, None, TokenInfo | None]:
         """Decide one token; yields `Fetch` when the keys must be fetched first."""
-        header = parse_header(token)
-        problem = "not a JWT" if header is None else header_problem(header, self.algorithms)
-        if header is None or problem is not None:
+        compact = parse_compact(token)
+        if compact is None:
+            return self._refuse(token, "not a JWT")
+        header = compact.header
+        problem = header_problem(header, self.algorithms)
+        if problem is not None:
             return self._refuse(token, problem)
         kid: str | None = header.get("kid")
         for _ in range(3):
@@ -571,9 +600,8 @@ class JWTBackend:
                 continue
             if isinstance(step, _Key):
                 result = verify_access_token(
-                    token,
+                    compact,
                     step,
-                    header,
                     issuer=self.issuer,
                     audience=self.audience,
                     leeway=self.leeway,
