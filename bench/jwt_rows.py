@@ -11,6 +11,8 @@ ratios.
   Goal: at most 1.2x for RS256, ES256 and EdDSA.
 * cached path: the ASGI middleware answering a request whose token is fresh in its
   cache, a JWT against a bearerguard opaque token (store backend). Goal: about 1.0x.
+  A third row, an opaque token as long as the JWT, shows what the length alone costs
+  (the cache key is a SHA-256 of the token).
 """
 
 from __future__ import annotations
@@ -156,11 +158,14 @@ def cached_path(rounds: int, batch: int) -> dict[str, Any]:
     issuer = _Issuer(keys)
     store = MemoryStore()
     key, _ = store.create_key(["dns", "vps"])
+    token = _sign(keys["RS256"], "RS256", issuer.url)
     opaque = new_token()
+    long_opaque = (opaque * 20)[: len(token)]
     now = time.time()
-    store.put_token(
-        TokenRecord(token_digest(opaque), key.key_id, key.apis, "127.0.0.1", now, 3600, now + 3600)
-    )
+    for tok in (opaque, long_opaque):
+        store.put_token(
+            TokenRecord(token_digest(tok), key.key_id, key.apis, "127.0.0.1", now, 3600, now + 3600)
+        )
     jwt_mw = BearerGuardMiddleware(
         _noop_app,
         backend=JWTBackend(issuer.url, AUDIENCE, jwks_url=issuer.url + "/jwks"),
@@ -170,7 +175,6 @@ def cached_path(rounds: int, batch: int) -> dict[str, Any]:
     opaque_mw = BearerGuardMiddleware(
         _noop_app, backend=StoreBackend(store), cache_ttl=3600, touch_interval=3600
     )
-    token = _sign(keys["RS256"], "RS256", issuer.url)
     loop = asyncio.new_event_loop()
 
     async def receive() -> dict[str, Any]:
@@ -196,10 +200,15 @@ def cached_path(rounds: int, batch: int) -> dict[str, Any]:
     try:
         loop.run_until_complete(many(jwt_mw, token, 2))  # fill both caches
         loop.run_until_complete(many(opaque_mw, opaque, 2))
-        assert len(jwt_mw.guard.cache) == 1 and len(opaque_mw.guard.cache) == 1
-        samples: dict[str, list[float]] = {"jwt": [], "opaque": []}
+        loop.run_until_complete(many(opaque_mw, long_opaque, 2))
+        assert len(jwt_mw.guard.cache) == 1 and len(opaque_mw.guard.cache) == 2
+        samples: dict[str, list[float]] = {"jwt": [], "opaque": [], "opaque_long": []}
         for r in range(rounds + 1):
-            order = [("jwt", jwt_mw, token), ("opaque", opaque_mw, opaque)]
+            order = [
+                ("jwt", jwt_mw, token),
+                ("opaque", opaque_mw, opaque),
+                ("opaque_long", opaque_mw, long_opaque),
+            ]
             if r % 2:
                 order.reverse()
             for name, mw, tok in order:
@@ -212,6 +221,9 @@ def cached_path(rounds: int, batch: int) -> dict[str, Any]:
             "opaque_us": round(statistics.median(samples["opaque"]), 2),
             "ratio": _ratio(samples["jwt"], samples["opaque"]),
             "goal": "about 1.0",
+            "jwt_length": len(token),
+            "opaque_long_us": round(statistics.median(samples["opaque_long"]), 2),
+            "ratio_same_length": _ratio(samples["jwt"], samples["opaque_long"]),
         }
     finally:
         jwt_mw.close()
