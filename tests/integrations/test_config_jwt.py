@@ -1,4 +1,4 @@
-"""`from_env` with the variables of DESIGN "Tokens from other issuers"."""
+"""`from_env` with the JWT issuer, JWKS, audience and resource variables (docs/jwt.md)."""
 
 from __future__ import annotations
 
