@@ -145,6 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     print("memory: fresh subprocess", file=sys.stderr, flush=True)
     results["memory"] = _memory(args.memory_tokens)
     results["memory_distinct"] = _memory(args.memory_tokens, "--distinct-ips")
+    from bench import jwt_rows
+
+    print("jwt: cold verify vs PyJWT, cached path vs opaque", file=sys.stderr, flush=True)
+    try:
+        results["jwt"] = jwt_rows.run(rounds=6 if args.quick else 15)
+        print(json.dumps(results["jwt"]), file=sys.stderr)
+    except Exception as exc:
+        results["jwt"] = {"unavailable": f"{type(exc).__name__}: {exc}"}
     from bench import authservice
 
     auth: dict[str, Any] = {}

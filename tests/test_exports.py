@@ -27,6 +27,9 @@ MODULES = [
     "bearerguard.django",
     "bearerguard.otel",
     "bearerguard.backends.introspection",
+    "bearerguard.backends.jwt",
+    "bearerguard.backends.chain",
+    "bearerguard.resource",
 ]
 
 

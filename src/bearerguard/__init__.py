@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .asgi import BearerGuardMiddleware
-from .backends import AsyncTokenBackend, IntrospectionBackend, StoreBackend, TokenBackend
+from .backends import (
+    AsyncTokenBackend,
+    ChainBackend,
+    IntrospectionBackend,
+    StoreBackend,
+    TokenBackend,
+)
 from .cache import TokenCache
 from .clientip import ClientIPResolver
 from .errors import BackendUnavailable, BearerGuardError, Challenge, ConfigurationError
 from .flow import Guard
+from .resource import ResourceMetadata
 from .stores import open_store
 from .tokens import Identity, Invalidation, TokenInfo
 from .wsgi import WSGIBearerGuard
@@ -21,6 +30,7 @@ __all__ = [
     "BackendUnavailable",
     "BearerGuardError",
     "BearerGuardMiddleware",
+    "ChainBackend",
     "Challenge",
     "ClientIPResolver",
     "ConfigurationError",
@@ -28,6 +38,8 @@ __all__ = [
     "Identity",
     "IntrospectionBackend",
     "Invalidation",
+    "JWTBackend",
+    "ResourceMetadata",
     "StoreBackend",
     "TokenBackend",
     "TokenCache",
@@ -36,3 +48,12 @@ __all__ = [
     "__version__",
     "open_store",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # JWTBackend needs the jwt extra (PyJWT): imported on first use only.
+    if name == "JWTBackend":
+        from .backends.jwt import JWTBackend
+
+        return JWTBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

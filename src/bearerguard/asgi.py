@@ -63,11 +63,16 @@ class BearerGuardMiddleware:
         # hook needs RequestFacts: both take the full flow.
         self._fast = not self.guard.query_token and self.guard.on_decision is None
         self._cached = self.guard.cached_identity
+        resource = self.guard.resource
+        self._wellknown = resource.paths if resource is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
+            return
+        if self._wellknown is not None and kind == "http" and scope["path"] in self._wellknown:
+            await self._serve_metadata(scope, receive, send)
             return
         if kind == "http" and self._fast:
             # Hot path: one Authorization header whose token is fresh in the cache.
@@ -138,8 +143,25 @@ class BearerGuardMiddleware:
             self._caller.refresh(decision.follow_up)
         return decision
 
+    async def _serve_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # RFC 9728 §3: the metadata is public; only GET (and HEAD) read it.
+        resource = self.guard.resource
+        assert resource is not None
+        if scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        body = resource.body
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
+
     async def _refuse_http(self, challenge: Challenge, send: Send) -> None:
-        headers = [(k.encode(), v.encode()) for k, v in challenge.to_headers(self.guard.realm)]
+        headers = [(k.encode(), v.encode()) for k, v in self.guard.challenge_headers(challenge)]
         await send({"type": "http.response.start", "status": challenge.status, "headers": headers})
         await send({"type": "http.response.body", "body": challenge.to_body()})
 
@@ -147,7 +169,7 @@ class BearerGuardMiddleware:
         # Refuse before accept. With the WebSocket Denial Response extension the client
         # sees our status and challenge; without it the server answers 403.
         if "websocket.http.response" in scope.get("extensions", {}):
-            headers = [(k.encode(), v.encode()) for k, v in challenge.to_headers(self.guard.realm)]
+            headers = [(k.encode(), v.encode()) for k, v in self.guard.challenge_headers(challenge)]
             await send(
                 {
                     "type": "websocket.http.response.start",

@@ -8,10 +8,19 @@ The ``BEARERGUARD_*`` variables (docs/design.md, "Examples")::
     BEARERGUARD_STORE               store URL when not introspecting
                                     (default ``sqlite:///bearerguard.db``)
     BEARERGUARD_TRUSTED_PROXIES     comma-separated IPs/CIDRs whose X-Forwarded-For is believed
+    BEARERGUARD_JWT_ISSUER          an issuer of RFC 9068 JWT access tokens (JWTBackend)
+    BEARERGUARD_JWKS_URL            its JWKS (optional: found through its metadata)
+    BEARERGUARD_AUDIENCE            this API's name in tokens: audience= (any backend)
+    BEARERGUARD_RESOURCE            this API's resource URL: RFC 9728 metadata on
 
 The three introspection variables together select `IntrospectionBackend`; setting only
 some of them is an error (never a silent fall-back to another backend). Without them,
-``BEARERGUARD_STORE`` selects `StoreBackend` over ``open_store(url)``.
+``BEARERGUARD_STORE`` selects `StoreBackend` over ``open_store(url)``. With
+``BEARERGUARD_JWT_ISSUER`` the backend is ``ChainBackend([JWTBackend, that one])``, or
+`JWTBackend` alone when neither introspection nor ``BEARERGUARD_STORE`` is set. The
+JWT audience is ``BEARERGUARD_AUDIENCE``, else ``BEARERGUARD_RESOURCE``.
+``BEARERGUARD_RESOURCE`` names the JWT issuer and the introspection URL's origin as
+the authorization servers.
 
 Usage::
 
@@ -27,9 +36,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
+from .backends.chain import ChainBackend
+from .backends.introspection import IntrospectionBackend
 from .backends.store import StoreBackend
 from .clientip import ClientIPResolver
 from .errors import BearerGuardError, ConfigurationError
+from .resource import ResourceMetadata
 from .stores import open_store
 
 __all__ = ["DEFAULT_STORE", "ENV_VARS", "EnvSettings", "from_env"]
@@ -41,8 +55,22 @@ CLIENT_ID = "BEARERGUARD_CLIENT_ID"
 CLIENT_SECRET = "BEARERGUARD_CLIENT_SECRET"  # noqa: S105  (a variable name)
 STORE = "BEARERGUARD_STORE"
 TRUSTED_PROXIES = "BEARERGUARD_TRUSTED_PROXIES"
+JWT_ISSUER = "BEARERGUARD_JWT_ISSUER"
+JWKS_URL = "BEARERGUARD_JWKS_URL"
+AUDIENCE = "BEARERGUARD_AUDIENCE"
+RESOURCE = "BEARERGUARD_RESOURCE"
 
-ENV_VARS = (INTROSPECTION_URL, CLIENT_ID, CLIENT_SECRET, STORE, TRUSTED_PROXIES)
+ENV_VARS = (
+    INTROSPECTION_URL,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    STORE,
+    TRUSTED_PROXIES,
+    JWT_ISSUER,
+    JWKS_URL,
+    AUDIENCE,
+    RESOURCE,
+)
 """Every variable `from_env` reads."""
 
 
@@ -57,11 +85,18 @@ class EnvSettings:
     backend: Any
     trusted_proxies: tuple[str, ...] = ()
     source: str = field(default="", compare=False)
+    audience: str | None = None
+    resource_metadata: ResourceMetadata | None = None
 
     @property
     def options(self) -> dict[str, Any]:
         """Keyword options for `BearerGuardMiddleware` / `WSGIBearerGuard` / `Guard`."""
-        return {"trusted_proxies": self.trusted_proxies}
+        options: dict[str, Any] = {"trusted_proxies": self.trusted_proxies}
+        if self.audience is not None:
+            options["audience"] = self.audience
+        if self.resource_metadata is not None:
+            options["resource_metadata"] = self.resource_metadata
+        return options
 
     def close(self) -> None:
         """Release the backend's connections (sync face)."""
@@ -95,13 +130,64 @@ def _proxies(environ: Mapping[str, str]) -> tuple[str, ...]:
 def from_env(environ: Mapping[str, str] | None = None) -> EnvSettings:
     """Build the backend and middleware options from ``BEARERGUARD_*`` variables.
 
-    `environ` defaults to `os.environ`. The introspection backend is imported only when
-    selected. Returns `EnvSettings`; raises ConfigurationError naming the variable at
-    fault (partial introspection settings, a bad URL, a bad trusted proxy) — the
-    message never contains the client secret.
+    `environ` defaults to `os.environ`; `JWTBackend` (the ``jwt`` extra) is imported
+    only when an issuer is set. Returns `EnvSettings`; raises ConfigurationError naming
+    the variable at fault (partial introspection settings, a bad URL, a bad trusted
+    proxy, an issuer without an audience) — the message never contains the client secret.
     """
     env = os.environ if environ is None else environ
     proxies = _proxies(env)
+    issuer, jwks_url = _get(env, JWT_ISSUER), _get(env, JWKS_URL)
+    audience, resource = _get(env, AUDIENCE) or None, _get(env, RESOURCE) or None
+    if jwks_url and not issuer:
+        raise ConfigurationError(f"{JWKS_URL} needs {JWT_ISSUER}")
+    other = _other_backend(env, default_store=not issuer)
+    servers: list[str] = []
+    backend, source = other if other is not None else (None, "")
+    if issuer:
+        jwt_audience = audience or resource
+        if jwt_audience is None:
+            _close(backend)
+            raise ConfigurationError(f"{JWT_ISSUER} needs {AUDIENCE} or {RESOURCE}")
+        from .backends.jwt import JWTBackend
+
+        try:
+            jwt = JWTBackend(issuer, jwt_audience, jwks_url or None)
+        except ConfigurationError as exc:
+            _close(backend)
+            raise ConfigurationError(f"{JWT_ISSUER}/{JWKS_URL}: {exc}") from None
+        servers.append(issuer)
+        source = f"jwt {issuer}" + (f" + {source}" if source else "")
+        backend = jwt if backend is None else ChainBackend([jwt, backend])
+    if isinstance(backend, IntrospectionBackend):
+        url = httpx.URL(backend.url)
+        servers.append(str(url.copy_with(path="/", query=None)).rstrip("/"))
+    elif isinstance(backend, ChainBackend):
+        servers += [
+            str(httpx.URL(b.url).copy_with(path="/", query=None)).rstrip("/")
+            for b in backend.backends
+            if isinstance(b, IntrospectionBackend)
+        ]
+    metadata = None
+    if resource is not None:
+        try:
+            metadata = ResourceMetadata(resource, tuple(servers))
+        except ConfigurationError as exc:
+            _close(backend)
+            raise ConfigurationError(f"{RESOURCE}: {exc}") from None
+    return EnvSettings(backend, proxies, source, audience, metadata)
+
+
+def _close(backend: object) -> None:
+    close = getattr(backend, "close", None)
+    if callable(close):
+        with contextlib.suppress(Exception):
+            close()
+
+
+def _other_backend(environ: Mapping[str, str], *, default_store: bool) -> tuple[Any, str] | None:
+    """Introspection or the store, as the variables say; None when they say neither."""
+    env = environ
     intro = {name: _get(env, name) for name in (INTROSPECTION_URL, CLIENT_ID, CLIENT_SECRET)}
     if any(intro.values()):
         missing = [name for name, value in intro.items() if not value]
@@ -110,14 +196,14 @@ def from_env(environ: Mapping[str, str] | None = None) -> EnvSettings:
                 f"introspection needs {INTROSPECTION_URL}, {CLIENT_ID} and {CLIENT_SECRET}; "
                 f"missing: {', '.join(missing)}"
             )
-        from .backends.introspection import IntrospectionBackend
-
         url = intro[INTROSPECTION_URL]
         try:
             backend: Any = IntrospectionBackend(url, intro[CLIENT_ID], intro[CLIENT_SECRET])
         except ConfigurationError as exc:
             raise ConfigurationError(f"{INTROSPECTION_URL}: {exc}") from None
-        return EnvSettings(backend, proxies, f"introspection {url}")
+        return backend, f"introspection {url}"
+    if not default_store and not _get(env, STORE):
+        return None
     url = _get(env, STORE) or DEFAULT_STORE
     try:
         store = open_store(url)
@@ -131,7 +217,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> EnvSettings:
         with contextlib.suppress(Exception):
             store.close()
         raise
-    return EnvSettings(backend, proxies, f"store {_redact(url)}")
+    return backend, f"store {_redact(url)}"
 
 
 def _redact(url: str) -> str:

@@ -66,8 +66,11 @@ class Challenge:
     scope: str | None = None
     retry_after: int | None = None
 
-    def to_header(self, realm: str) -> str:
-        """Render the ``WWW-Authenticate`` value for this refusal."""
+    def to_header(self, realm: str, resource_metadata: str | None = None) -> str:
+        """Render the ``WWW-Authenticate`` value for this refusal.
+
+        `resource_metadata` is the RFC 9728 §5.1 metadata URL, when the resource has one.
+        """
         parts = [f"Bearer realm={quote_param(realm)}"]
         if self.error is not None:
             parts.append(f"error={quote_param(self.error)}")
@@ -75,6 +78,8 @@ class Challenge:
                 parts.append(f"error_description={quote_param(self.description)}")
             if self.scope:
                 parts.append(f"scope={quote_param(self.scope)}")
+        if resource_metadata is not None:
+            parts.append(f"resource_metadata={quote_param(resource_metadata)}")
         return ", ".join(parts)
 
     def to_body(self) -> bytes:
@@ -87,13 +92,13 @@ class Challenge:
             body["scope"] = self.scope
         return json.dumps(body, separators=(",", ":")).encode()
 
-    def to_headers(self, realm: str) -> list[tuple[str, str]]:
+    def to_headers(self, realm: str, resource_metadata: str | None = None) -> list[tuple[str, str]]:
         """Return all response headers for this refusal (text, in order)."""
         body_len = len(self.to_body())
         headers = [
             ("content-type", "application/json"),
             ("content-length", str(body_len)),
-            ("www-authenticate", self.to_header(realm)),
+            ("www-authenticate", self.to_header(realm, resource_metadata)),
             ("cache-control", "no-store"),
         ]
         if self.retry_after is not None:

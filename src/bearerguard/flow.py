@@ -12,15 +12,18 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from . import resource as _resource
 from .cache import TokenCache
 from .clientip import ClientIPResolver, normalize_ip
 from .credentials import DEFAULT_MAX_TOKEN_LENGTH, MalformedCredentials, extract_token
 from .errors import BackendUnavailable, Challenge, ConfigurationError, quote_param
 from .metrics import Metrics
-from .policy import UNAVAILABLE, decide, insufficient_scope
+from .policy import UNAVAILABLE, audience_ok, decide, insufficient_scope
+from .resource import ResourceMetadata
 from .tokens import Identity, TokenInfo, fingerprint, token_key
 
 __all__ = [
@@ -113,6 +116,12 @@ class Guard:
     - `query_token`: accept RFC 6750 §2.3 ``access_token`` in the query string (off;
       URIs end up in logs). `websocket_query_token`: the same for WebSockets only.
     - `ip_binding`: refuse tokens used from another address than they were issued to.
+    - `audience`: this resource's name(s) (RFC 8707); a token whose audience names
+      other resources only is refused with 401. `require_audience`: refuse tokens that
+      name no audience at all too (a JWT from `JWTBackend` always names one).
+    - `resource_metadata`: RFC 9728 metadata (a `ResourceMetadata`, a mapping of its
+      fields, or the resource URL); served at ``/.well-known/oauth-protected-resource``
+      and named in the ``resource_metadata`` parameter of every 401 challenge.
     - `cache_ttl`, `cache_maxsize`, `negative_cache_ttl`, `negative_cache_maxsize`,
       `touch_interval`, `stale_if_error`: see `TokenCache`.
     - `max_token_length`: longer tokens are refused with 400 before any lookup.
@@ -134,6 +143,9 @@ class Guard:
         query_token: bool = False,
         websocket_query_token: bool = False,
         ip_binding: bool = True,
+        audience: str | Iterable[str] | None = None,
+        require_audience: bool = False,
+        resource_metadata: ResourceMetadata | Mapping[str, Any] | str | None = None,
         cache_ttl: float = 10.0,
         cache_maxsize: int = 100_000,
         negative_cache_ttl: float = 5.0,
@@ -159,6 +171,16 @@ class Guard:
         self.query_token = query_token
         self.websocket_query_token = websocket_query_token or query_token
         self.ip_binding = ip_binding
+        self.audience = _audiences(audience)
+        if require_audience and self.audience is None:
+            raise ConfigurationError("require_audience needs audience=")
+        self.require_audience = require_audience
+        self.resource = _resource.resource_metadata(
+            resource_metadata,
+            apis=() if api is None else (api,),
+            query_token=query_token,
+        )
+        self._metadata_url = None if self.resource is None else self.resource.metadata_url
         self.max_token_length = max_token_length
         self.clock = clock
         self.is_public = _public_matcher(public_paths)
@@ -216,6 +238,9 @@ class Guard:
                 memo[peer] = client_ip
         info = entry.info
         if self.ip_binding and info.bound_ip is not None and client_ip != info.bound_ip:
+            return None
+        aud = self.audience
+        if aud is not None and not audience_ok(info.audience, aud, self.require_audience):
             return None
         if self.api is not None and self.api not in info.apis:
             return None
@@ -321,7 +346,14 @@ class Guard:
             now = self.clock()
         client_ip = self.resolver.resolve(facts.peer, facts.forwarded_for)
         verdict = decide(
-            info, client_ip, api or self.api, now, ip_binding=self.ip_binding, fingerprint=fp
+            info,
+            client_ip,
+            api or self.api,
+            now,
+            ip_binding=self.ip_binding,
+            fingerprint=fp,
+            audience=self.audience,
+            require_audience=self.require_audience,
         )
         if isinstance(verdict, Challenge):
             return Deny(verdict, info.key_id if info else None, client_ip, fp)
@@ -350,9 +382,23 @@ class Guard:
         if answer is None or isinstance(answer, TokenInfo):
             self.cache.put(key, answer, self.clock())
 
+    def challenge_headers(self, challenge: Challenge) -> list[tuple[str, str]]:
+        """The response headers of a refusal; a 401 names the RFC 9728 metadata."""
+        url = self._metadata_url if challenge.status == 401 else None
+        return challenge.to_headers(self.realm, resource_metadata=url)
+
     def check_api(self, identity: Identity, api: str) -> Challenge | None:
         """For per-route requirements: the challenge if `identity` lacks `api`."""
         return None if api in identity.apis else insufficient_scope(api)
+
+
+def _audiences(value: str | Iterable[str] | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    names = frozenset([value] if isinstance(value, str) else value)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ConfigurationError("audience must be a non-empty string or strings")
+    return names
 
 
 BAD_ANSWER = TokenInfo("", frozenset())

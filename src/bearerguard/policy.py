@@ -8,9 +8,12 @@ from .tokens import Identity, TokenInfo
 __all__ = [
     "EXPIRED",
     "INVALID",
+    "NO_AUDIENCE",
     "UNAVAILABLE",
     "UNKNOWN_ADDRESS",
     "WRONG_ADDRESS",
+    "WRONG_AUDIENCE",
+    "audience_ok",
     "decide",
     "insufficient_scope",
 ]
@@ -19,6 +22,8 @@ INVALID = Challenge(401, "invalid_token", "The access token is unknown, revoked 
 EXPIRED = Challenge(401, "invalid_token", "The access token expired")
 WRONG_ADDRESS = Challenge(401, "invalid_token", "The access token is not valid from this address")
 UNKNOWN_ADDRESS = Challenge(401, "invalid_token", "The client address could not be determined")
+WRONG_AUDIENCE = Challenge(401, "invalid_token", "The access token is meant for another resource")
+NO_AUDIENCE = Challenge(401, "invalid_token", "The access token names no audience")
 UNAVAILABLE = Challenge(
     503, "temporarily_unavailable", "The token could not be checked; try again shortly"
 )
@@ -36,6 +41,22 @@ def insufficient_scope(api: str) -> Challenge:
     return ch
 
 
+def audience_ok(
+    token_audience: frozenset[str], audience: frozenset[str] | None, require: bool
+) -> bool:
+    """RFC 8707: whether a token meant for `token_audience` may be used here.
+
+    `audience` is the set of names this resource answers to (None: no check). A token
+    naming resources must name one of them; a token naming none passes unless
+    `require`.
+    """
+    if audience is None:
+        return True
+    if token_audience:
+        return not token_audience.isdisjoint(audience)
+    return not require
+
+
 def decide(
     info: TokenInfo | None,
     client_ip: str | None,
@@ -44,16 +65,21 @@ def decide(
     *,
     ip_binding: bool = True,
     fingerprint: str = "",
+    audience: frozenset[str] | None = None,
+    require_audience: bool = False,
 ) -> Identity | Challenge:
     """Apply the auth service's rules to one request.
 
-    Runs on every request, cache hits included: expiry, the address the token is bound
-    to and the API the route needs are checked here and nowhere else.
+    Runs on every request, cache hits included: expiry, the audience, the address the
+    token is bound to and the API the route needs are checked here and nowhere else.
     """
     if info is None:
         return INVALID
     if info.expires_at is not None and now >= info.expires_at:
         return EXPIRED
+    # RFC 8707 §2: a token meant for another resource must not be accepted here.
+    if audience is not None and not audience_ok(info.audience, audience, require_audience):
+        return WRONG_AUDIENCE if info.audience else NO_AUDIENCE
     # "Tokens are tied to IP addresses and are only valid if used from the same IP
     # address used to obtain them." (auth service documentation)
     if ip_binding and info.bound_ip is not None and client_ip != info.bound_ip:

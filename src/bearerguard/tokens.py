@@ -43,6 +43,8 @@ class TokenInfo:
     answer; with sliding expiry the source moves it on every use. `ttl` is the sliding
     lifetime in seconds when the source tells it. `bound_ip` is the normalised address
     the token was issued to, or None when the source does not bind tokens to addresses.
+    `audience` holds the resources the token is meant for (RFC 8707 ``resource``, a
+    JWT's or an introspection answer's ``aud``); empty when the source names none.
     """
 
     key_id: str
@@ -51,6 +53,7 @@ class TokenInfo:
     expires_at: float | None = None
     ttl: float | None = None
     claims: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, compare=False, repr=False)
+    audience: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

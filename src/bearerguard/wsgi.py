@@ -62,8 +62,14 @@ class WSGIBearerGuard:
         )
         self._unsubscribe = wire_invalidations(backend, self.guard)
         self._fast = not self.guard.query_token and self.guard.on_decision is None
+        resource = self.guard.resource
+        self._wellknown = resource.paths if resource is not None else None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if self._wellknown is not None and environ.get("PATH_INFO") in self._wellknown:
+            method = environ.get("REQUEST_METHOD")
+            if method in ("GET", "HEAD"):
+                return self._serve_metadata(method, start_response)
         auth = environ.get("HTTP_AUTHORIZATION")
         if auth is not None and self._fast and auth.isascii():
             # Hot path: the token is fresh in the cache.
@@ -117,9 +123,18 @@ class WSGIBearerGuard:
             self._caller.refresh(decision.follow_up)
         return decision
 
+    def _serve_metadata(self, method: str, start_response: StartResponse) -> list[bytes]:
+        # RFC 9728 §3: the metadata is public.
+        resource = self.guard.resource
+        assert resource is not None
+        body = resource.body
+        headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+        start_response("200 OK", headers)
+        return [b"" if method == "HEAD" else body]
+
     def refuse(self, challenge: Challenge, start_response: StartResponse) -> list[bytes]:
         """Answer with `challenge`: status, ``WWW-Authenticate`` and the JSON body."""
-        start_response(_status_line(challenge.status), challenge.to_headers(self.guard.realm))
+        start_response(_status_line(challenge.status), self.guard.challenge_headers(challenge))
         return [challenge.to_body()]
 
     def close(self) -> None:

@@ -124,7 +124,8 @@ def token_info_from_introspection(
     - ``active`` false or missing → None (RFC 7662: "active" is REQUIRED; anything but
       true is not active);
     - ``client_id`` (else ``sub``) → key_id; ``scope`` (space-separated) → apis;
-      ``exp`` → expires_at; the extension member ``ip`` → bound_ip (normalised);
+      ``exp`` → expires_at; ``aud`` (a string or an array of strings) → audience;
+      the extension member ``ip`` → bound_ip (normalised);
     - ``ttl`` or ``expires_in`` (extension members, seconds) → ttl, the sliding
       lifetime. Without them ttl is ``exp - now``: an introspection counts as a use, so
       for a sliding token that is its full lifetime, and the cache refreshes the token
@@ -162,7 +163,17 @@ def token_info_from_introspection(
         bound_ip = normalize_ip(ip_text)
         if bound_ip is None:
             raise BackendUnavailable("introspection member 'ip' is not an IP address")
-    return TokenInfo(key_id, apis, bound_ip, exp, ttl, dict(data))
+    return TokenInfo(key_id, apis, bound_ip, exp, ttl, dict(data), _audience(data))
+
+
+def _audience(data: Mapping[str, Any]) -> frozenset[str]:
+    aud = data.get("aud")
+    if aud is None:
+        return frozenset()
+    names = [aud] if isinstance(aud, str) else aud
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BackendUnavailable("introspection member 'aud' is not a string or strings")
+    return frozenset(names)
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rnd: float) -> float:

@@ -63,6 +63,7 @@ from .forms import (
     check_form_content_type,
     client_credentials,
     parse_form,
+    parse_resources,
     parse_scope,
     too_long,
 )
@@ -82,6 +83,7 @@ DEFAULT_BODY_TIMEOUT = 10.0
 """Seconds a client has to send the whole request body (then 408)."""
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_REPEATABLE = frozenset({"resource"})
 _T = TypeVar("_T")
 
 
@@ -209,7 +211,8 @@ class _Service:
         if header_bytes > MAX_HEADER_BYTES:
             raise BadRequest("invalid_request", "Request headers too large", 431)
         check_form_content_type(request.headers.get("content-type"))
-        return parse_form(await _read_body(request, self.max_body, self.body_timeout))
+        body = await _read_body(request, self.max_body, self.body_timeout)
+        return parse_form(body, repeatable=_REPEATABLE)
 
     def _invalid_client(self, description: str = "Invalid credentials") -> BadRequest:
         return BadRequest("invalid_client", description, 401)
@@ -293,6 +296,8 @@ class _Service:
             if not requested <= key.apis:
                 raise BadRequest("invalid_scope", "The key does not grant the requested scope")
             apis = requested
+        # RFC 8707 §2: the token is meant for these resources (its audience).
+        audience = parse_resources(form.get("resource"))
         ip = self._client_ip(request)
         if ip is None:
             raise BadRequest("invalid_request", "Cannot determine the client address")
@@ -308,6 +313,7 @@ class _Service:
                 issued_at=now,
                 ttl=self.token_ttl,
                 expires_at=now + self.token_ttl,
+                audience=audience,
             )
         )
         self.metrics.tokens_issued += 1
@@ -343,8 +349,14 @@ class _Service:
             # RFC 7662 §2.2: no detail about why a token is not active.
             return JSONResponse({"active": False}, headers=_NO_STORE)
         self.metrics.introspections["active"] += 1
+        extra: dict[str, Any] = {}
+        if record.audience:
+            # RFC 7662 §2.2: aud is a string or an array of strings.
+            aud = record.audience
+            extra["aud"] = aud[0] if len(aud) == 1 else list(aud)
         return JSONResponse(
             {
+                **extra,
                 "active": True,
                 "client_id": record.key_id,
                 "scope": " ".join(sorted(record.apis)),
@@ -389,6 +401,9 @@ class _Service:
                 "introspection_endpoint": issuer + "/introspect",
                 "revocation_endpoint": issuer + "/revoke",
                 "grant_types_supported": ["client_credentials"],
+                # RFC 8707: /login takes resource; RFC 6750 §2.1: tokens go in a header.
+                # (resource_indicators_supported is not IANA-registered; it says so.)
+                "resource_indicators_supported": True,
                 "response_types_supported": [],
                 "token_endpoint_auth_methods_supported": auth_methods,
                 "introspection_endpoint_auth_methods_supported": auth_methods,

@@ -13,7 +13,7 @@ import binascii
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlsplit
 
 __all__ = [
     "MAX_AUTHORIZATION_LENGTH",
@@ -24,6 +24,7 @@ __all__ = [
     "client_credentials",
     "parse_basic",
     "parse_form",
+    "parse_resources",
     "parse_scope",
     "too_long",
 ]
@@ -97,12 +98,16 @@ def _decode_component(raw: bytes) -> str:
         raise BadRequest("invalid_request", "Form data is not valid UTF-8") from None
 
 
-def parse_form(body: bytes, *, max_fields: int = MAX_FIELDS) -> dict[str, str]:
+def parse_form(
+    body: bytes, *, max_fields: int = MAX_FIELDS, repeatable: frozenset[str] = frozenset()
+) -> dict[str, str]:
     """Parse an ``application/x-www-form-urlencoded`` body strictly.
 
     RFC 6749 §3.1: parameters sent without a value are treated as omitted, and
     "request and response parameters MUST NOT be included more than once" — a repeated
-    name is `invalid_request`. Raises BadRequest for too many fields, bytes outside
+    name is `invalid_request`, except names in `repeatable` (RFC 8707 ``resource``),
+    whose values are joined with a newline (never part of a value: control characters
+    are refused). Raises BadRequest for too many fields, bytes outside
     ASCII, invalid UTF-8 after percent-decoding, or control characters.
     """
     if not body.strip():
@@ -120,11 +125,11 @@ def parse_form(body: bytes, *, max_fields: int = MAX_FIELDS) -> dict[str, str]:
         value = _decode_component(raw_value)
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name + value):
             raise BadRequest("invalid_request", "Form data contains control characters")
-        if name in seen:
+        if name in seen and name not in repeatable:
             raise BadRequest("invalid_request", f"Parameter {_safe(name)} given more than once")
         seen.add(name)
         if value:
-            form[name] = value
+            form[name] = form[name] + "\n" + value if name in form else value
     return form
 
 
@@ -211,6 +216,35 @@ def parse_scope(value: str | None) -> frozenset[str] | None:
     if not all(_SCOPE_TOKEN.fullmatch(n) for n in names):
         raise BadRequest("invalid_scope", "Malformed scope")
     return frozenset(names)
+
+
+MAX_RESOURCES = 8
+MAX_RESOURCE_LENGTH = 512
+
+
+def parse_resources(value: str | None) -> tuple[str, ...]:
+    """The RFC 8707 ``resource`` values of a form (see `parse_form`), sorted; () if none.
+
+    RFC 8707 §2: each "MUST be an absolute URI" and "MUST NOT include a fragment
+    component"; anything else is ``invalid_target``. At most `MAX_RESOURCES` of at
+    most `MAX_RESOURCE_LENGTH` characters each.
+    """
+    if value is None:
+        return ()
+    names = value.split("\n")
+    bad = BadRequest("invalid_target", "The resource must be an absolute URI without a fragment")
+    if len(names) > MAX_RESOURCES:
+        raise BadRequest("invalid_target", "Too many resource parameters")
+    for name in names:
+        if len(name) > MAX_RESOURCE_LENGTH or not name.isprintable() or " " in name:
+            raise bad
+        try:
+            parts = urlsplit(name)
+        except ValueError:
+            raise bad from None
+        if not parts.scheme or not (parts.netloc or parts.path) or "#" in name:
+            raise bad
+    return tuple(sorted(set(names)))
 
 
 def too_long(creds: ClientCredentials) -> bool:

@@ -139,6 +139,8 @@ class TokenRecord:
     issued_at: float
     ttl: float
     expires_at: float
+    audience: tuple[str, ...] = ()
+    """RFC 8707: the resources the token was requested for (empty: none named)."""
 
     def touched(self, now: float) -> TokenRecord:
         """This record after a use at `now` (sliding expiry)."""
@@ -151,6 +153,7 @@ class TokenRecord:
             bound_ip=self.bound_ip,
             expires_at=self.expires_at,
             ttl=self.ttl,
+            audience=frozenset(self.audience),
         )
 
 

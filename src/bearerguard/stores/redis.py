@@ -123,6 +123,7 @@ def encode_token(record: TokenRecord) -> str:
             "iat": record.issued_at,
             "ttl": record.ttl,
             "ttl_ms": _ttl_ms(record.ttl),
+            **({"aud": list(record.audience)} if record.audience else {}),
         },
         separators=(",", ":"),
     )
@@ -134,8 +135,10 @@ def decode_token(digest: str, value: bytes | str, expires_at: float) -> TokenRec
     if not isinstance(data, dict):
         raise ValueError("token record is not an object")
     apis = data["a"]
-    if not isinstance(apis, list) or not all(isinstance(a, str) for a in apis):
-        raise ValueError("token apis is not a list of strings")
+    audience = data.get("aud", [])
+    for names in (apis, audience):
+        if not isinstance(names, list) or not all(isinstance(a, str) for a in names):
+            raise ValueError("token apis or audience is not a list of strings")
     return TokenRecord(
         digest=digest,
         key_id=str(data["k"]),
@@ -144,6 +147,7 @@ def decode_token(digest: str, value: bytes | str, expires_at: float) -> TokenRec
         issued_at=float(data["iat"]),
         ttl=float(data["ttl"]),
         expires_at=expires_at,
+        audience=tuple(audience),
     )
 
 

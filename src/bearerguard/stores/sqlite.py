@@ -54,7 +54,8 @@ _SCHEMA = (
         bound_ip TEXT NOT NULL,
         issued_at REAL NOT NULL,
         ttl REAL NOT NULL,
-        expires_at REAL NOT NULL
+        expires_at REAL NOT NULL,
+        audience TEXT NOT NULL DEFAULT '[]'
     )""",
     "CREATE INDEX IF NOT EXISTS bg_tokens_key ON bg_tokens (key_id)",
     "CREATE INDEX IF NOT EXISTS bg_tokens_expiry ON bg_tokens (expires_at)",
@@ -74,11 +75,11 @@ _SQL_PUT_KEY = (
 # The key check and the insert are one statement (see `put_token`).
 _SQL_PUT = (
     "INSERT OR REPLACE INTO bg_tokens "
-    "(digest, key_id, apis, bound_ip, issued_at, ttl, expires_at) "
-    "SELECT ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM bg_keys WHERE key_id = ?)"
+    "(digest, key_id, apis, bound_ip, issued_at, ttl, expires_at, audience) "
+    "SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM bg_keys WHERE key_id = ?)"
 )
 _SQL_GET = (
-    "SELECT digest, key_id, apis, bound_ip, issued_at, ttl, expires_at FROM bg_tokens "
+    "SELECT digest, key_id, apis, bound_ip, issued_at, ttl, expires_at, audience FROM bg_tokens "
     "WHERE digest = ? AND expires_at > ?"
 )
 # Lookup-and-extend in one statement: no other writer can come between. MAX keeps expiry
@@ -87,7 +88,7 @@ _SQL_TOUCH = (
     "UPDATE bg_tokens SET expires_at = MAX(expires_at, ? + ttl) WHERE digest = ? AND expires_at > ?"
 )
 _SQL_TOUCH_RETURNING = (
-    _SQL_TOUCH + " RETURNING digest, key_id, apis, bound_ip, issued_at, ttl, expires_at"
+    _SQL_TOUCH + " RETURNING digest, key_id, apis, bound_ip, issued_at, ttl, expires_at, audience"
 )
 
 # Expired rows are deleted at most this often (seconds), when a token is stored.
@@ -130,8 +131,9 @@ def _apis_from_db(value: str) -> frozenset[str]:
 
 
 def _token_from_row(row: tuple[Any, ...]) -> TokenRecord:
-    digest, key_id, apis, bound_ip, issued_at, ttl, expires_at = row
+    digest, key_id, apis, bound_ip, issued_at, ttl, expires_at, audience = row
     return TokenRecord(
+        audience=tuple(sorted(_apis_from_db(audience))),
         digest=str(digest),
         key_id=str(key_id),
         apis=_apis_from_db(apis),
@@ -256,6 +258,10 @@ class SQLiteStore:
         with self._transaction(conn):
             for stmt in _SCHEMA:
                 conn.execute(stmt)
+            # Files made before tokens carried an RFC 8707 audience gain the column.
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(bg_tokens)")}
+            if "audience" not in columns:
+                conn.execute("ALTER TABLE bg_tokens ADD COLUMN audience TEXT NOT NULL DEFAULT '[]'")
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
@@ -335,6 +341,7 @@ class SQLiteStore:
                     record.issued_at,
                     record.ttl,
                     record.expires_at,
+                    _apis_to_db(record.audience),
                     record.key_id,
                 ),
             )
