@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench soak lint typecheck pytest clean
+.PHONY: test demo bench soak lint typecheck pytest clean chromium
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -25,7 +25,17 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-test: lint typecheck pytest
+# The panel's browser tests drive Debian's Chromium: installed with apt when missing;
+# where that cannot be done, one line says what to install.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -q >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null && \
+		test -x $(CHROMIUM); } || \
+		{ echo "make test needs Chromium at $(CHROMIUM): install Debian's chromium package (apt-get install chromium)" >&2; exit 1; }
+
+test: chromium lint typecheck pytest
 
 # The auth service and the protected Starlette example on 127.0.0.1, over SQLite.
 demo: $(STAMP)

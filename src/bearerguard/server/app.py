@@ -129,6 +129,16 @@ class _Store:
     async def ping(self) -> None:
         await self._call("ping")
 
+    async def call_sync(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """A sync-only store operation (accounts, sessions) in a worker thread."""
+        try:
+            return await run_in_threadpool(getattr(self.store, name), *args, **kwargs)
+        except BackendUnavailable:
+            raise
+        except Exception as exc:
+            logger.error("store %s failed: %s", name, type(exc).__name__)
+            raise StoreUnavailable(f"store {name} raised {type(exc).__name__}") from exc
+
     async def close(self) -> None:
         if self.astore is not None:
             await self.astore.aclose()
@@ -236,7 +246,7 @@ class _Service:
                 "invalid_client", "Too many failed attempts; try again later", 429, wait
             )
         key = await self.store.get_key(creds.key_id)
-        if not verify_secret(key, creds.secret) or key is None:
+        if not verify_secret(key, creds.secret, self.clock()) or key is None:
             self.throttle.failed(creds.key_id)
             self.metrics.login_failures += 1
             logger.info(
@@ -246,6 +256,11 @@ class _Service:
             )
             raise self._invalid_client()
         self.throttle.succeeded(creds.key_id)
+        if key.account:
+            # A disabled (or deleted) account's keys no longer log in.
+            owner = await self.store.call_sync("get_account", key.account)
+            if owner is None or owner.disabled:
+                raise self._invalid_client()
         return key
 
     def _client_ip(self, request: Request) -> str | None:

@@ -38,6 +38,7 @@ __all__ = [
     "new_key_id",
     "new_secret",
     "new_token",
+    "rotated",
     "verify_secret",
 ]
 
@@ -62,9 +63,19 @@ def new_token() -> str:
 
 
 def new_key(
-    apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+    apis: Iterable[str],
+    *,
+    introspect: bool = False,
+    now: float | None = None,
+    account: str = "",
+    name: str = "",
+    expires_at: float | None = None,
 ) -> tuple[KeyRecord, str]:
-    """A fresh key record and its secret (the caller stores the record, shows the secret)."""
+    """A fresh key record and its secret (the caller stores the record, shows the secret).
+
+    `account` is the owner ("" for the operator), `name` free text, `expires_at` an
+    optional wall-clock time after which the key's secrets stop working.
+    """
     secret = new_secret()
     record = KeyRecord(
         key_id=new_key_id(),
@@ -72,8 +83,25 @@ def new_key(
         introspect=introspect,
         created_at=time.time() if now is None else now,
         secret_digest=digest_secret(secret),
+        account=account,
+        name=name,
+        expires_at=expires_at,
     )
     return record, secret
+
+
+def rotated(record: KeyRecord, grace: float, now: float) -> tuple[KeyRecord, str]:
+    """`record` with a fresh secret; the current one stays valid until ``now + grace``."""
+    secret = new_secret()
+    return (
+        replace(
+            record,
+            secret_digest=digest_secret(secret),
+            old_secret_digest=record.secret_digest if grace > 0 else "",
+            old_secret_until=now + grace if grace > 0 else 0.0,
+        ),
+        secret,
+    )
 
 
 def digest_secret(secret: str) -> str:
@@ -81,13 +109,25 @@ def digest_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def verify_secret(record: KeyRecord | None, secret: str) -> bool:
-    """Constant-time check of `secret` against a key record (False for no record)."""
+def verify_secret(record: KeyRecord | None, secret: str, now: float | None = None) -> bool:
+    """Constant-time check of `secret` against a key record (False for no record).
+
+    During a rotation's grace period the previous secret is good too; after the key's
+    expiry (if it has one) no secret is.
+    """
+    now = time.time() if now is None else now
     candidate = digest_secret(secret)
-    # Compare even when the key does not exist, so timing does not reveal which key
-    # ids are real.
+    # Compare even when the key does not exist, and with both slots whether or not a
+    # rotation is under way, so timing does not reveal which key ids are real.
     expected = record.secret_digest if record is not None else "0" * 64
-    return hmac.compare_digest(candidate, expected) and record is not None
+    previous = record.old_secret_digest if record is not None else ""
+    current_ok = hmac.compare_digest(candidate, expected)
+    previous_ok = hmac.compare_digest(candidate, previous or "1" * 64)
+    if record is None:
+        return False
+    if record.expires_at is not None and now >= record.expires_at:
+        return False
+    return current_ok or (previous_ok and bool(previous) and now < record.old_secret_until)
 
 
 class LocalSubscribers:
@@ -126,6 +166,22 @@ class KeyRecord:
     introspect: bool = False
     created_at: float = 0.0
     secret_digest: str = field(default="", repr=False)
+    # The customer control panel's fields (stores/accounts.py): owner ("" = operator),
+    # name, optional expiry, last login, and the previous secret during a rotation.
+    account: str = ""
+    name: str = ""
+    expires_at: float | None = None
+    last_used_at: float | None = None
+    old_secret_digest: str = field(default="", repr=False)
+    old_secret_until: float = 0.0
+
+    def status(self, now: float) -> str:
+        """``active``, ``expired``, or ``rotating`` (the previous secret still works)."""
+        if self.expires_at is not None and now >= self.expires_at:
+            return "expired"
+        if self.old_secret_digest and now < self.old_secret_until:
+            return "rotating"
+        return "active"
 
 
 @dataclass(frozen=True, slots=True)
