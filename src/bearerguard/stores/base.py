@@ -217,14 +217,21 @@ class TokenStore(Protocol):
     url: str
 
     def create_key(
-        self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+        self,
+        apis: Iterable[str],
+        *,
+        introspect: bool = False,
+        now: float | None = None,
+        account: str = "",
+        name: str = "",
+        expires_at: float | None = None,
     ) -> tuple[KeyRecord, str]:
         """Create a key; return its record and its secret (shown once, never stored)."""
         ...
 
     def get_key(self, key_id: str) -> KeyRecord | None: ...
 
-    def list_keys(self) -> list[KeyRecord]: ...
+    def list_keys(self, account: str | None = None) -> list[KeyRecord]: ...
 
     def revoke_key(self, key_id: str) -> bool:
         """Delete the key and all its tokens, announce it; False if there was no key."""
@@ -262,12 +269,19 @@ class AsyncTokenStore(Protocol):
     """The async face of a store: the same operations, prefixed with ``a``."""
 
     async def acreate_key(
-        self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+        self,
+        apis: Iterable[str],
+        *,
+        introspect: bool = False,
+        now: float | None = None,
+        account: str = "",
+        name: str = "",
+        expires_at: float | None = None,
     ) -> tuple[KeyRecord, str]: ...
 
     async def aget_key(self, key_id: str) -> KeyRecord | None: ...
 
-    async def alist_keys(self) -> list[KeyRecord]: ...
+    async def alist_keys(self, account: str | None = None) -> list[KeyRecord]: ...
 
     async def arevoke_key(self, key_id: str) -> bool: ...
 
