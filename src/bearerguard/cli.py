@@ -4,6 +4,7 @@
 
     bearerguard serve [--host 127.0.0.1] [--port 8000] [--store URL] [--token-ttl S]
                       [--trusted-proxy CIDR ...] [--issuer URL] [--access-log]
+                      [--rotation-grace S] [--panel-api-url URL]
     bearerguard keys create --api NAME [--api NAME ...] [--introspect] [--json] [--store URL]
                             [--account NAME] [--name TEXT] [--admin] [--expires-in S]
     bearerguard keys list [--json] [--store URL]
@@ -43,9 +44,11 @@ from .stores import open_store
 from .stores.accounts import (
     ADMIN_API,
     AccountStore,
+    account_view,
     check_account_name,
     check_apis,
     check_key_name,
+    key_view,
     new_account,
 )
 from .stores.base import TokenStore
@@ -145,6 +148,8 @@ def _serve(args: argparse.Namespace) -> int:
             trusted_proxies=args.trusted_proxy,
             issuer=args.issuer,
             close_store=True,
+            rotation_grace=args.rotation_grace,
+            panel_api_url=args.panel_api_url,
         )
     except BearerGuardError as exc:
         _close_quietly(store)
@@ -266,20 +271,8 @@ def _keys_list(args: argparse.Namespace) -> int:
     finally:
         _close_quietly(store)
     if args.json:
-        rows = [
-            {
-                "key_id": k.key_id,
-                "apis": sorted(k.apis),
-                "introspect": k.introspect,
-                "created_at": k.created_at,
-                "account": k.account,
-                "name": k.name,
-                "last_used_at": k.last_used_at,
-                "expires_at": k.expires_at,
-                "status": k.status(time.time()),
-            }
-            for k in keys
-        ]
+        now = time.time()
+        rows = [{**key_view(k, now), "apis": sorted(k.apis)} for k in keys]
         print(json.dumps(rows))
         return 0
     if not keys:
@@ -397,16 +390,7 @@ def _accounts_list(args: argparse.Namespace) -> int:
     finally:
         _close_quietly(store)
     if args.json:
-        rows = [
-            {
-                "account": a.name,
-                "apis": sorted(a.apis),
-                "disabled": a.disabled,
-                "created_at": a.created_at,
-            }
-            for a in accounts
-        ]
-        print(json.dumps(rows))
+        print(json.dumps([account_view(a) for a in accounts]))
         return 0
     if not accounts:
         print("no accounts")
@@ -495,6 +479,16 @@ def build_parser(demo: object | None = None) -> argparse.ArgumentParser:
     )
     serve.add_argument("--issuer", default=None, metavar="URL", help="public base URL")
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument(
+        "--rotation-grace",
+        type=float,
+        default=86400.0,
+        metavar="S",
+        help="how long a secret rotated in the panel or admin API keeps working (86400)",
+    )
+    serve.add_argument(
+        "--panel-api-url", default=None, metavar="URL", help="the API the panel's curl lines call"
+    )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )

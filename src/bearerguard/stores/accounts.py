@@ -28,10 +28,12 @@ __all__ = [
     "AccountRecord",
     "AccountStore",
     "SessionRecord",
+    "account_view",
     "check_account_name",
     "check_apis",
     "check_key_name",
     "hash_password",
+    "key_view",
     "new_account",
     "new_password",
     "verify_password",
@@ -216,3 +218,30 @@ class AccountStore(Protocol):
     def get_session(self, digest: str, now: float) -> SessionRecord | None: ...
 
     def delete_session(self, digest: str) -> None: ...
+
+
+# -- public views (the CLI's and the admin API's JSON: never a secret or a hash) ---------
+def key_view(record: KeyRecord, now: float) -> dict[str, Any]:
+    """What may be shown of a key: no secret, no digest."""
+    return {
+        "key_id": record.key_id,
+        "name": record.name,
+        "account": record.account,
+        "apis": sorted(a for a in record.apis if a != ADMIN_API),
+        "admin": ADMIN_API in record.apis,
+        "introspect": record.introspect,
+        "created_at": record.created_at,
+        "last_used_at": record.last_used_at,
+        "expires_at": record.expires_at,
+        "status": record.status(now),
+    }
+
+
+def account_view(record: AccountRecord) -> dict[str, Any]:
+    """What may be shown of an account: no password hash."""
+    return {
+        "account": record.name,
+        "apis": sorted(record.apis),
+        "disabled": record.disabled,
+        "created_at": record.created_at,
+    }
