@@ -30,8 +30,8 @@ pytest: $(STAMP)
 CHROMIUM := /usr/bin/chromium
 chromium:
 	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		apt-get update -q >/dev/null && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null && \
+		apt-get update -q >/dev/null 2>&1 && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 && \
 		test -x $(CHROMIUM); } || \
 		{ echo "make test needs Chromium at $(CHROMIUM): install Debian's chromium package (apt-get install chromium)" >&2; exit 1; }
 
