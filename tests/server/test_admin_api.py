@@ -143,3 +143,22 @@ def test_operator_keys_through_the_admin_api(admin: httpx.Client) -> None:
         {"apis": ["dns"], "introspect": "yes"},
     ):
         assert admin.post("/admin/keys", json=bad).status_code == 400, bad
+
+
+def test_the_key_listing_comes_in_pages(admin: httpx.Client) -> None:
+    for i in range(5):
+        r = admin.post("/admin/keys", json={"apis": ["dns"], "name": f"paged {i}"})
+        remember_secret(r.json()["secret"])
+    whole = admin.get("/admin/keys", params={"limit": 1000})
+    assert "link" not in whole.headers
+    seen: list[str] = []
+    url: str | None = "/admin/keys?limit=2"
+    while url is not None:
+        r = admin.get(url)
+        assert r.status_code == 200 and len(r.json()) <= 2
+        seen += [k["key_id"] for k in r.json()]
+        link = r.headers.get("link")
+        url = link[1 : link.index(">")] if link else None
+    assert seen == [k["key_id"] for k in whole.json()]
+    for bad in ("limit=0", "limit=1001", "limit=x", "after=nonsense"):
+        assert admin.get(f"/admin/keys?{bad}").status_code == 400

@@ -17,7 +17,7 @@ from bearerguard.stores.accounts import (
     new_account,
     verify_password,
 )
-from bearerguard.stores.base import verify_secret
+from bearerguard.stores.base import key_cursor, verify_secret
 from bearerguard.tokens import Invalidation, token_digest
 from helpers import remember_secret
 
@@ -192,3 +192,26 @@ def test_new_fields_on_the_async_face(store: Any) -> None:
         await store.aclose()
 
     asyncio.run(main())
+
+
+def test_keys_come_in_pages(store: Any) -> None:
+    made = []
+    for i, now in enumerate([5.0, 1.0, 3.0, 3.0, 3.0, 2.0, 4.0]):
+        key, secret = store.create_key(["dns"], now=now, account="acme" if i % 2 else "")
+        remember_secret(secret)
+        made.append(key)
+    everything = store.list_keys()
+    assert [k.key_id for k in everything] == [
+        k.key_id for k in sorted(made, key=lambda k: (k.created_at, k.key_id))
+    ]
+    for account in (None, "acme"):
+        whole = store.list_keys(account)
+        pages, after = [], None
+        while True:
+            page = store.list_keys(account, after=after, limit=2)
+            pages += page
+            if len(page) < 2:
+                break
+            after = key_cursor(page[-1])
+        assert [k.key_id for k in pages] == [k.key_id for k in whole]
+    assert store.list_keys(limit=3) == everything[:3]

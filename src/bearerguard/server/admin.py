@@ -5,7 +5,9 @@
     GET    /admin/accounts                      [{account, apis, disabled, created_at}]
     POST   /admin/accounts                      {account, apis[, password]} -> 201, password once
     POST   /admin/accounts/{name}/disable       revokes its tokens and panel sessions
-    GET    /admin/keys[?account=NAME]           [{key_id, name, account, apis, ...}]
+    GET    /admin/keys[?account=NAME]           [{key_id, name, account, apis, ...}], paged:
+                                                ?limit=N (500, at most 1000), and a
+                                                Link rel="next" header with ?after=
     POST   /admin/keys                          {apis[, account, name, introspect, expires_in]}
                                                 -> 201 {key_id, secret, ...}, secret once
     POST   /admin/keys/{key_id}/rotate          [{grace}] -> {key_id, secret}
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -44,16 +47,21 @@ from ..stores.accounts import (
     key_view,
     new_account,
 )
+from ..stores.base import key_cursor, parse_key_cursor
 from .forms import BadRequest
 
 if TYPE_CHECKING:
     from .app import _Service
 
-__all__ = ["admin_app"]
+__all__ = ["MAX_PAGE_SIZE", "PAGE_SIZE", "admin_app"]
 
 logger = logging.getLogger("bearerguard.server.admin")
 
 _NO_STORE = {"Cache-Control": "no-store"}
+
+PAGE_SIZE = 500
+"""Keys per page of ``GET /admin/keys`` unless ``?limit=`` says otherwise."""
+MAX_PAGE_SIZE = 1000
 
 
 def _json(body: Any, status: int = 200) -> JSONResponse:
@@ -113,10 +121,31 @@ class _Admin:
         return _json({"account": name, "disabled": True})
 
     async def list_keys(self, request: Request) -> Response:
-        account = request.query_params.get("account")
-        keys = await self.store.call_sync("list_keys", account)
+        """One page of keys (`PAGE_SIZE`, or ``?limit=`` up to `MAX_PAGE_SIZE`).
+
+        When there may be more, a ``Link: <…?after=CURSOR>; rel="next"`` header (RFC
+        8288) names the next page.
+        """
+        query = request.query_params
+        account = query.get("account")
+        after = query.get("after")
+        try:
+            limit = int(query.get("limit", PAGE_SIZE))
+            if after is not None:
+                parse_key_cursor(after)
+        except ValueError:
+            raise BadRequest("invalid_request", "Bad limit or after") from None
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise BadRequest("invalid_request", f"limit must be 1 to {MAX_PAGE_SIZE}")
+        keys = await self.store.call_sync("list_keys", account, after=after, limit=limit)
         now = self.service.clock()
-        return _json([key_view(k, now) for k in keys])
+        response = _json([key_view(k, now) for k in keys])
+        if len(keys) == limit:
+            params = {"limit": str(limit), "after": key_cursor(keys[-1])}
+            if account is not None:
+                params["account"] = account
+            response.headers["Link"] = f'</admin/keys?{urlencode(params)}>; rel="next"'
+        return response
 
     async def create_key(self, request: Request) -> Response:
         data = await self._body(request)

@@ -34,10 +34,13 @@ __all__ = [
     "TokenRecord",
     "TokenStore",
     "digest_secret",
+    "key_cursor",
     "new_key",
     "new_key_id",
     "new_secret",
     "new_token",
+    "page_of",
+    "parse_key_cursor",
     "rotated",
     "verify_secret",
 ]
@@ -128,6 +131,29 @@ def verify_secret(record: KeyRecord | None, secret: str, now: float | None = Non
     if record.expires_at is not None and now >= record.expires_at:
         return False
     return current_ok or (previous_ok and bool(previous) and now < record.old_secret_until)
+
+
+def key_cursor(record: KeyRecord) -> str:
+    """The paging cursor after `record` in (created_at, key_id) order."""
+    return f"{record.created_at!r}~{record.key_id}"
+
+
+def parse_key_cursor(cursor: str) -> tuple[float, str]:
+    """(created_at, key_id) from `key_cursor`; ValueError for anything else."""
+    created, sep, key_id = cursor.partition("~")
+    value = float(created)
+    if not sep or not key_id or len(key_id) > 128 or value != value:
+        raise ValueError("bad cursor")
+    return value, key_id
+
+
+def page_of(keys: Iterable[KeyRecord], after: str | None, limit: int | None) -> list[KeyRecord]:
+    """`keys` sorted by (created_at, key_id), from after `after`, at most `limit`."""
+    ordered = sorted(keys, key=lambda k: (k.created_at, k.key_id))
+    if after is not None:
+        mark = parse_key_cursor(after)
+        ordered = [k for k in ordered if (k.created_at, k.key_id) > mark]
+    return ordered if limit is None else ordered[:limit]
 
 
 class LocalSubscribers:
@@ -231,7 +257,14 @@ class TokenStore(Protocol):
 
     def get_key(self, key_id: str) -> KeyRecord | None: ...
 
-    def list_keys(self, account: str | None = None) -> list[KeyRecord]: ...
+    def list_keys(
+        self, account: str | None = None, *, after: str | None = None, limit: int | None = None
+    ) -> list[KeyRecord]:
+        """Keys in (created_at, key_id) order, optionally only `account`'s.
+
+        `after` is `key_cursor` of the last key of the previous page; `limit` caps the page.
+        """
+        ...
 
     def revoke_key(self, key_id: str) -> bool:
         """Delete the key and all its tokens, announce it; False if there was no key."""

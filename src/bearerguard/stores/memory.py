@@ -14,6 +14,7 @@ from .base import (
     LocalSubscribers,
     TokenRecord,
     new_key,
+    page_of,
     rotated,
 )
 
@@ -57,10 +58,12 @@ class MemoryStore:
         with self._lock:
             return self._keys.get(key_id)
 
-    def list_keys(self, account: str | None = None) -> list[KeyRecord]:
+    def list_keys(
+        self, account: str | None = None, *, after: str | None = None, limit: int | None = None
+    ) -> list[KeyRecord]:
         with self._lock:
             keys = [k for k in self._keys.values() if account is None or k.account == account]
-        return sorted(keys, key=lambda k: (k.created_at, k.key_id))
+        return page_of(keys, after, limit)
 
     def rotate_key(
         self, key_id: str, *, grace: float, now: float | None = None

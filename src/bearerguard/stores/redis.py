@@ -57,6 +57,8 @@ from .base import (
     StoreUnavailable,
     TokenRecord,
     new_key,
+    page_of,
+    parse_key_cursor,
     rotated,
 )
 
@@ -629,18 +631,31 @@ class RedisStore:
         with self._errors("get_key"):
             return decode_key(key_id, self._client.hgetall(apikey_key(key_id, self.prefix)))
 
-    def list_keys(self, account: str | None = None) -> list[KeyRecord]:
+    def list_keys(
+        self, account: str | None = None, *, after: str | None = None, limit: int | None = None
+    ) -> list[KeyRecord]:
+        raw: list[Any]
         with self._errors("list_keys"):
-            if account is None:
+            if account is not None:
+                raw = list(self._client.smembers(account_keys_key(account, self.prefix)))
+            elif after is None and limit is None:
                 raw = list(self._client.zrange(keys_index_key(self.prefix), 0, -1))
             else:
-                raw = list(self._client.smembers(account_keys_key(account, self.prefix)))
+                # By score from the cursor's creation time on; members sharing that exact
+                # score are filtered below, so fetch a few more than a page.
+                low = repr(parse_key_cursor(after)[0]) if after is not None else "-inf"
+                num = -1 if limit is None else limit + 64
+                raw = list(
+                    self._client.zrangebyscore(
+                        keys_index_key(self.prefix), low, "+inf", start=0, num=num
+                    )
+                )
             ids = [_text(i) for i in raw]
             pipe = self._client.pipeline(transaction=False)
             for key_id in ids:
                 pipe.hgetall(apikey_key(key_id, self.prefix))
             found = pipe.execute() if ids else []
-            return _sorted_keys(ids, found)
+            return page_of(_sorted_keys(ids, found), after, limit)
 
     def revoke_key(self, key_id: str) -> bool:
         keys, args = self._revoke_key_args(key_id)

@@ -32,6 +32,7 @@ from .base import (
     StoreUnavailable,
     TokenRecord,
     new_key,
+    parse_key_cursor,
     rotated,
 )
 
@@ -94,10 +95,6 @@ _ACCOUNT_FIELDS = "name, password_hash, apis, disabled, created_at"
 _SESSION_FIELDS = "digest, account, csrf, created_at, expires_at"
 
 _SQL_GET_KEY = f"SELECT {_KEY_FIELDS} FROM bg_keys WHERE key_id = ?"  # noqa: S608
-_SQL_LIST_KEYS = f"SELECT {_KEY_FIELDS} FROM bg_keys ORDER BY created_at, key_id"  # noqa: S608
-_SQL_LIST_ACCOUNT_KEYS = (
-    f"SELECT {_KEY_FIELDS} FROM bg_keys WHERE account = ? ORDER BY created_at, key_id"  # noqa: S608
-)
 _SQL_PUT_KEY = f"INSERT INTO bg_keys ({_KEY_FIELDS}) VALUES ({', '.join('?' * 11)})"  # noqa: S608
 # The key check and the insert are one statement (see `put_token`).
 _SQL_PUT = (
@@ -322,6 +319,9 @@ class SQLiteStore:
                 if column not in have:
                     conn.execute(f"ALTER TABLE bg_keys ADD COLUMN {column} {decl}")
             conn.execute("CREATE INDEX IF NOT EXISTS bg_keys_account ON bg_keys (account)")
+            conn.execute(
+                "CREATE INDEX IF NOT EXISTS bg_keys_created ON bg_keys (created_at, key_id)"
+            )
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
@@ -390,12 +390,26 @@ class SQLiteStore:
             row = self._conn().execute(_SQL_GET_KEY, (key_id,)).fetchone()
             return None if row is None else _key_from_row(row)
 
-    def list_keys(self, account: str | None = None) -> list[KeyRecord]:
+    def list_keys(
+        self, account: str | None = None, *, after: str | None = None, limit: int | None = None
+    ) -> list[KeyRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if account is not None:
+            where.append("account = ?")
+            params.append(account)
+        if after is not None:
+            created, key_id = parse_key_cursor(after)
+            where.append("(created_at > ? OR (created_at = ? AND key_id > ?))")
+            params += [created, created, key_id]
+        sql = f"SELECT {_KEY_FIELDS} FROM bg_keys"  # noqa: S608
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, key_id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
         with self._errors("list_keys"):
-            if account is None:
-                rows = self._conn().execute(_SQL_LIST_KEYS).fetchall()
-            else:
-                rows = self._conn().execute(_SQL_LIST_ACCOUNT_KEYS, (account,)).fetchall()
+            rows = self._conn().execute(sql, params).fetchall()
             return [_key_from_row(r) for r in rows]
 
     # -- accounts and panel sessions ----------------------------------------------------
