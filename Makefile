@@ -48,7 +48,9 @@ soak: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-# Benchmarks (about 2 minutes): results in bench/results/, table in docs/benchmarks.md.
+# Benchmarks (about 3 minutes): results in bench/results/, table in docs/benchmarks.md;
+# the panel and admin API rows (bench/panel.py) in bench/results/panel-latest.json.
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench --loopback --install-missing
+	$(BIN)/python -m bench.panel
