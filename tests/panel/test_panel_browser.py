@@ -9,9 +9,9 @@ import subprocess
 import time
 
 import httpx
+from panel_support import ROTATION_GRACE, PanelWorld
 from playwright.sync_api import Page, expect
 
-from conftest import ROTATION_GRACE, PanelWorld
 from helpers import remember_secret, require_tools
 
 
