@@ -644,7 +644,7 @@ class RedisStore:
                 # By score from the cursor's creation time on; members sharing that exact
                 # score are filtered below, so fetch a few more than a page.
                 low = repr(parse_key_cursor(after)[0]) if after is not None else "-inf"
-                num = -1 if limit is None else limit + 64
+                num = -1 if limit is None else limit + 8
                 raw = list(
                     self._client.zrangebyscore(
                         keys_index_key(self.prefix), low, "+inf", start=0, num=num
