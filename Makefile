@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench soak figures lint typecheck pytest clean docs dist
+.PHONY: test demo bench soak figures lint typecheck pytest clean docs dist chromium
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -29,7 +29,17 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-test: lint typecheck docs pytest
+# The panel's browser tests drive Debian's Chromium: installed with apt when missing;
+# where that cannot be done, one line says what to install.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -q >/dev/null 2>&1 && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 && \
+		test -x $(CHROMIUM); } || \
+		{ echo "make test needs Chromium at $(CHROMIUM): install Debian's chromium package (apt-get install chromium)" >&2; exit 1; }
+
+test: chromium lint typecheck docs pytest
 
 # The auth service and the protected Starlette example on 127.0.0.1, over SQLite.
 demo: $(STAMP)
@@ -48,10 +58,12 @@ figures: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-# Benchmarks (a few minutes): results in bench/results/, table in docs/benchmarks.md.
+# Benchmarks (a few minutes): results in bench/results/, table in docs/benchmarks.md;
+# the panel and admin API rows (bench/panel.py) in bench/results/panel-latest.json.
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench --loopback --install-missing
+	$(BIN)/python -m bench.panel
 
 # The documentation site (mkdocs.yml, pages in docs/) into site/. --strict: a broken link,
 # anchor or API reference, a docstring the handler cannot parse, or a page missing from

@@ -4,9 +4,14 @@
 
     bearerguard serve [--host 127.0.0.1] [--port 8000] [--store URL] [--token-ttl S]
                       [--trusted-proxy CIDR ...] [--issuer URL] [--access-log]
+                      [--rotation-grace S] [--panel-api-url URL]
     bearerguard keys create --api NAME [--api NAME ...] [--introspect] [--json] [--store URL]
+                            [--account NAME] [--name TEXT] [--admin] [--expires-in S]
     bearerguard keys list [--json] [--store URL]
     bearerguard keys revoke KEY_ID [--json] [--store URL]
+    bearerguard keys rotate KEY_ID [--grace S] [--json] [--store URL]
+    bearerguard accounts create NAME --api NAME [--api NAME ...] [--json] [--password-stdin]
+    bearerguard accounts list|disable NAME|set-apis NAME --api NAME ... [--json] [--store URL]
     bearerguard demo ...
 
 ``--store`` defaults to ``$BEARERGUARD_STORE``, else ``sqlite:///bearerguard.db``.
@@ -30,11 +35,22 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import BearerGuardError, ConfigurationError
 from .stores import open_store
+from .stores.accounts import (
+    ADMIN_API,
+    AccountStore,
+    account_view,
+    check_account_name,
+    check_apis,
+    check_key_name,
+    key_view,
+    new_account,
+)
 from .stores.base import TokenStore
 
 __all__ = ["DEFAULT_STORE", "build_parser", "main"]
@@ -132,6 +148,8 @@ def _serve(args: argparse.Namespace) -> int:
             trusted_proxies=args.trusted_proxy,
             issuer=args.issuer,
             close_store=True,
+            rotation_grace=args.rotation_grace,
+            panel_api_url=args.panel_api_url,
         )
     except BearerGuardError as exc:
         _close_quietly(store)
@@ -184,9 +202,41 @@ def _keys_create(args: argparse.Namespace) -> int:
     apis = sorted(set(args.api))
     if not all(a and not any(c.isspace() for c in a) for a in apis):
         raise CLIError("API names must be non-empty and contain no spaces")
+    if ADMIN_API in apis:
+        raise CLIError(f"{ADMIN_API} is the admin right: use --admin")
+    if args.admin and args.account:
+        raise CLIError("--admin keys belong to the operator, not to an account")
+    if not apis and not args.admin and not args.account:
+        raise CLIError("give at least one --api")
+    try:
+        name = check_key_name(args.name)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    if args.expires_in is not None and not args.expires_in > 0:
+        raise CLIError("--expires-in must be a positive number of seconds")
     store = _open(args.store)
     try:
-        record, secret = store.create_key(apis, introspect=args.introspect)
+        if args.account:
+            owner = _account_store(store).get_account(args.account)
+            if owner is None:
+                raise CLIError(f"no such account: {args.account}")
+            apis = apis or sorted(owner.apis)
+            if not set(apis) <= owner.apis:
+                raise CLIError(
+                    f"account {args.account} may grant only: {' '.join(sorted(owner.apis))}"
+                )
+        if args.admin:
+            apis = sorted({*apis, ADMIN_API})
+        expires_at = None if args.expires_in is None else time.time() + args.expires_in
+        record, secret = store.create_key(
+            apis,
+            introspect=args.introspect,
+            account=args.account or "",
+            name=name,
+            expires_at=expires_at,
+        )
+    except CLIError:
+        raise
     except Exception as exc:
         raise CLIError(f"cannot create key: {_one_line(exc)}") from None
     finally:
@@ -221,15 +271,8 @@ def _keys_list(args: argparse.Namespace) -> int:
     finally:
         _close_quietly(store)
     if args.json:
-        rows = [
-            {
-                "key_id": k.key_id,
-                "apis": sorted(k.apis),
-                "introspect": k.introspect,
-                "created_at": k.created_at,
-            }
-            for k in keys
-        ]
+        now = time.time()
+        rows = [{**key_view(k, now), "apis": sorted(k.apis)} for k in keys]
         print(json.dumps(rows))
         return 0
     if not keys:
@@ -260,6 +303,133 @@ def _keys_revoke(args: argparse.Namespace) -> int:
     else:
         print(f"bearerguard: no such key: {args.key_id}", file=sys.stderr)
     return 0 if found else 1
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    if not args.grace >= 0:
+        raise CLIError("--grace must be a number of seconds, 0 or more")
+    store = _open(args.store)
+    try:
+        done = _account_store(store).rotate_key(args.key_id, grace=args.grace)
+    except Exception as exc:
+        raise CLIError(f"cannot rotate key: {_one_line(exc)}") from None
+    finally:
+        _close_quietly(store)
+    if done is None:
+        print(f"bearerguard: no such key: {args.key_id}", file=sys.stderr)
+        return 1
+    _, secret = done
+    if args.json:
+        print(json.dumps({"key_id": args.key_id, "secret": secret}))
+    else:
+        print(f"Key ID:  {args.key_id}")
+        print(f"Secret:  {secret}")
+        print(f"The previous secret keeps working for {args.grace:g} s.")
+        print("The secret is shown only now; store it safely.")
+    return 0
+
+
+# -- accounts -------------------------------------------------------------------------
+def _account_store(store: TokenStore) -> AccountStore:
+    if not isinstance(store, AccountStore):
+        raise CLIError("this store does not keep accounts")
+    return store
+
+
+def _account_apis(apis: list[str]) -> list[str]:
+    try:
+        return sorted(check_apis(apis))
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _accounts_create(args: argparse.Namespace) -> int:
+    try:
+        name = check_account_name(args.name)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    apis = _account_apis(args.api)
+    password = None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if len(password) < 8:
+            raise CLIError("the password from stdin must have at least 8 characters")
+    record, password_used = new_account(name, apis, password=password)
+    store = _open(args.store)
+    try:
+        created = _account_store(store).create_account(record)
+    except CLIError:
+        raise
+    except Exception as exc:
+        raise CLIError(f"cannot create account: {_one_line(exc)}") from None
+    finally:
+        _close_quietly(store)
+    if not created:
+        raise CLIError(f"account {name} already exists")
+    shown = None if args.password_stdin else password_used
+    if args.json:
+        print(json.dumps({"account": name, "password": shown, "apis": apis}))
+    else:
+        print(f"Account:  {name}")
+        if shown is not None:
+            print(f"Password: {shown}")
+        print(f"APIs:     {' '.join(apis)}")
+        if shown is not None:
+            print("The password is shown only now; give it to the customer safely.")
+    return 0
+
+
+def _accounts_list(args: argparse.Namespace) -> int:
+    store = _open(args.store)
+    try:
+        accounts = _account_store(store).list_accounts()
+    except CLIError:
+        raise
+    except Exception as exc:
+        raise CLIError(f"cannot list accounts: {_one_line(exc)}") from None
+    finally:
+        _close_quietly(store)
+    if args.json:
+        print(json.dumps([account_view(a) for a in accounts]))
+        return 0
+    if not accounts:
+        print("no accounts")
+        return 0
+    print(f"{'ACCOUNT':<24} {'CREATED (UTC)':<20} {'STATUS':<9} APIS")
+    for a in accounts:
+        created = datetime.datetime.fromtimestamp(a.created_at, datetime.timezone.utc)
+        status = "disabled" if a.disabled else "active"
+        print(f"{a.name:<24} {created:%Y-%m-%d %H:%M:%S}  {status:<9} {' '.join(sorted(a.apis))}")
+    return 0
+
+
+def _accounts_change(args: argparse.Namespace) -> int:
+    apis = _account_apis(args.api) if args.accounts_command == "set-apis" else None
+    store = _open(args.store)
+    try:
+        accounts = _account_store(store)
+        if apis is None:
+            found = accounts.disable_account(args.name)
+        else:
+            found = accounts.set_account_apis(args.name, apis)
+    except CLIError:
+        raise
+    except Exception as exc:
+        raise CLIError(f"cannot change account: {_one_line(exc)}") from None
+    finally:
+        _close_quietly(store)
+    if not found:
+        print(f"bearerguard: no such account: {args.name}", file=sys.stderr)
+        return 1
+    if args.json:
+        result: dict[str, object] = {"account": args.name}
+        result.update({"disabled": True} if apis is None else {"apis": apis})
+        print(json.dumps(result))
+    elif apis is None:
+        print(f"disabled {args.name}: its tokens and panel sessions are revoked")
+    else:
+        print(f"{args.name} may grant: {' '.join(apis)}")
+    return 0
 
 
 # -- demo -----------------------------------------------------------------------------
@@ -310,6 +480,16 @@ def build_parser(demo: object | None = None) -> argparse.ArgumentParser:
     serve.add_argument("--issuer", default=None, metavar="URL", help="public base URL")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument(
+        "--rotation-grace",
+        type=float,
+        default=86400.0,
+        metavar="S",
+        help="how long a secret rotated in the panel or admin API keeps working (86400)",
+    )
+    serve.add_argument(
+        "--panel-api-url", default=None, metavar="URL", help="the API the panel's curl lines call"
+    )
+    serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.set_defaults(func=_serve)
@@ -317,10 +497,14 @@ def build_parser(demo: object | None = None) -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="manage API keys")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     create = ksub.add_parser("create", help="create a key and print its secret once")
-    create.add_argument("--api", action="append", required=True, metavar="NAME")
+    create.add_argument("--api", action="append", default=[], metavar="NAME")
     create.add_argument(
         "--introspect", action="store_true", help="allow this key to call /introspect"
     )
+    create.add_argument("--account", default=None, metavar="NAME", help="the key's owner")
+    create.add_argument("--name", default="", metavar="TEXT", help="a name for the key")
+    create.add_argument("--admin", action="store_true", help="allow this key to call /admin")
+    create.add_argument("--expires-in", type=float, default=None, metavar="S")
     create.add_argument("--json", action="store_true")
     _add_store(create)
     create.set_defaults(func=_keys_create)
@@ -333,6 +517,39 @@ def build_parser(demo: object | None = None) -> argparse.ArgumentParser:
     revoke.add_argument("--json", action="store_true")
     _add_store(revoke)
     revoke.set_defaults(func=_keys_revoke)
+    rotate = ksub.add_parser("rotate", help="give a key a new secret, printed once")
+    rotate.add_argument("key_id", metavar="KEY_ID")
+    rotate.add_argument(
+        "--grace", type=float, default=86400.0, metavar="S", help="old secret lives on (86400)"
+    )
+    rotate.add_argument("--json", action="store_true")
+    _add_store(rotate)
+    rotate.set_defaults(func=_keys_rotate)
+
+    accounts = sub.add_parser("accounts", help="manage customer accounts")
+    asub = accounts.add_subparsers(dest="accounts_command", metavar="ACTION", required=True)
+    acreate = asub.add_parser("create", help="create an account and print its password once")
+    acreate.add_argument("name", metavar="NAME")
+    acreate.add_argument("--api", action="append", required=True, metavar="NAME")
+    acreate.add_argument("--password-stdin", action="store_true")
+    acreate.add_argument("--json", action="store_true")
+    _add_store(acreate)
+    acreate.set_defaults(func=_accounts_create)
+    alist = asub.add_parser("list", help="list accounts")
+    alist.add_argument("--json", action="store_true")
+    _add_store(alist)
+    alist.set_defaults(func=_accounts_list)
+    for action, text in (
+        ("disable", "disable an account, revoking its tokens"),
+        ("set-apis", "set the APIs an account may grant"),
+    ):
+        change = asub.add_parser(action, help=text)
+        change.add_argument("name", metavar="NAME")
+        if action == "set-apis":
+            change.add_argument("--api", action="append", required=True, metavar="NAME")
+        change.add_argument("--json", action="store_true")
+        _add_store(change)
+        change.set_defaults(func=_accounts_change)
 
     demo_parser = sub.add_parser("demo", help="auth service plus an example API on localhost")
     add_arguments = getattr(demo, "add_arguments", None)

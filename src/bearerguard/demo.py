@@ -150,6 +150,17 @@ def instructions(key_id: str, secret: str, auth_url: str, api_url: str) -> str:
     )
 
 
+def _demo_account(store: Any) -> tuple[str, str]:
+    """A fresh demo account (``demo-…``) that may grant the demo APIs, and its password."""
+    import secrets
+
+    from .stores.accounts import new_account
+
+    record, password = new_account(f"demo-{secrets.token_hex(3)}", DEMO_APIS)
+    store.create_account(record)
+    return record.name, password
+
+
 def _server_class() -> type[Any]:
     import uvicorn
 
@@ -243,12 +254,15 @@ def _run(args: argparse.Namespace) -> int:
             raise DemoError(f"store {args.store!r}: {_one_line(exc)}") from None
         module = _load_example(example, args.store)
         record, secret = store.create_key(list(DEMO_APIS))
-        auth_app = create_app(store, token_ttl=args.token_ttl, close_store=True)
-        store_owned_by_app, store = store, None  # the app's lifespan closes it now
+        account, password = _demo_account(store)
         auth_port = sockets[0].getsockname()[1]
         api_port = sockets[1].getsockname()[1]
         auth_url = f"http://{HOST}:{auth_port}"
         api_url = f"http://{HOST}:{api_port}"
+        auth_app = create_app(
+            store, token_ttl=args.token_ttl, close_store=True, panel_api_url=api_url + "/whoami"
+        )
+        store_owned_by_app, store = store, None  # the app's lifespan closes it now
         banner = "\n".join(
             [
                 "bearerguard demo is running:",
@@ -260,6 +274,9 @@ def _run(args: argparse.Namespace) -> int:
                 instructions(record.key_id, secret, auth_url, api_url),
                 "",
                 f"Also try {api_url}/dns/zones, {api_url}/vps/servers and {api_url}/health.",
+                "",
+                f"Customer control panel: {auth_url}/panel/",
+                f"  account {account}, password {password} (shown only now)",
                 "Press Ctrl-C to stop.",
             ]
         )

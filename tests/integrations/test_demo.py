@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+import httpx
 import pytest
 
 from helpers import SECRETS, remember_secret, require_tools
@@ -134,6 +136,23 @@ def test_printed_lines_work_and_sigint_stops_cleanly(demo: tuple[Demo, int, int]
     remember_secret(token)
     assert status == "200"
     assert json.loads(whoami) == {"key_id": key_id, "apis": ["dns", "vps"]}
+
+    # The panel line: its URL, and an account that signs in with the printed password.
+    panel = next(i for i, line in enumerate(printed) if "Customer control panel:" in line)
+    assert printed[panel].endswith(f"http://127.0.0.1:{auth_port}/panel/")
+    account, password = re.fullmatch(
+        r"  account (demo-[0-9a-f]{6}), password (\S+) \(shown only now\)", printed[panel + 1]
+    ).groups()  # type: ignore[union-attr]
+    remember_secret(password)
+    with httpx.Client(base_url=f"http://127.0.0.1:{auth_port}") as panel_client:
+        form = panel_client.get("/panel/signin").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+        signed_in = panel_client.post(
+            "/panel/signin", data={"csrf": csrf, "account": account, "password": password}
+        )
+        assert signed_in.status_code == 303
+        keys_page = panel_client.get("/panel/keys")
+        assert keys_page.status_code == 200 and "dns" in keys_page.text and "vps" in keys_page.text
 
     assert d.finish(signal.SIGINT) == 0
     assert "stopped" in "".join(d.stdout)

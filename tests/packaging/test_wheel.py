@@ -249,12 +249,12 @@ def test_keys_create_serve_and_the_documented_curl_jq_flow(service: LiveService)
 
 
 # Pages the installed service serves. Pages rendered from package data go here too, so a
-# template or stylesheet missing from the wheel fails this test. When the control panel
-# lands, add its sign-in page:
-#     ("/panel/", 200, "text/html"),
+# template or stylesheet missing from the wheel fails this test.
 SERVED_PAGES = [
     ("/health", 200, "application/json"),
     ("/.well-known/oauth-authorization-server", 200, "application/json"),
+    ("/panel/signin", 200, "text/html"),
+    ("/panel/static/panel.css", 200, "text/css"),
 ]
 
 

@@ -42,7 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from ..clientip import ClientIPResolver
 from ..credentials import DEFAULT_MAX_TOKEN_LENGTH
@@ -131,6 +131,16 @@ class _Store:
     async def ping(self) -> None:
         await self._call("ping")
 
+    async def call_sync(self, op: str, /, *args: Any, **kwargs: Any) -> Any:
+        """A sync-only store operation (accounts, sessions) in a worker thread."""
+        try:
+            return await run_in_threadpool(getattr(self.store, op), *args, **kwargs)
+        except BackendUnavailable:
+            raise
+        except Exception as exc:
+            logger.error("store %s failed: %s", op, type(exc).__name__)
+            raise StoreUnavailable(f"store {op} raised {type(exc).__name__}") from exc
+
     async def close(self) -> None:
         if self.astore is not None:
             await self.astore.aclose()
@@ -193,8 +203,10 @@ class _Service:
         realm: str,
         clock: Callable[[], float],
         metrics: ServiceMetrics,
+        rotation_grace: float = 86400.0,
     ) -> None:
         self.store = _Store(store)
+        self.rotation_grace = float(rotation_grace)
         self.metrics = metrics
         self.token_ttl = float(token_ttl)
         self.resolver = resolver
@@ -213,6 +225,13 @@ class _Service:
         check_form_content_type(request.headers.get("content-type"))
         body = await _read_body(request, self.max_body, self.body_timeout)
         return parse_form(body, repeatable=_REPEATABLE)
+
+    async def read_body(self, request: Request) -> bytes:
+        """The body (size and time bounded, headers too) for the admin API and the panel."""
+        header_bytes = sum(len(k) + len(v) for k, v in request.scope["headers"])
+        if header_bytes > MAX_HEADER_BYTES:
+            raise BadRequest("invalid_request", "Request headers too large", 431)
+        return await _read_body(request, self.max_body, self.body_timeout)
 
     def _invalid_client(self, description: str = "Invalid credentials") -> BadRequest:
         return BadRequest("invalid_client", description, 401)
@@ -239,7 +258,7 @@ class _Service:
                 "invalid_client", "Too many failed attempts; try again later", 429, wait
             )
         key = await self.store.get_key(creds.key_id)
-        if not verify_secret(key, creds.secret) or key is None:
+        if not verify_secret(key, creds.secret, self.clock()) or key is None:
             self.throttle.failed(creds.key_id)
             self.metrics.login_failures += 1
             logger.info(
@@ -249,11 +268,22 @@ class _Service:
             )
             raise self._invalid_client()
         self.throttle.succeeded(creds.key_id)
+        if key.account:
+            # A disabled (or deleted) account's keys no longer log in.
+            owner = await self.store.call_sync("get_account", key.account)
+            if owner is None or owner.disabled:
+                raise self._invalid_client()
         return key
 
     def _client_ip(self, request: Request) -> str | None:
         peer = request.client.host if request.client else None
         return self.resolver.resolve(peer, request.headers.getlist("x-forwarded-for"))
+
+    async def guarded(
+        self, request: Request, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """`handler`'s answer, with BadRequest and a failing store as JSON errors."""
+        return await self._guarded(request, handler)
 
     async def _guarded(
         self, request: Request, handler: Callable[[Request], Awaitable[Response]]
@@ -453,6 +483,9 @@ def create_app(
     clock: Callable[[], float] = time.time,
     close_store: bool = False,
     metrics: ServiceMetrics | None = None,
+    rotation_grace: float = 86400.0,
+    panel_secure_cookies: bool | None = None,
+    panel_api_url: str | None = None,
 ) -> Starlette:
     """Build the auth service around `store` (from `bearerguard.stores.open_store`).
 
@@ -467,6 +500,12 @@ def create_app(
     wall-clock seconds. With `close_store`, the store is closed on shutdown. `metrics`
     collects the service's counters (a fresh `ServiceMetrics` by default, at
     ``app.state.metrics``), served at ``/metrics`` when prometheus-client is installed.
+    `rotation_grace` is how long a rotated secret keeps working when the panel or the
+    admin API rotates a key (default 24 h). The customer control panel is served under
+    ``/panel/`` (`bearerguard.server.panel`) and the admin API under ``/admin/``
+    (`bearerguard.server.admin`); the panel's cookies are ``Secure`` when the issuer is
+    https (or when `panel_secure_cookies` says so); `panel_api_url` is the API URL its
+    curl example calls (default: ``"$API_URL"``, for the customer to fill in).
 
     Raises ConfigurationError for a bad option.
     """
@@ -476,6 +515,9 @@ def create_app(
         raise ConfigurationError("max_body must be at least 256 bytes")
     if not body_timeout > 0:
         raise ConfigurationError("body_timeout must be a positive number of seconds")
+    if not rotation_grace >= 0:
+        raise ConfigurationError("rotation_grace must be a number of seconds, 0 or more")
+    trusted_proxies = tuple(trusted_proxies)
     service = _Service(
         store,
         token_ttl=token_ttl,
@@ -487,7 +529,13 @@ def create_app(
         realm=realm,
         clock=clock,
         metrics=metrics or ServiceMetrics(),
+        rotation_grace=rotation_grace,
     )
+    from .admin import admin_app
+    from .panel import panel_app
+
+    if panel_secure_cookies is None:
+        panel_secure_cookies = bool(issuer and issuer.lower().startswith("https://"))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -514,6 +562,11 @@ def create_app(
             Route("/health", service.health, methods=["GET"]),
             Route("/ready", service.ready, methods=["GET"]),
             *_metrics_routes(service.metrics),
+            Mount("/admin", app=admin_app(service, trusted_proxies=trusted_proxies)),
+            Mount(
+                "/panel",
+                app=panel_app(service, secure_cookies=panel_secure_cookies, api_url=panel_api_url),
+            ),
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,

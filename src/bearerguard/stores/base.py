@@ -34,10 +34,14 @@ __all__ = [
     "TokenRecord",
     "TokenStore",
     "digest_secret",
+    "key_cursor",
     "new_key",
     "new_key_id",
     "new_secret",
     "new_token",
+    "page_of",
+    "parse_key_cursor",
+    "rotated",
     "verify_secret",
 ]
 
@@ -62,9 +66,19 @@ def new_token() -> str:
 
 
 def new_key(
-    apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+    apis: Iterable[str],
+    *,
+    introspect: bool = False,
+    now: float | None = None,
+    account: str = "",
+    name: str = "",
+    expires_at: float | None = None,
 ) -> tuple[KeyRecord, str]:
-    """A fresh key record and its secret (the caller stores the record, shows the secret)."""
+    """A fresh key record and its secret (the caller stores the record, shows the secret).
+
+    `account` is the owner ("" for the operator), `name` free text, `expires_at` an
+    optional wall-clock time after which the key's secrets stop working.
+    """
     secret = new_secret()
     record = KeyRecord(
         key_id=new_key_id(),
@@ -72,8 +86,25 @@ def new_key(
         introspect=introspect,
         created_at=time.time() if now is None else now,
         secret_digest=digest_secret(secret),
+        account=account,
+        name=name,
+        expires_at=expires_at,
     )
     return record, secret
+
+
+def rotated(record: KeyRecord, grace: float, now: float) -> tuple[KeyRecord, str]:
+    """`record` with a fresh secret; the current one stays valid until ``now + grace``."""
+    secret = new_secret()
+    return (
+        replace(
+            record,
+            secret_digest=digest_secret(secret),
+            old_secret_digest=record.secret_digest if grace > 0 else "",
+            old_secret_until=now + grace if grace > 0 else 0.0,
+        ),
+        secret,
+    )
 
 
 def digest_secret(secret: str) -> str:
@@ -81,13 +112,48 @@ def digest_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def verify_secret(record: KeyRecord | None, secret: str) -> bool:
-    """Constant-time check of `secret` against a key record (False for no record)."""
+def verify_secret(record: KeyRecord | None, secret: str, now: float | None = None) -> bool:
+    """Constant-time check of `secret` against a key record (False for no record).
+
+    During a rotation's grace period the previous secret is good too; after the key's
+    expiry (if it has one) no secret is.
+    """
+    now = time.time() if now is None else now
     candidate = digest_secret(secret)
-    # Compare even when the key does not exist, so timing does not reveal which key
-    # ids are real.
+    # Compare even when the key does not exist, and with both slots whether or not a
+    # rotation is under way, so timing does not reveal which key ids are real.
     expected = record.secret_digest if record is not None else "0" * 64
-    return hmac.compare_digest(candidate, expected) and record is not None
+    previous = record.old_secret_digest if record is not None else ""
+    current_ok = hmac.compare_digest(candidate, expected)
+    previous_ok = hmac.compare_digest(candidate, previous or "1" * 64)
+    if record is None:
+        return False
+    if record.expires_at is not None and now >= record.expires_at:
+        return False
+    return current_ok or (previous_ok and bool(previous) and now < record.old_secret_until)
+
+
+def key_cursor(record: KeyRecord) -> str:
+    """The paging cursor after `record` in (created_at, key_id) order."""
+    return f"{record.created_at!r}~{record.key_id}"
+
+
+def parse_key_cursor(cursor: str) -> tuple[float, str]:
+    """(created_at, key_id) from `key_cursor`; ValueError for anything else."""
+    created, sep, key_id = cursor.partition("~")
+    value = float(created)
+    if not sep or not key_id or len(key_id) > 128 or value != value:
+        raise ValueError("bad cursor")
+    return value, key_id
+
+
+def page_of(keys: Iterable[KeyRecord], after: str | None, limit: int | None) -> list[KeyRecord]:
+    """`keys` sorted by (created_at, key_id), from after `after`, at most `limit`."""
+    ordered = sorted(keys, key=lambda k: (k.created_at, k.key_id))
+    if after is not None:
+        mark = parse_key_cursor(after)
+        ordered = [k for k in ordered if (k.created_at, k.key_id) > mark]
+    return ordered if limit is None else ordered[:limit]
 
 
 class LocalSubscribers:
@@ -126,6 +192,22 @@ class KeyRecord:
     introspect: bool = False
     created_at: float = 0.0
     secret_digest: str = field(default="", repr=False)
+    # The customer control panel's fields (stores/accounts.py): owner ("" = operator),
+    # name, optional expiry, last login, and the previous secret during a rotation.
+    account: str = ""
+    name: str = ""
+    expires_at: float | None = None
+    last_used_at: float | None = None
+    old_secret_digest: str = field(default="", repr=False)
+    old_secret_until: float = 0.0
+
+    def status(self, now: float) -> str:
+        """``active``, ``expired``, or ``rotating`` (the previous secret still works)."""
+        if self.expires_at is not None and now >= self.expires_at:
+            return "expired"
+        if self.old_secret_digest and now < self.old_secret_until:
+            return "rotating"
+        return "active"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,14 +246,28 @@ class TokenStore(Protocol):
     url: str
 
     def create_key(
-        self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+        self,
+        apis: Iterable[str],
+        *,
+        introspect: bool = False,
+        now: float | None = None,
+        account: str = "",
+        name: str = "",
+        expires_at: float | None = None,
     ) -> tuple[KeyRecord, str]:
         """Create a key; return its record and its secret (shown once, never stored)."""
         ...
 
     def get_key(self, key_id: str) -> KeyRecord | None: ...
 
-    def list_keys(self) -> list[KeyRecord]: ...
+    def list_keys(
+        self, account: str | None = None, *, after: str | None = None, limit: int | None = None
+    ) -> list[KeyRecord]:
+        """Keys in (created_at, key_id) order, optionally only `account`'s.
+
+        `after` is `key_cursor` of the last key of the previous page; `limit` caps the page.
+        """
+        ...
 
     def revoke_key(self, key_id: str) -> bool:
         """Delete the key and all its tokens, announce it; False if there was no key."""
@@ -209,12 +305,19 @@ class AsyncTokenStore(Protocol):
     """The async face of a store: the same operations, prefixed with ``a``."""
 
     async def acreate_key(
-        self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+        self,
+        apis: Iterable[str],
+        *,
+        introspect: bool = False,
+        now: float | None = None,
+        account: str = "",
+        name: str = "",
+        expires_at: float | None = None,
     ) -> tuple[KeyRecord, str]: ...
 
     async def aget_key(self, key_id: str) -> KeyRecord | None: ...
 
-    async def alist_keys(self) -> list[KeyRecord]: ...
+    async def alist_keys(self, account: str | None = None) -> list[KeyRecord]: ...
 
     async def arevoke_key(self, key_id: str) -> bool: ...
 

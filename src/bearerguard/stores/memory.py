@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from ..tokens import Invalidation
+from .accounts import AccountRecord, SessionRecord
 from .base import (
     KeyRecord,
     LocalSubscribers,
     TokenRecord,
     new_key,
+    page_of,
+    rotated,
 )
 
 __all__ = ["MemoryStore"]
@@ -27,13 +32,24 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._keys: dict[str, KeyRecord] = {}
         self._tokens: dict[str, TokenRecord] = {}
+        self._accounts: dict[str, AccountRecord] = {}
+        self._sessions: dict[str, SessionRecord] = {}
         self._subscribers = LocalSubscribers()
 
     # -- keys -------------------------------------------------------------------------
     def create_key(
-        self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+        self,
+        apis: Iterable[str],
+        *,
+        introspect: bool = False,
+        now: float | None = None,
+        account: str = "",
+        name: str = "",
+        expires_at: float | None = None,
     ) -> tuple[KeyRecord, str]:
-        record, secret = new_key(apis, introspect=introspect, now=now)
+        record, secret = new_key(
+            apis, introspect=introspect, now=now, account=account, name=name, expires_at=expires_at
+        )
         with self._lock:
             self._keys[record.key_id] = record
         return record, secret
@@ -42,9 +58,80 @@ class MemoryStore:
         with self._lock:
             return self._keys.get(key_id)
 
-    def list_keys(self) -> list[KeyRecord]:
+    def list_keys(
+        self, account: str | None = None, *, after: str | None = None, limit: int | None = None
+    ) -> list[KeyRecord]:
         with self._lock:
-            return sorted(self._keys.values(), key=lambda k: (k.created_at, k.key_id))
+            keys = [k for k in self._keys.values() if account is None or k.account == account]
+        return page_of(keys, after, limit)
+
+    def rotate_key(
+        self, key_id: str, *, grace: float, now: float | None = None
+    ) -> tuple[KeyRecord, str] | None:
+        now = time.time() if now is None else now
+        with self._lock:
+            record = self._keys.get(key_id)
+            if record is None:
+                return None
+            record, secret = rotated(record, grace, now)
+            self._keys[key_id] = record
+        return record, secret
+
+    # -- accounts and panel sessions ----------------------------------------------------
+    def create_account(self, record: AccountRecord) -> bool:
+        with self._lock:
+            if record.name in self._accounts:
+                return False
+            self._accounts[record.name] = record
+        return True
+
+    def get_account(self, name: str) -> AccountRecord | None:
+        with self._lock:
+            return self._accounts.get(name)
+
+    def list_accounts(self) -> list[AccountRecord]:
+        with self._lock:
+            return sorted(self._accounts.values(), key=lambda a: (a.created_at, a.name))
+
+    def set_account_apis(self, name: str, apis: Iterable[str]) -> bool:
+        with self._lock:
+            record = self._accounts.get(name)
+            if record is None:
+                return False
+            self._accounts[name] = replace(record, apis=frozenset(apis))
+        return True
+
+    def disable_account(self, name: str) -> bool:
+        with self._lock:
+            record = self._accounts.get(name)
+            if record is None:
+                return False
+            self._accounts[name] = replace(record, disabled=True)
+            key_ids = {k.key_id for k in self._keys.values() if k.account == name}
+            for digest in [d for d, t in self._tokens.items() if t.key_id in key_ids]:
+                del self._tokens[digest]
+            for digest in [d for d, s in self._sessions.items() if s.account == name]:
+                del self._sessions[digest]
+        for key_id in sorted(key_ids):
+            self._subscribers.announce(Invalidation("key", key_id))
+        return True
+
+    def put_session(self, record: SessionRecord) -> None:
+        with self._lock:
+            self._sessions[record.digest] = record
+            now = time.time()
+            if len(self._sessions) > 1000:  # forget expired sessions now and then
+                for digest in [d for d, s in self._sessions.items() if s.expires_at <= now]:
+                    del self._sessions[digest]
+
+    def get_session(self, digest: str, now: float) -> SessionRecord | None:
+        with self._lock:
+            record = self._sessions.get(digest)
+        return record if record is not None and now < record.expires_at else None
+
+    def delete_session(self, digest: str) -> None:
+        with self._lock:
+            self._sessions.pop(digest, None)
 
     def revoke_key(self, key_id: str) -> bool:
         with self._lock:
@@ -60,8 +147,10 @@ class MemoryStore:
     def put_token(self, record: TokenRecord) -> None:
         with self._lock:
             # A login racing with the key's revocation must not leave a live token.
-            if record.key_id in self._keys:
+            key = self._keys.get(record.key_id)
+            if key is not None:
                 self._tokens[record.digest] = record
+                self._keys[key.key_id] = replace(key, last_used_at=record.issued_at)
 
     def touch_token(self, digest: str, now: float) -> TokenRecord | None:
         with self._lock:
@@ -101,15 +190,24 @@ class MemoryStore:
 
     # -- async face: no I/O, so the same calls ----------------------------------------
     async def acreate_key(
-        self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+        self,
+        apis: Iterable[str],
+        *,
+        introspect: bool = False,
+        now: float | None = None,
+        account: str = "",
+        name: str = "",
+        expires_at: float | None = None,
     ) -> tuple[KeyRecord, str]:
-        return self.create_key(apis, introspect=introspect, now=now)
+        return self.create_key(
+            apis, introspect=introspect, now=now, account=account, name=name, expires_at=expires_at
+        )
 
     async def aget_key(self, key_id: str) -> KeyRecord | None:
         return self.get_key(key_id)
 
-    async def alist_keys(self) -> list[KeyRecord]:
-        return self.list_keys()
+    async def alist_keys(self, account: str | None = None) -> list[KeyRecord]:
+        return self.list_keys(account)
 
     async def arevoke_key(self, key_id: str) -> bool:
         return self.revoke_key(key_id)

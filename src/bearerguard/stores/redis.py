@@ -10,7 +10,15 @@ functions below):
   delete them all (stale entries are pruned a few at a time on each new token);
 * ``<p>:keys`` — every key id, scored by creation time, for `list_keys`;
 * channel ``<p>:invalidate`` — every revocation is published there (``token:<digest>``
-  or ``key:<key_id>``), and `subscribe` listens to it.
+  or ``key:<key_id>``), and `subscribe` listens to it;
+* ``<p>:account:<name>`` — an account (hash; the password only as its argon2id hash),
+  ``<p>:accounts`` every account name by creation time, ``<p>:acctkeys:<name>`` the
+  account's key ids;
+* ``<p>:session:<digest>`` — a panel session (JSON, expiring natively), and
+  ``<p>:acctsessions:<name>`` the digests of an account's sessions.
+
+Key hashes written before accounts existed lack the newer fields and read as keys of
+the operator with no name: no migration is needed.
 
 Lookup-and-extend, token insertion (which checks the key still exists) and both
 revocations are Lua scripts: one round trip each, atomic on the server. The scripts
@@ -28,6 +36,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -42,11 +51,15 @@ from redis.retry import Retry
 
 from ..errors import ConfigurationError
 from ..tokens import Invalidation, fingerprint
+from .accounts import AccountRecord, SessionRecord
 from .base import (
     KeyRecord,
     StoreUnavailable,
     TokenRecord,
     new_key,
+    page_of,
+    parse_key_cursor,
+    rotated,
 )
 
 __all__ = [
@@ -83,6 +96,31 @@ def key_tokens_key(key_id: str, prefix: str = DEFAULT_PREFIX) -> str:
 def keys_index_key(prefix: str = DEFAULT_PREFIX) -> str:
     """Redis key of the sorted set of all key ids (score: creation time)."""
     return f"{prefix}:keys"
+
+
+def account_key(name: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Redis key of one account record."""
+    return f"{prefix}:account:{name}"
+
+
+def accounts_index_key(prefix: str = DEFAULT_PREFIX) -> str:
+    """Redis key of the sorted set of all account names (score: creation time)."""
+    return f"{prefix}:accounts"
+
+
+def account_keys_key(name: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Redis key of the set of key ids owned by one account."""
+    return f"{prefix}:acctkeys:{name}"
+
+
+def session_key(digest: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Redis key of one panel session."""
+    return f"{prefix}:session:{digest}"
+
+
+def account_sessions_key(name: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """Redis key of the set of session digests of one account."""
+    return f"{prefix}:acctsessions:{name}"
 
 
 def invalidation_channel(prefix: str = DEFAULT_PREFIX) -> str:
@@ -171,6 +209,12 @@ def decode_key(key_id: str, fields: dict[Any, Any]) -> KeyRecord | None:
         introspect=f["introspect"] == "1",
         created_at=float(f["created_at"]),
         secret_digest=f["secret_digest"],
+        account=f.get("account", ""),
+        name=f.get("name", ""),
+        expires_at=float(f["expires_at"]) if f.get("expires_at") else None,
+        last_used_at=float(f["last_used_at"]) if f.get("last_used_at") else None,
+        old_secret_digest=f.get("old_secret_digest", ""),
+        old_secret_until=float(f.get("old_secret_until") or 0),
     )
 
 
@@ -180,7 +224,31 @@ def _key_fields(record: KeyRecord) -> dict[Any, Any]:
         "apis": json.dumps(sorted(record.apis), separators=(",", ":")),
         "introspect": "1" if record.introspect else "0",
         "created_at": repr(record.created_at),
+        "account": record.account,
+        "name": record.name,
+        "expires_at": "" if record.expires_at is None else repr(record.expires_at),
     }
+
+
+def decode_account(name: str, fields: dict[Any, Any]) -> AccountRecord | None:
+    """An account record from its hash (None for an empty hash); ValueError for garbage."""
+    if not fields:
+        return None
+    f = {_text(k): _text(v) for k, v in fields.items()}
+    apis = json.loads(f["apis"])
+    if not isinstance(apis, list) or not all(isinstance(a, str) for a in apis):
+        raise ValueError("account apis is not a list of strings")
+    return AccountRecord(
+        name=name,
+        apis=frozenset(apis),
+        created_at=float(f["created_at"]),
+        disabled=f.get("disabled") == "1",
+        password_hash=f["password_hash"],
+    )
+
+
+def _apis_json(apis: Iterable[str]) -> str:
+    return json.dumps(sorted(apis), separators=(",", ":"))
 
 
 # -- Lua scripts -----------------------------------------------------------------------
@@ -202,6 +270,7 @@ _LUA_PUT = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('HSET', KEYS[2], 'last_used_at', ARGV[5])
 local sample = redis.call('SRANDMEMBER', KEYS[3], 8)
 for _, d in ipairs(sample) do
   if redis.call('EXISTS', ARGV[4] .. d) == 0 then redis.call('SREM', KEYS[3], d) end
@@ -210,8 +279,10 @@ return 1
 """
 
 # KEYS[1] apikey, KEYS[2] keytokens, KEYS[3] keys index; ARGV key_id, token prefix,
-# channel, message. Returns {key found, tokens deleted}.
+# channel, message, account-keys prefix. Returns {key found, tokens deleted}.
 _LUA_REVOKE_KEY = """
+local acct = redis.call('HGET', KEYS[1], 'account')
+if acct and acct ~= '' then redis.call('SREM', ARGV[5] .. acct, ARGV[1]) end
 local found = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 local n = 0
@@ -233,6 +304,50 @@ if ok and type(rec) == 'table' and type(rec['k']) == 'string' then
   redis.call('SREM', ARGV[2] .. rec['k'], ARGV[1])
 end
 redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+
+# KEYS[1] apikey; ARGV new digest, grace ("1" to keep the old secret), old_until.
+_LUA_ROTATE = """
+local cur = redis.call('HGET', KEYS[1], 'secret_digest')
+if not cur then return 0 end
+local old = ''
+if ARGV[2] == '1' then old = cur end
+redis.call('HSET', KEYS[1], 'secret_digest', ARGV[1], 'old_secret_digest', old,
+           'old_secret_until', ARGV[3])
+return 1
+"""
+
+# KEYS[1] account, KEYS[2] accounts index; ARGV name, created_at, then field/value pairs.
+_LUA_CREATE_ACCOUNT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
+"""
+
+# KEYS[1] account; ARGV field, value. Sets one field of an existing account.
+_LUA_SET_ACCOUNT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS[1] account, KEYS[2] its key ids, KEYS[3] its sessions; ARGV token prefix,
+# keytokens prefix, channel, session prefix. Disables the account, deletes every token
+# of its keys (announcing each key) and every session. Returns 1, or 0 for no account.
+_LUA_DISABLE_ACCOUNT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'disabled', '1')
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  for _, d in ipairs(redis.call('SMEMBERS', ARGV[2] .. k)) do
+    redis.call('DEL', ARGV[1] .. d)
+  end
+  redis.call('DEL', ARGV[2] .. k)
+  redis.call('PUBLISH', ARGV[3], 'key:' .. k)
+end
+for _, d in ipairs(redis.call('SMEMBERS', KEYS[3])) do redis.call('DEL', ARGV[4] .. d) end
+redis.call('DEL', KEYS[3])
 return 1
 """
 
@@ -260,6 +375,10 @@ class _Scripts:
         self.put = client.register_script(_LUA_PUT)
         self.revoke_key = client.register_script(_LUA_REVOKE_KEY)
         self.revoke_token = client.register_script(_LUA_REVOKE_ONE)
+        self.rotate = client.register_script(_LUA_ROTATE)
+        self.create_account = client.register_script(_LUA_CREATE_ACCOUNT)
+        self.set_account = client.register_script(_LUA_SET_ACCOUNT)
+        self.disable_account = client.register_script(_LUA_DISABLE_ACCOUNT)
 
 
 class RedisStore:
@@ -343,6 +462,7 @@ class RedisStore:
             _ttl_ms(record.ttl),
             record.digest,
             token_key("", self.prefix),
+            repr(record.issued_at),
         ]
         return keys, args
 
@@ -357,6 +477,7 @@ class RedisStore:
             token_key("", self.prefix),
             invalidation_channel(self.prefix),
             encode_invalidation(Invalidation("key", key_id)),
+            account_keys_key("", self.prefix),
         ]
         return keys, args
 
@@ -370,35 +491,175 @@ class RedisStore:
         ]
         return keys, args
 
-    def _new_key(
-        self, apis: Iterable[str], introspect: bool, now: float | None
-    ) -> tuple[KeyRecord, str]:
-        return new_key(apis, introspect=introspect, now=now)
+    def _queue_key(self, pipe: Any, record: KeyRecord) -> None:
+        pipe.hset(apikey_key(record.key_id, self.prefix), mapping=_key_fields(record))
+        pipe.zadd(keys_index_key(self.prefix), {record.key_id: record.created_at})
+        if record.account:
+            pipe.sadd(account_keys_key(record.account, self.prefix), record.key_id)
 
     # -- keys -------------------------------------------------------------------------
     def create_key(
-        self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+        self,
+        apis: Iterable[str],
+        *,
+        introspect: bool = False,
+        now: float | None = None,
+        account: str = "",
+        name: str = "",
+        expires_at: float | None = None,
     ) -> tuple[KeyRecord, str]:
-        record, secret = self._new_key(apis, introspect, now)
+        record, secret = new_key(
+            apis, introspect=introspect, now=now, account=account, name=name, expires_at=expires_at
+        )
         with self._errors("create_key"):
             pipe = self._client.pipeline(transaction=True)
-            pipe.hset(apikey_key(record.key_id, self.prefix), mapping=_key_fields(record))
-            pipe.zadd(keys_index_key(self.prefix), {record.key_id: record.created_at})
+            self._queue_key(pipe, record)
             pipe.execute()
         return record, secret
+
+    def rotate_key(
+        self, key_id: str, *, grace: float, now: float | None = None
+    ) -> tuple[KeyRecord, str] | None:
+        now = time.time() if now is None else now
+        with self._errors("rotate_key"):
+            record = self.get_key(key_id)
+            if record is None:
+                return None
+            record, secret = rotated(record, grace, now)
+            done = self._scripts.rotate(
+                keys=[apikey_key(key_id, self.prefix)],
+                args=[
+                    record.secret_digest,
+                    "1" if grace > 0 else "0",
+                    repr(record.old_secret_until),
+                ],
+            )
+            if not done:
+                return None
+            fresh = self.get_key(key_id)
+        return (fresh, secret) if fresh is not None else None
+
+    # -- accounts and panel sessions ----------------------------------------------------
+    def create_account(self, record: AccountRecord) -> bool:
+        fields = {
+            "password_hash": record.password_hash,
+            "apis": _apis_json(record.apis),
+            "disabled": "1" if record.disabled else "0",
+            "created_at": repr(record.created_at),
+        }
+        pairs = [item for kv in fields.items() for item in kv]
+        with self._errors("create_account"):
+            return bool(
+                self._scripts.create_account(
+                    keys=[account_key(record.name, self.prefix), accounts_index_key(self.prefix)],
+                    args=[record.name, repr(record.created_at), *pairs],
+                )
+            )
+
+    def get_account(self, name: str) -> AccountRecord | None:
+        with self._errors("get_account"):
+            return decode_account(name, self._client.hgetall(account_key(name, self.prefix)))
+
+    def list_accounts(self) -> list[AccountRecord]:
+        with self._errors("list_accounts"):
+            names = [_text(n) for n in self._client.zrange(accounts_index_key(self.prefix), 0, -1)]
+            pipe = self._client.pipeline(transaction=False)
+            for name in names:
+                pipe.hgetall(account_key(name, self.prefix))
+            found = pipe.execute() if names else []
+            records = [decode_account(n, f) for n, f in zip(names, found, strict=True)]
+            present = [r for r in records if r is not None]
+            return sorted(present, key=lambda a: (a.created_at, a.name))
+
+    def set_account_apis(self, name: str, apis: Iterable[str]) -> bool:
+        with self._errors("set_account_apis"):
+            return bool(
+                self._scripts.set_account(
+                    keys=[account_key(name, self.prefix)], args=["apis", _apis_json(apis)]
+                )
+            )
+
+    def disable_account(self, name: str) -> bool:
+        keys = [
+            account_key(name, self.prefix),
+            account_keys_key(name, self.prefix),
+            account_sessions_key(name, self.prefix),
+        ]
+        args = [
+            token_key("", self.prefix),
+            key_tokens_key("", self.prefix),
+            invalidation_channel(self.prefix),
+            session_key("", self.prefix),
+        ]
+        with self._errors("disable_account"):
+            # The account's key ids stay in KEYS[2]: the keys still exist (disabled).
+            return bool(self._scripts.disable_account(keys=keys, args=args))
+
+    def put_session(self, record: SessionRecord) -> None:
+        value = json.dumps(
+            {
+                "a": record.account,
+                "c": record.csrf,
+                "iat": record.created_at,
+                "exp": record.expires_at,
+            },
+            separators=(",", ":"),
+        )
+        ttl_ms = _ttl_ms(max(record.expires_at - time.time(), 0.001))
+        with self._errors("put_session"):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.set(session_key(record.digest, self.prefix), value, px=ttl_ms)
+            pipe.sadd(account_sessions_key(record.account, self.prefix), record.digest)
+            pipe.execute()
+
+    def get_session(self, digest: str, now: float) -> SessionRecord | None:
+        with self._errors("get_session"):
+            value = self._client.get(session_key(digest, self.prefix))
+            if value is None:
+                return None
+            data = json.loads(value)
+            record = SessionRecord(
+                digest=digest,
+                account=str(data["a"]),
+                csrf=str(data["c"]),
+                created_at=float(data["iat"]),
+                expires_at=float(data["exp"]),
+            )
+        return record if now < record.expires_at else None
+
+    def delete_session(self, digest: str) -> None:
+        with self._errors("delete_session"):
+            self._client.delete(session_key(digest, self.prefix))
 
     def get_key(self, key_id: str) -> KeyRecord | None:
         with self._errors("get_key"):
             return decode_key(key_id, self._client.hgetall(apikey_key(key_id, self.prefix)))
 
-    def list_keys(self) -> list[KeyRecord]:
+    def list_keys(
+        self, account: str | None = None, *, after: str | None = None, limit: int | None = None
+    ) -> list[KeyRecord]:
+        raw: list[Any]
         with self._errors("list_keys"):
-            ids = [_text(i) for i in self._client.zrange(keys_index_key(self.prefix), 0, -1)]
+            if account is not None:
+                raw = list(self._client.smembers(account_keys_key(account, self.prefix)))
+            elif after is None and limit is None:
+                raw = list(self._client.zrange(keys_index_key(self.prefix), 0, -1))
+            else:
+                # By score from the cursor's creation time on; members sharing that exact
+                # score are filtered below, so fetch a few more than a page.
+                low = repr(parse_key_cursor(after)[0]) if after is not None else "-inf"
+                num = -1 if limit is None else limit + 8
+                raw = list(
+                    self._client.zrangebyscore(
+                        keys_index_key(self.prefix), low, "+inf", start=0, num=num
+                    )
+                )
+            ids = [_text(i) for i in raw]
             pipe = self._client.pipeline(transaction=False)
             for key_id in ids:
                 pipe.hgetall(apikey_key(key_id, self.prefix))
             found = pipe.execute() if ids else []
-            return _sorted_keys(ids, found)
+            return page_of(_sorted_keys(ids, found), after, limit)
 
     def revoke_key(self, key_id: str) -> bool:
         keys, args = self._revoke_key_args(key_id)
@@ -489,14 +750,22 @@ class RedisStore:
 
     # -- async face -------------------------------------------------------------------
     async def acreate_key(
-        self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+        self,
+        apis: Iterable[str],
+        *,
+        introspect: bool = False,
+        now: float | None = None,
+        account: str = "",
+        name: str = "",
+        expires_at: float | None = None,
     ) -> tuple[KeyRecord, str]:
-        record, secret = self._new_key(apis, introspect, now)
+        record, secret = new_key(
+            apis, introspect=introspect, now=now, account=account, name=name, expires_at=expires_at
+        )
         with self._errors("create_key"):
             client, _ = self._aclient()
             pipe = client.pipeline(transaction=True)
-            pipe.hset(apikey_key(record.key_id, self.prefix), mapping=_key_fields(record))
-            pipe.zadd(keys_index_key(self.prefix), {record.key_id: record.created_at})
+            self._queue_key(pipe, record)
             await pipe.execute()
         return record, secret
 
@@ -505,10 +774,13 @@ class RedisStore:
             client, _ = self._aclient()
             return decode_key(key_id, await client.hgetall(apikey_key(key_id, self.prefix)))
 
-    async def alist_keys(self) -> list[KeyRecord]:
+    async def alist_keys(self, account: str | None = None) -> list[KeyRecord]:
         with self._errors("list_keys"):
             client, _ = self._aclient()
-            raw = await client.zrange(keys_index_key(self.prefix), 0, -1)
+            if account is None:
+                raw = list(await client.zrange(keys_index_key(self.prefix), 0, -1))
+            else:
+                raw = list(await client.smembers(account_keys_key(account, self.prefix)))
             ids = [_text(i) for i in raw]
             pipe = client.pipeline(transaction=False)
             for key_id in ids:

@@ -25,12 +25,15 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from ..tokens import Invalidation
+from .accounts import AccountRecord, SessionRecord
 from .base import (
     KeyRecord,
     LocalSubscribers,
     StoreUnavailable,
     TokenRecord,
     new_key,
+    parse_key_cursor,
+    rotated,
 )
 
 __all__ = ["SQLiteStore", "sqlite_path"]
@@ -59,19 +62,43 @@ _SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS bg_tokens_key ON bg_tokens (key_id)",
     "CREATE INDEX IF NOT EXISTS bg_tokens_expiry ON bg_tokens (expires_at)",
+    """CREATE TABLE IF NOT EXISTS bg_accounts (
+        name TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        apis TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS bg_sessions (
+        digest TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        csrf TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS bg_sessions_account ON bg_sessions (account)",
 )
 
-_SQL_GET_KEY = (
-    "SELECT key_id, secret_digest, apis, introspect, created_at FROM bg_keys WHERE key_id = ?"
+# Columns added to bg_keys for accounts and rotation. A database made before them is
+# migrated in place when opened (ALTER TABLE … ADD COLUMN, in one transaction).
+_KEY_COLUMNS = (
+    ("account", "TEXT NOT NULL DEFAULT ''"),
+    ("name", "TEXT NOT NULL DEFAULT ''"),
+    ("expires_at", "REAL"),
+    ("last_used_at", "REAL"),
+    ("old_secret_digest", "TEXT NOT NULL DEFAULT ''"),
+    ("old_secret_until", "REAL NOT NULL DEFAULT 0"),
 )
-_SQL_LIST_KEYS = (
-    "SELECT key_id, secret_digest, apis, introspect, created_at FROM bg_keys "
-    "ORDER BY created_at, key_id"
+# Token columns added after the first schema (the RFC 8707 audience).
+_TOKEN_COLUMNS = (("audience", "TEXT NOT NULL DEFAULT '[]'"),)
+_KEY_FIELDS = "key_id, secret_digest, apis, introspect, created_at, " + ", ".join(
+    c for c, _ in _KEY_COLUMNS
 )
-_SQL_PUT_KEY = (
-    "INSERT INTO bg_keys (key_id, secret_digest, apis, introspect, created_at) "
-    "VALUES (?, ?, ?, ?, ?)"
-)
+_ACCOUNT_FIELDS = "name, password_hash, apis, disabled, created_at"
+_SESSION_FIELDS = "digest, account, csrf, created_at, expires_at"
+
+_SQL_GET_KEY = f"SELECT {_KEY_FIELDS} FROM bg_keys WHERE key_id = ?"  # noqa: S608
+_SQL_PUT_KEY = f"INSERT INTO bg_keys ({_KEY_FIELDS}) VALUES ({', '.join('?' * 11)})"  # noqa: S608
 # The key check and the insert are one statement (see `put_token`).
 _SQL_PUT = (
     "INSERT OR REPLACE INTO bg_tokens "
@@ -145,13 +172,47 @@ def _token_from_row(row: tuple[Any, ...]) -> TokenRecord:
 
 
 def _key_from_row(row: tuple[Any, ...]) -> KeyRecord:
-    key_id, secret_digest, apis, introspect, created_at = row
+    (key_id, secret_digest, apis, introspect, created_at, account, name, expires_at) = row[:8]
+    last_used_at, old_secret_digest, old_secret_until = row[8:]
     return KeyRecord(
         key_id=str(key_id),
         apis=_apis_from_db(apis),
         introspect=bool(introspect),
         created_at=float(created_at),
         secret_digest=str(secret_digest),
+        account=str(account),
+        name=str(name),
+        expires_at=None if expires_at is None else float(expires_at),
+        last_used_at=None if last_used_at is None else float(last_used_at),
+        old_secret_digest=str(old_secret_digest),
+        old_secret_until=float(old_secret_until),
+    )
+
+
+def _key_to_row(record: KeyRecord) -> tuple[Any, ...]:
+    return (
+        record.key_id,
+        record.secret_digest,
+        _apis_to_db(record.apis),
+        int(record.introspect),
+        record.created_at,
+        record.account,
+        record.name,
+        record.expires_at,
+        record.last_used_at,
+        record.old_secret_digest,
+        record.old_secret_until,
+    )
+
+
+def _account_from_row(row: tuple[Any, ...]) -> AccountRecord:
+    name, password_hash, apis, disabled, created_at = row
+    return AccountRecord(
+        name=str(name),
+        apis=_apis_from_db(apis),
+        created_at=float(created_at),
+        disabled=bool(disabled),
+        password_hash=str(password_hash),
     )
 
 
@@ -258,10 +319,16 @@ class SQLiteStore:
         with self._transaction(conn):
             for stmt in _SCHEMA:
                 conn.execute(stmt)
-            # Files made before tokens carried an RFC 8707 audience gain the column.
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(bg_tokens)")}
-            if "audience" not in columns:
-                conn.execute("ALTER TABLE bg_tokens ADD COLUMN audience TEXT NOT NULL DEFAULT '[]'")
+            # Files made by an older bearerguard gain the columns added since, in place.
+            for table, added in (("bg_keys", _KEY_COLUMNS), ("bg_tokens", _TOKEN_COLUMNS)):
+                have = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
+                for column, decl in added:
+                    if column not in have:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            conn.execute("CREATE INDEX IF NOT EXISTS bg_keys_account ON bg_keys (account)")
+            conn.execute(
+                "CREATE INDEX IF NOT EXISTS bg_keys_created ON bg_keys (created_at, key_id)"
+            )
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
@@ -286,20 +353,43 @@ class SQLiteStore:
 
     # -- keys -------------------------------------------------------------------------
     def create_key(
-        self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+        self,
+        apis: Iterable[str],
+        *,
+        introspect: bool = False,
+        now: float | None = None,
+        account: str = "",
+        name: str = "",
+        expires_at: float | None = None,
     ) -> tuple[KeyRecord, str]:
-        record, secret = new_key(apis, introspect=introspect, now=now)
+        record, secret = new_key(
+            apis, introspect=introspect, now=now, account=account, name=name, expires_at=expires_at
+        )
         with self._errors("create_key"):
-            self._conn().execute(
-                _SQL_PUT_KEY,
-                (
-                    record.key_id,
-                    record.secret_digest,
-                    _apis_to_db(record.apis),
-                    int(record.introspect),
-                    record.created_at,
-                ),
-            )
+            self._conn().execute(_SQL_PUT_KEY, _key_to_row(record))
+        return record, secret
+
+    def rotate_key(
+        self, key_id: str, *, grace: float, now: float | None = None
+    ) -> tuple[KeyRecord, str] | None:
+        now = time.time() if now is None else now
+        with self._errors("rotate_key"):
+            conn = self._conn()
+            with self._transaction(conn):
+                row = conn.execute(_SQL_GET_KEY, (key_id,)).fetchone()
+                if row is None:
+                    return None
+                record, secret = rotated(_key_from_row(row), grace, now)
+                conn.execute(
+                    "UPDATE bg_keys SET secret_digest = ?, old_secret_digest = ?, "
+                    "old_secret_until = ? WHERE key_id = ?",
+                    (
+                        record.secret_digest,
+                        record.old_secret_digest,
+                        record.old_secret_until,
+                        key_id,
+                    ),
+                )
         return record, secret
 
     def get_key(self, key_id: str) -> KeyRecord | None:
@@ -307,10 +397,133 @@ class SQLiteStore:
             row = self._conn().execute(_SQL_GET_KEY, (key_id,)).fetchone()
             return None if row is None else _key_from_row(row)
 
-    def list_keys(self) -> list[KeyRecord]:
+    def list_keys(
+        self, account: str | None = None, *, after: str | None = None, limit: int | None = None
+    ) -> list[KeyRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if account is not None:
+            where.append("account = ?")
+            params.append(account)
+        if after is not None:
+            created, key_id = parse_key_cursor(after)
+            where.append("(created_at > ? OR (created_at = ? AND key_id > ?))")
+            params += [created, created, key_id]
+        sql = f"SELECT {_KEY_FIELDS} FROM bg_keys"  # noqa: S608
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, key_id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
         with self._errors("list_keys"):
-            rows = self._conn().execute(_SQL_LIST_KEYS).fetchall()
+            rows = self._conn().execute(sql, params).fetchall()
             return [_key_from_row(r) for r in rows]
+
+    # -- accounts and panel sessions ----------------------------------------------------
+    def create_account(self, record: AccountRecord) -> bool:
+        with self._errors("create_account"):
+            cursor = self._conn().execute(
+                f"INSERT OR IGNORE INTO bg_accounts ({_ACCOUNT_FIELDS}) "  # noqa: S608
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    record.name,
+                    record.password_hash,
+                    _apis_to_db(record.apis),
+                    int(record.disabled),
+                    record.created_at,
+                ),
+            )
+            return cursor.rowcount > 0
+
+    def get_account(self, name: str) -> AccountRecord | None:
+        with self._errors("get_account"):
+            row = (
+                self._conn()
+                .execute(
+                    f"SELECT {_ACCOUNT_FIELDS} FROM bg_accounts WHERE name = ?",  # noqa: S608
+                    (name,),
+                )
+                .fetchone()
+            )
+            return None if row is None else _account_from_row(row)
+
+    def list_accounts(self) -> list[AccountRecord]:
+        with self._errors("list_accounts"):
+            rows = (
+                self._conn()
+                .execute(
+                    f"SELECT {_ACCOUNT_FIELDS} FROM bg_accounts ORDER BY created_at, name"  # noqa: S608
+                )
+                .fetchall()
+            )
+            return [_account_from_row(r) for r in rows]
+
+    def set_account_apis(self, name: str, apis: Iterable[str]) -> bool:
+        with self._errors("set_account_apis"):
+            cursor = self._conn().execute(
+                "UPDATE bg_accounts SET apis = ? WHERE name = ?", (_apis_to_db(apis), name)
+            )
+            return cursor.rowcount > 0
+
+    def disable_account(self, name: str) -> bool:
+        with self._errors("disable_account"):
+            conn = self._conn()
+            with self._transaction(conn):
+                found = conn.execute(
+                    "UPDATE bg_accounts SET disabled = 1 WHERE name = ?", (name,)
+                ).rowcount
+                key_ids = [
+                    str(r[0])
+                    for r in conn.execute("SELECT key_id FROM bg_keys WHERE account = ?", (name,))
+                ]
+                conn.execute(
+                    "DELETE FROM bg_tokens WHERE key_id IN "
+                    "(SELECT key_id FROM bg_keys WHERE account = ?)",
+                    (name,),
+                )
+                conn.execute("DELETE FROM bg_sessions WHERE account = ?", (name,))
+        if found:
+            for key_id in sorted(key_ids):
+                self._subscribers.announce(Invalidation("key", key_id))
+        return found > 0
+
+    def put_session(self, record: SessionRecord) -> None:
+        with self._errors("put_session"):
+            conn = self._conn()
+            conn.execute(
+                f"INSERT OR REPLACE INTO bg_sessions ({_SESSION_FIELDS}) "  # noqa: S608
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    record.digest,
+                    record.account,
+                    record.csrf,
+                    record.created_at,
+                    record.expires_at,
+                ),
+            )
+            conn.execute("DELETE FROM bg_sessions WHERE expires_at <= ?", (record.created_at,))
+
+    def get_session(self, digest: str, now: float) -> SessionRecord | None:
+        with self._errors("get_session"):
+            row = (
+                self._conn()
+                .execute(
+                    f"SELECT {_SESSION_FIELDS} FROM bg_sessions "  # noqa: S608
+                    "WHERE digest = ? AND expires_at > ?",
+                    (digest, now),
+                )
+                .fetchone()
+            )
+            if row is None:
+                return None
+            d, account, csrf, created_at, expires_at = row
+            return SessionRecord(
+                str(d), str(account), str(csrf), float(created_at), float(expires_at)
+            )
+
+    def delete_session(self, digest: str) -> None:
+        with self._errors("delete_session"):
+            self._conn().execute("DELETE FROM bg_sessions WHERE digest = ?", (digest,))
 
     def revoke_key(self, key_id: str) -> bool:
         with self._errors("revoke_key"):
@@ -344,6 +557,10 @@ class SQLiteStore:
                     _apis_to_db(record.audience),
                     record.key_id,
                 ),
+            )
+            conn.execute(
+                "UPDATE bg_keys SET last_used_at = ? WHERE key_id = ?",
+                (record.issued_at, record.key_id),
             )
             self._maybe_purge(conn, record.issued_at)
 
@@ -403,15 +620,30 @@ class SQLiteStore:
 
     # -- async face: the same calls in a worker thread, so the loop never blocks -----
     async def acreate_key(
-        self, apis: Iterable[str], *, introspect: bool = False, now: float | None = None
+        self,
+        apis: Iterable[str],
+        *,
+        introspect: bool = False,
+        now: float | None = None,
+        account: str = "",
+        name: str = "",
+        expires_at: float | None = None,
     ) -> tuple[KeyRecord, str]:
-        return await asyncio.to_thread(self.create_key, list(apis), introspect=introspect, now=now)
+        return await asyncio.to_thread(
+            self.create_key,
+            list(apis),
+            introspect=introspect,
+            now=now,
+            account=account,
+            name=name,
+            expires_at=expires_at,
+        )
 
     async def aget_key(self, key_id: str) -> KeyRecord | None:
         return await asyncio.to_thread(self.get_key, key_id)
 
-    async def alist_keys(self) -> list[KeyRecord]:
-        return await asyncio.to_thread(self.list_keys)
+    async def alist_keys(self, account: str | None = None) -> list[KeyRecord]:
+        return await asyncio.to_thread(self.list_keys, account)
 
     async def arevoke_key(self, key_id: str) -> bool:
         return await asyncio.to_thread(self.revoke_key, key_id)
