@@ -17,6 +17,7 @@ from bearerguard.flow import Allow, Deny, RequestFacts
 from bearerguard.metrics import Metrics
 from bearerguard.prometheus import metrics_asgi_app, metrics_wsgi_app, register
 from bearerguard.stores import MemoryStore
+from bearerguard.stores.base import new_token
 from bearerguard.tokens import fingerprint, token_digest
 from helpers import FakeClock, issue
 
@@ -33,8 +34,9 @@ def scripted(h: Harness, store: MemoryStore) -> tuple[Any, Any]:
     assert h.get("/health").status_code == 200  # public
     assert h.get("/whoami").status_code == 401  # no credentials
     assert h.get("/whoami", {"Authorization": "Bearer a b"}).status_code == 400
-    assert h.get("/whoami", bearer("unknown")).status_code == 401  # miss
-    assert h.get("/whoami", bearer("unknown")).status_code == 401  # negative hit
+    unknown = new_token()  # shaped like a real token, so the store backend looks it up
+    assert h.get("/whoami", bearer(unknown)).status_code == 401  # miss
+    assert h.get("/whoami", bearer(unknown)).status_code == 401  # negative hit
     for _ in range(3):  # one miss, then two hits (cached fast path)
         assert h.get("/whoami", bearer(dns.token)).status_code == 200
     assert h.get("/whoami", bearer(vps.token)).status_code == 403  # miss, wrong API
