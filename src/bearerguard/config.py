@@ -8,6 +8,10 @@ The ``BEARERGUARD_*`` variables (DESIGN.md, "Examples")::
     BEARERGUARD_STORE               store URL when not introspecting
                                     (default ``sqlite:///bearerguard.db``)
     BEARERGUARD_TRUSTED_PROXIES     comma-separated IPs/CIDRs whose X-Forwarded-For is believed
+    BEARERGUARD_TOKEN_FORMAT        ``bearerguard``: refuse tokens not shaped like those of
+                                    ``bearerguard serve`` with 401, no lookup (the default
+                                    over a store); ``any``: accept any b64token (the
+                                    default over introspection)
 
 The three introspection variables together select `IntrospectionBackend`; setting only
 some of them is an error (never a silent fall-back to another backend). Without them,
@@ -41,8 +45,10 @@ CLIENT_ID = "BEARERGUARD_CLIENT_ID"
 CLIENT_SECRET = "BEARERGUARD_CLIENT_SECRET"  # noqa: S105  (a variable name)
 STORE = "BEARERGUARD_STORE"
 TRUSTED_PROXIES = "BEARERGUARD_TRUSTED_PROXIES"
+TOKEN_FORMAT = "BEARERGUARD_TOKEN_FORMAT"  # noqa: S105  (a variable name)
+_TOKEN_FORMATS = {"bearerguard": "bearerguard", "any": None}
 
-ENV_VARS = (INTROSPECTION_URL, CLIENT_ID, CLIENT_SECRET, STORE, TRUSTED_PROXIES)
+ENV_VARS = (INTROSPECTION_URL, CLIENT_ID, CLIENT_SECRET, STORE, TRUSTED_PROXIES, TOKEN_FORMAT)
 """Every variable `from_env` reads."""
 
 
@@ -57,11 +63,19 @@ class EnvSettings:
     backend: Any
     trusted_proxies: tuple[str, ...] = ()
     source: str = field(default="", compare=False)
+    token_format: str = ""  # "": the backend's default; "bearerguard" or "any"
 
     @property
     def options(self) -> dict[str, Any]:
-        """Keyword options for `BearerGuardMiddleware` / `WSGIBearerGuard` / `Guard`."""
-        return {"trusted_proxies": self.trusted_proxies}
+        """Keyword options for `BearerGuardMiddleware` / `WSGIBearerGuard` / `Guard`.
+
+        ``token_format`` is there only when ``BEARERGUARD_TOKEN_FORMAT`` is set;
+        otherwise the middleware takes the backend's own default.
+        """
+        options: dict[str, Any] = {"trusted_proxies": self.trusted_proxies}
+        if self.token_format:
+            options["token_format"] = _TOKEN_FORMATS[self.token_format]
+        return options
 
     def close(self) -> None:
         """Release the backend's connections (sync face)."""
@@ -102,6 +116,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> EnvSettings:
     """
     env = os.environ if environ is None else environ
     proxies = _proxies(env)
+    token_format = _get(env, TOKEN_FORMAT).lower()
+    if token_format and token_format not in _TOKEN_FORMATS:
+        raise ConfigurationError(f"{TOKEN_FORMAT} must be 'bearerguard' or 'any'")
     intro = {name: _get(env, name) for name in (INTROSPECTION_URL, CLIENT_ID, CLIENT_SECRET)}
     if any(intro.values()):
         missing = [name for name, value in intro.items() if not value]
@@ -117,7 +134,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> EnvSettings:
             backend: Any = IntrospectionBackend(url, intro[CLIENT_ID], intro[CLIENT_SECRET])
         except ConfigurationError as exc:
             raise ConfigurationError(f"{INTROSPECTION_URL}: {exc}") from None
-        return EnvSettings(backend, proxies, f"introspection {url}")
+        return EnvSettings(backend, proxies, f"introspection {url}", token_format)
     url = _get(env, STORE) or DEFAULT_STORE
     try:
         store = open_store(url)
@@ -131,7 +148,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> EnvSettings:
         with contextlib.suppress(Exception):
             store.close()
         raise
-    return EnvSettings(backend, proxies, f"store {_redact(url)}")
+    return EnvSettings(backend, proxies, f"store {_redact(url)}", token_format)
 
 
 def _redact(url: str) -> str:
