@@ -91,14 +91,14 @@ def token_body_limit(max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH) -> int:
     """Largest body of ``/introspect`` and ``/revoke``: room for any accepted token (H1).
 
     A token of `max_token_length` b64token characters form-encodes to at most three
-    bytes a character (``/`` is ``%2F``); 1 KiB more holds the other members
+    bytes a character (``/`` is ``%2F``); 2 KiB more holds the other members
     (``token_type_hint``, ``client_ip``, ``client_id`` and ``client_secret``).
     """
-    return 3 * max_token_length + 1024
+    return 3 * max_token_length + 2048
 
 
 TOKEN_BODY_LIMIT = token_body_limit()
-"""`token_body_limit` for the middleware's default ``max_token_length`` (13,312 bytes)."""
+"""`token_body_limit` for the middleware's default ``max_token_length`` (14,336 bytes)."""
 
 MAX_HEADER_BYTES = 16384
 """Largest total of request header names and values on the POST endpoints (431)."""
