@@ -35,6 +35,7 @@ ATTACKER = "127.0.0.3"
 TOKEN_TTL = 3.0
 TOUCH = TOKEN_TTL / 3  # the middleware touches a short token at a third of its TTL
 MAX_TOKEN = 4096
+HOLDERS = 3  # holder threads (one address holds a quarter of the 16 lookup slots)
 
 
 @pytest.fixture(scope="module")
@@ -127,19 +128,28 @@ def test_junk_tokens_then_a_flood_leave_new_tokens_alone(
     waits: list[float] = []
     breaker_states: set[str] = set()
     started = time.monotonic()
-    with client_from(HOLDER, timeout=20) as c:
-        while time.monotonic() - started < duration:
-            token = _holder_token(service, key)  # a new token: never cached yet
-            asked = time.monotonic()
-            holder[c.get(rs.base_url + "/dns/zones", headers=bearer(token)).status_code] += 1
-            waits.append(time.monotonic() - asked)
-            breaker_states.add(stats(rs.base_url)["breaker"])
+
+    def holder_loop() -> None:
+        with client_from(HOLDER, timeout=20) as c:
+            while time.monotonic() - started < duration:
+                token = _holder_token(service, key)  # a new token: never cached yet
+                asked = time.monotonic()
+                status = c.get(rs.base_url + "/dns/zones", headers=bearer(token)).status_code
+                waits.append(time.monotonic() - asked)
+                holder[status] += 1
+
+    holders = [threading.Thread(target=holder_loop) for _ in range(HOLDERS)]
+    for t in holders:
+        t.start()
+    while any(t.is_alive() for t in holders):
+        breaker_states.add(stats(rs.base_url)["breaker"])
+        time.sleep(0.2)
     stop.set()
     thread.join(timeout=60)
     assert not thread.is_alive()
     sent = sum(flood.values())
     assert sent > connections, flood
-    assert holder == {200: sum(holder.values())}, holder
+    assert holder == {200: sum(holder.values())}, (holder, flood)
     assert breaker_states == {"closed"}
     assert stats(rs.base_url)["breaker"] == "closed"
     record(
@@ -150,6 +160,7 @@ def test_junk_tokens_then_a_flood_leave_new_tokens_alone(
         connections=connections,
         seconds=duration,
         attacker_statuses=dict(flood),
+        holder_connections=HOLDERS,
         holder_new_tokens=sum(holder.values()),
         holder_200_pct=round(100 * holder[200] / sum(holder.values()), 1),
         holder_slowest_s=round(max(waits), 2),
@@ -164,35 +175,45 @@ def test_throttle_attack_locks_out_no_holder(
     rs = servers["introspection"]
     customer = service.create_key(["dns"])
     attempts = scaled(60, 600)
+    # From ten addresses, so that the key ids themselves get throttled (one address
+    # alone is slowed down after 5 wrong guesses, whatever key ids it tries).
+    sources = [f"127.0.0.{3 + i}" for i in range(10)]
     attacker: Counter[int] = Counter()
     retry_after: set[int] = set()
     holder: Counter[int] = Counter()
     started = time.monotonic()
-    with client_from(ATTACKER) as bad, client_from(HOLDER) as good:
-        for i in range(attempts):
-            victim = rs_key[0] if i % 2 else customer[0]
-            r = bad.post(
-                service.base_url + "/login",
-                data={"grant_type": "client_credentials"},
-                auth=(victim, remember_secret(secrets.token_urlsafe(32))),
-            )
-            attacker[r.status_code] += 1
-            if r.status_code == 429:
-                retry_after.add(int(r.headers["retry-after"]))
-            if i % 5 == 4:
-                # The customer logs in with the right secret, and the resource server
-                # (whose key is under attack) introspects the new token.
-                token = _holder_token(service, customer)
-                holder[good.get(rs.base_url + "/dns/zones", headers=bearer(token)).status_code] += 1
+    bad = {ip: client_from(ip) for ip in sources}
+    try:
+        with client_from(HOLDER) as good:
+            for i in range(attempts):
+                victim = rs_key[0] if i % 2 else customer[0]
+                r = bad[sources[i % len(sources)]].post(
+                    service.base_url + "/login",
+                    data={"grant_type": "client_credentials"},
+                    auth=(victim, remember_secret(secrets.token_urlsafe(32))),
+                )
+                attacker[r.status_code] += 1
+                if r.status_code == 429:
+                    retry_after.add(int(r.headers["retry-after"]))
+                if i % 5 == 4:
+                    # The customer logs in with the right secret, and the resource server
+                    # (whose key is under attack) introspects the new token.
+                    token = _holder_token(service, customer)
+                    r = good.get(rs.base_url + "/dns/zones", headers=bearer(token))
+                    holder[r.status_code] += 1
+    finally:
+        for c in bad.values():
+            c.close()
     took = time.monotonic() - started
-    assert attacker == {401: 5, 429: attempts - 5}, attacker
+    assert attacker == {401: 10, 429: attempts - 10}, attacker  # 5 per key id
     assert retry_after and all(1 <= s <= 60 for s in retry_after)
     assert holder == {200: attempts // 5}, holder
     record(
         "attacks.throttle",
-        attack="wrong secrets for the resource server's key id and a customer's, one address",
+        attack="wrong secrets for the resource server's key id and a customer's, "
+        f"from {len(sources)} addresses",
         sent=attempts,
-        connections=1,
+        connections=len(sources),
         seconds=round(took, 1),
         attacker_statuses=dict(attacker),
         holder_logins_and_uses=attempts // 5,
