@@ -282,8 +282,7 @@ def _run(args: argparse.Namespace) -> int:
                     print(f"bearerguard demo: demo key {demo_key} revoked.", flush=True)
                 except Exception as exc:
                     print(
-                        f"bearerguard demo: could not revoke demo key {demo_key}: "
-                        f"{_one_line(exc)}",
+                        f"bearerguard demo: could not revoke demo key {demo_key}: {_one_line(exc)}",
                         file=sys.stderr,
                         flush=True,
                     )
