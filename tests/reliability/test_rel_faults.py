@@ -29,6 +29,7 @@ from reliability_support import (
 )
 
 from bearerguard.stores import open_store
+from bearerguard.stores.base import new_token
 from helpers import remember_secret
 from integration_support import gunicorn_example, uvicorn_example
 from live_service import LiveService
@@ -174,7 +175,9 @@ def test_redis_killed_under_load_store_mode_and_service() -> None:
                 logins["outage"] += 1
             r = introspect(svc.base_url, intro_id, intro_secret, cached)
             assert r.status_code == 503
-            unseen = _unknown()
+            # Shaped like a real token: over a store the middleware refuses junk with
+            # 401 before any lookup (token_format), and this one must be looked up.
+            unseen = remember_secret(new_token())
             assert _get(app.base_url, unseen) == 503
             time.sleep(max(0.0, scaled(1, 5) - (time.monotonic() - t_kill)))
             redis_srv.start()  # same port, empty dataset

@@ -294,6 +294,12 @@ class IntrospectionBackend:
     token as inactive. `map_response(claims) -> claims` renames members of servers
     that name things differently, before the standard mapping runs.
 
+    `lookup(token, client_ip)`: the middleware passes the request's address, sent as
+    the extension member ``client_ip`` (``bearerguard serve`` then counts the call as a
+    use only from the token's own address; other servers ignore it). Against
+    ``bearerguard serve``, give the middleware ``token_format="bearerguard"`` (or set
+    ``BEARERGUARD_TOKEN_FORMAT=bearerguard``) so junk never costs a call.
+
     Security: the token travels in the POST body and the client secret in the
     Authorization header; neither is logged. Use https outside loopback.
     """
