@@ -7,6 +7,7 @@ Configured from the environment (see ``bearerguard.config.from_env``)::
     BEARERGUARD_INTROSPECTION_URL=http://127.0.0.1:8000/introspect
     BEARERGUARD_CLIENT_ID=… BEARERGUARD_CLIENT_SECRET=…
     BEARERGUARD_TRUSTED_PROXIES=10.0.0.1,10.0.0.2                 # optional
+    BEARERGUARD_TOKEN_FORMAT=bearerguard    # optional: 401 for non-bgt_ tokens, no lookup
     # JWT access tokens of an identity provider too (a chain: JWTs there, the rest as above):
     BEARERGUARD_JWT_ISSUER=https://idp.example/realms/api         # BEARERGUARD_JWKS_URL optional
     BEARERGUARD_AUDIENCE=https://api.example                      # RFC 8707, any backend

@@ -3,6 +3,13 @@
 No decisions here: these helpers call a backend, bound how long and how many calls
 run, and hand results back to the core (`Guard`). Threads for WSGI and for sync
 backends under ASGI; asyncio tasks for async backends.
+
+Sharing (H2): at most `max_in_flight` lookups for requests run at once, and once half
+of those slots are taken, an address that already holds a quarter of them gets no
+more (BackendUnavailable, so a 503 for that address alone): a client spraying junk
+tokens from one address cannot starve the others. Background refreshes of tokens in
+use have a budget of their own (and, for a backend that runs in threads, a pool of
+their own), so they never wait behind a spray.
 """
 
 from __future__ import annotations
@@ -18,16 +25,66 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from .errors import BackendUnavailable, ConfigurationError
+from .errors import BackendUnavailable, ConfigurationError, log_safe
 from .flow import Guard, Lookup
 from .metrics import Metrics
 from .tokens import Invalidation, TokenInfo, fingerprint
 
-__all__ = ["AsyncCaller", "SyncCaller", "wire_invalidations"]
+__all__ = ["AsyncCaller", "SyncCaller", "guard_options", "wire_invalidations"]
 
 logger = logging.getLogger("bearerguard")
 
-LookupFn = Callable[[str], Any]
+LookupFn = Callable[[str, "str | None"], Any]
+FlightKey = tuple[bytes, "str | None"]
+
+
+def _with_client_ip(fn: Callable[..., Any]) -> LookupFn:
+    """`fn` as a (token, client_ip) callable: built-in backends take `client_ip`,
+    a custom backend with a one-argument `lookup(token)` is called as before."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    if "client_ip" in params or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+    ):
+        return lambda token, client_ip: fn(token, client_ip=client_ip)
+    return lambda token, _client_ip: fn(token)
+
+
+class _Slots:
+    """Who holds the lookup slots for requests: the fair-share rule (no I/O, no lock).
+
+    The caller serialises access (a lock under threads, the event loop under asyncio).
+    """
+
+    __slots__ = ("_held", "_max", "_share", "total")
+
+    def __init__(self, max_in_flight: int) -> None:
+        if max_in_flight < 1:
+            raise ConfigurationError("max_in_flight must be at least 1")
+        self._max = max_in_flight
+        self._share = max(1, max_in_flight // 4)
+        self._held: dict[str | None, int] = {}
+        self.total = 0
+
+    def take(self, client_ip: str | None) -> None:
+        """Take a slot for `client_ip`, or raise BackendUnavailable."""
+        if self.total >= self._max:
+            raise BackendUnavailable("too many lookups in flight")
+        held = self._held.get(client_ip, 0)
+        if held >= self._share and self.total >= self._max // 2:
+            raise BackendUnavailable("too many lookups in flight from this address")
+        self._held[client_ip] = held + 1
+        self.total += 1
+
+    def give(self, client_ip: str | None) -> None:
+        held = self._held[client_ip] - 1
+        if held:
+            self._held[client_ip] = held
+        else:
+            del self._held[client_ip]
+        self.total -= 1
 
 
 def _wrap(exc: BaseException) -> BackendUnavailable:
@@ -45,11 +102,11 @@ def _timed(lookup: LookupFn, metrics: Metrics | None) -> LookupFn:
     if metrics is None:
         return lookup
 
-    def timed(token: str) -> Any:
+    def timed(token: str, client_ip: str | None) -> Any:
         started = time.perf_counter()
         ok = False
         try:
-            result = lookup(token)
+            result = lookup(token, client_ip)
             ok = True
             return result
         finally:
@@ -73,57 +130,75 @@ class SyncCaller:
     call returns or raises within its own timeouts) is called in the leader's own
     thread. Any other backend runs on a bounded pool, so a hung custom backend costs a
     503 after `timeout` seconds instead of a stuck worker. At most `max_in_flight`
-    lookups are outstanding; beyond that, BackendUnavailable at once.
+    lookups for requests are outstanding, shared fairly between addresses (module
+    docstring); beyond that, BackendUnavailable at once. Background refreshes run on a
+    pool of their own, at most `max_in_flight` at a time.
     """
 
     def __init__(
         self,
-        lookup: LookupFn,
+        lookup: Callable[..., Any],
         guard: Guard,
         *,
         timeout: float = 5.0,
         max_in_flight: int = 16,
         self_timed: bool = False,
     ) -> None:
-        self._lookup = _timed(lookup, guard.metrics)
+        self._lookup = _timed(_with_client_ip(lookup), guard.metrics)
         self._guard = guard
         self._timeout = _check_timeout(timeout)
         self._max = max_in_flight
+        self._slots = _Slots(max_in_flight)
+        self._refreshing = 0
         self._inline = self_timed
         self._pool = ThreadPoolExecutor(
             max_workers=max_in_flight, thread_name_prefix="bearerguard-lookup"
         )
+        self._refresh_pool = ThreadPoolExecutor(
+            max_workers=max(2, max_in_flight // 4), thread_name_prefix="bearerguard-refresh"
+        )
         self._lock = threading.Lock()
-        self._flights: dict[bytes, Future[Any]] = {}
+        self._flights: dict[FlightKey, Future[Any]] = {}
 
     def _join(self, lk: Lookup, *, background: bool) -> tuple[Future[Any], bool]:
-        """Return (the flight for `lk`'s token, whether the caller must run it)."""
+        """Return (the flight for `lk`'s token and address, whether the caller must run it)."""
+        fk = (lk.key, lk.client_ip)
         with self._lock:
-            fut = self._flights.get(lk.key)
+            fut = self._flights.get(fk)
             if fut is not None:
                 return fut, False
-            if len(self._flights) >= self._max:
-                raise BackendUnavailable("too many lookups in flight")
-            if background or not self._inline:
-                fut = self._pool.submit(self._lookup, lk.token)
+            if background:
+                if self._refreshing >= self._max:
+                    raise BackendUnavailable("too many refreshes in flight")
+                self._refreshing += 1
+                fut = self._refresh_pool.submit(self._lookup, lk.token, lk.client_ip)
                 lead = False
             else:
-                fut = Future()
-                lead = True
-            self._flights[lk.key] = fut
-        fut.add_done_callback(lambda _f: self._land(lk.key))
+                self._slots.take(lk.client_ip)
+                if self._inline:
+                    fut = Future()
+                    lead = True
+                else:
+                    fut = self._pool.submit(self._lookup, lk.token, lk.client_ip)
+                    lead = False
+            self._flights[fk] = fut
+        fut.add_done_callback(lambda _f: self._land(fk, background))
         return fut, lead
 
-    def _land(self, key: bytes) -> None:
+    def _land(self, fk: FlightKey, background: bool) -> None:
         with self._lock:
-            self._flights.pop(key, None)
+            self._flights.pop(fk, None)
+            if background:
+                self._refreshing -= 1
+            else:
+                self._slots.give(fk[1])
 
     def lookup(self, lk: Lookup) -> TokenInfo | None:
         """Answer the core's `Lookup`, or raise BackendUnavailable."""
         fut, lead = self._join(lk, background=False)
         if lead:
             try:
-                fut.set_result(self._lookup(lk.token))
+                fut.set_result(self._lookup(lk.token, lk.client_ip))
             except Exception as exc:
                 fut.set_exception(_wrap(exc))
         try:
@@ -140,16 +215,17 @@ class SyncCaller:
             fut, _ = self._join(lk, background=True)
         except BackendUnavailable:
             return
-        key = lk.key
+        key, asker = lk.key, lk.client_ip
 
         def done(f: Future[Any]) -> None:
             if not f.cancelled():
-                self._guard.refreshed(key, f.exception() or f.result())
+                self._guard.refreshed(key, f.exception() or f.result(), asker)
 
         fut.add_done_callback(done)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._refresh_pool.shutdown(wait=False, cancel_futures=True)
 
 
 if sys.version_info >= (3, 11):
@@ -173,7 +249,8 @@ class AsyncCaller:
     The first request for a token awaits the backend itself (no task, no extra turn
     of the event loop); requests for the same token that arrive meanwhile await its
     answer. A self-timed backend is awaited as is, any other within `timeout`.
-    Background refreshes run as tasks. A sync-only backend runs in a worker thread, so
+    Background refreshes run as tasks, at most `max_in_flight` of them, outside the
+    request slots (module docstring). A sync-only backend runs in a worker thread, so
     the event loop never blocks.
     """
 
@@ -183,7 +260,8 @@ class AsyncCaller:
         self._guard = guard
         self._timeout = _check_timeout(timeout)
         self._max = max_in_flight
-        self._flights: dict[bytes, asyncio.Future[Any]] = {}
+        self._slots = _Slots(max_in_flight)
+        self._flights: dict[FlightKey, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         alookup = getattr(backend, "alookup", None)
         lookup = getattr(backend, "lookup", None)
@@ -191,7 +269,7 @@ class AsyncCaller:
         # A self-timed backend bounds its own calls (see SyncCaller): no timer of ours.
         self._self_timed = getattr(backend, "self_timed", False) is True
         if alookup is not None and inspect.iscoroutinefunction(alookup):
-            self._alookup: Callable[[str], Any] = alookup
+            self._alookup: LookupFn = _with_client_ip(alookup)
         elif callable(lookup):
             pool = SyncCaller(lookup, guard, timeout=timeout, max_in_flight=max_in_flight)
             self._threaded = pool
@@ -201,20 +279,26 @@ class AsyncCaller:
                 "backend needs a lookup(token) method or an async alookup(token) method"
             )
 
-    async def _in_thread(self, token: str) -> Any:
-        assert self._threaded is not None
-        fut = self._threaded._pool.submit(self._threaded._lookup, token)
+    async def _in_thread(self, token: str, client_ip: str | None, refresh: bool = False) -> Any:
+        threaded = self._threaded
+        assert threaded is not None
+        pool = threaded._refresh_pool if refresh else threaded._pool
+        fut = pool.submit(threaded._lookup, token, client_ip)
         return await asyncio.wrap_future(fut)
 
-    async def _call(self, token: str) -> TokenInfo | None:
+    async def _call(self, lk: Lookup, background: bool) -> TokenInfo | None:
         metrics = self._guard.metrics
         started = time.perf_counter()
         ok = False
+        if background and self._threaded is not None:
+            call = self._in_thread(lk.token, lk.client_ip, refresh=True)
+        else:
+            call = self._alookup(lk.token, lk.client_ip)
         try:
             if self._self_timed:
-                result: TokenInfo | None = await self._alookup(token)
+                result: TokenInfo | None = await call
             else:
-                result = await _within(self._alookup(token), self._timeout)
+                result = await _within(call, self._timeout)
             ok = True
         except asyncio.TimeoutError:
             raise BackendUnavailable(f"backend gave no answer in {self._timeout:g}s") from None
@@ -225,11 +309,11 @@ class AsyncCaller:
                 metrics.backend_call(time.perf_counter() - started, ok)
         return result
 
-    async def lookup(self, lk: Lookup) -> TokenInfo | None:
+    async def lookup(self, lk: Lookup, *, background: bool = False) -> TokenInfo | None:
         """Answer the core's `Lookup`, or raise BackendUnavailable."""
-        key = lk.key
+        fk = (lk.key, lk.client_ip)
         while True:
-            waiter = self._flights.get(key)
+            waiter = self._flights.get(fk)
             if waiter is None:
                 break
             # shield: this caller going away must not cancel the others' answer.
@@ -237,12 +321,12 @@ class AsyncCaller:
             if answer is not _RETRY:
                 result: TokenInfo | None = answer
                 return result
-        if len(self._flights) >= self._max:
-            raise BackendUnavailable("too many lookups in flight")
+        if not background:
+            self._slots.take(lk.client_ip)
         waiter = asyncio.get_running_loop().create_future()
-        self._flights[key] = waiter
+        self._flights[fk] = waiter
         try:
-            result = await self._call(lk.token)
+            result = await self._call(lk, background)
         except BackendUnavailable as exc:
             waiter.set_exception(exc)
             waiter.exception()  # retrieved: there may be no follower to read it
@@ -254,30 +338,39 @@ class AsyncCaller:
             waiter.set_result(result)
             return result
         finally:
-            del self._flights[key]
+            del self._flights[fk]
+            if not background:
+                self._slots.give(lk.client_ip)
 
     def refresh(self, lk: Lookup) -> None:
         """Start a background touch of `lk`'s token unless one is already running."""
-        if lk.key in self._flights or len(self._tasks) >= self._max:
+        if (lk.key, lk.client_ip) in self._flights or len(self._tasks) >= self._max:
             return
         task = asyncio.ensure_future(self._refresh(lk))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _refresh(self, lk: Lookup) -> None:
-        if lk.key in self._flights:
+        if (lk.key, lk.client_ip) in self._flights:
             return
         try:
-            answer: object = await self.lookup(lk)
+            answer: object = await self.lookup(lk, background=True)
         except BackendUnavailable as exc:
             answer = exc
-        self._guard.refreshed(lk.key, answer)
+        self._guard.refreshed(lk.key, answer, lk.client_ip)
 
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         if self._threaded is not None:
             self._threaded.close()
+
+
+def guard_options(backend: object, options: dict[str, Any]) -> dict[str, Any]:
+    """`Guard` options for `backend`: ``token_format`` from the backend unless given (H2)."""
+    if "token_format" not in options:
+        options = {**options, "token_format": getattr(backend, "token_format", None)}
+    return options
 
 
 def wire_invalidations(backend: object, guard: Guard) -> Callable[[], None] | None:
@@ -290,10 +383,10 @@ def wire_invalidations(backend: object, guard: Guard) -> Callable[[], None] | No
     def on_invalidation(event: Invalidation) -> None:
         if event.kind == "key":
             n = cache.evict_key(event.value)
-            logger.info("key %s revoked: evicted %d cached tokens", event.value, n)
+            logger.info("key %s revoked: evicted %d cached tokens", log_safe(event.value), n)
         else:
             cache.evict(event.value)
-            logger.info("token %s revoked: evicted", fingerprint(event.value))
+            logger.info("token %s revoked: evicted", log_safe(fingerprint(event.value)))
 
     unsubscribe: Callable[[], None] = subscribe(on_invalidation)
     return unsubscribe

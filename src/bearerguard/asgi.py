@@ -7,10 +7,10 @@ touched, so streaming works as without us.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
 
-from ._edge import AsyncCaller, wire_invalidations
+from ._edge import AsyncCaller, guard_options, wire_invalidations
 from ._types import ASGIApp, Receive, Scope, Send
+from .credentials import query_tokens
 from .errors import BackendUnavailable, Challenge
 from .flow import Allow, Decision, Guard, RequestFacts
 from .tokens import ANONYMOUS
@@ -22,8 +22,7 @@ def _query_tokens(scope: Scope) -> tuple[str, ...]:
     qs: bytes = scope.get("query_string", b"")
     if b"access_token" not in qs:
         return ()
-    pairs = parse_qsl(qs.decode("latin-1"), keep_blank_values=True, max_num_fields=100)
-    return tuple(v for k, v in pairs if k == "access_token")
+    return query_tokens(qs.decode("latin-1"))
 
 
 class BearerGuardMiddleware:
@@ -40,6 +39,10 @@ class BearerGuardMiddleware:
     ``scope["user"]``/``scope["auth"]`` for Starlette's ``request.user`` and
     ``@requires``; ``scope["bearerguard.guard"]`` is this middleware's `Guard`, for
     per-route checks (`bearerguard.starlette.require_api`).
+
+    ``token_format`` defaults to the backend's own ``token_format`` attribute:
+    `StoreBackend` turns on ``"bearerguard"`` (malformed tokens get 401 without a
+    lookup); pass ``token_format=None`` to accept any b64token.
     """
 
     def __init__(
@@ -54,7 +57,7 @@ class BearerGuardMiddleware:
     ) -> None:
         self.app = app
         self.backend = backend
-        self.guard = guard or Guard(**options)
+        self.guard = guard or Guard(**guard_options(backend, options))
         self._caller = AsyncCaller(
             backend, self.guard, timeout=backend_timeout, max_in_flight=max_in_flight
         )

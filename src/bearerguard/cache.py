@@ -58,6 +58,10 @@ class Entry:
 
 
 _T = TypeVar("_T")
+# Revocations are remembered this long: longer than any lookup can take (backend
+# timeouts are seconds), so an answer that left before a revocation lands before this.
+_GONE_TTL = 120.0
+_GONE_MAX = 10_000
 _SHARED_MAX = 65_536
 
 
@@ -122,6 +126,9 @@ class TokenCache:
         self._shared: dict[Any, Any] = {}
         self._shared_ips: dict[str, str] = {}
         self._neg: TTLCache[bytes, bool] = TTLCache(negative_maxsize, negative_ttl, timer=clock)
+        # Tokens (raw digests) and key ids revoked lately: an answer that was already
+        # on its way when the revocation arrived must not put them back (P).
+        self._gone: TTLCache[bytes | str, bool] = TTLCache(_GONE_MAX, _GONE_TTL, timer=clock)
         # The cached path reads this directly: no lock, no method call.
         self.peek = self._pos.get
 
@@ -137,8 +144,15 @@ class TokenCache:
         with self._lock:
             return None, key in self._neg
 
-    def put(self, key: bytes, info: TokenInfo | None, now: float) -> Entry | None:
-        """Record the backend's answer for `key` at time `now`."""
+    def put(
+        self, key: bytes, info: TokenInfo | None, now: float, *, counted: bool = True
+    ) -> Entry | None:
+        """Record the backend's answer for `key` at time `now`.
+
+        `counted` False: the lookup did not count as a use at the source (it came from
+        another address than the token's), so the entry asks for a refresh at its
+        first hit by the holder instead of a touch interval later (H4).
+        """
         if info is None:
             with self._lock:
                 self._pos.pop(key, None)
@@ -156,7 +170,7 @@ class TokenCache:
         stale_until = now + min(fresh + self.stale_if_error, life)
         if stale_until == fresh_until:
             stale_until = fresh_until  # one float object, not two equal ones
-        entry = Entry(info, fresh_until, now + min(touch, fresh), stale_until)
+        entry = Entry(info, fresh_until, now + min(touch, fresh) if counted else now, stale_until)
         pos = self._pos
         with self._lock:
             self._neg.pop(key, None)
@@ -192,12 +206,22 @@ class TokenCache:
         # on every write, and the oldest ones beyond maxsize.
         pos = self._pos
         for _ in range(2):
+            if not pos:
+                break  # e.g. the only entry was already stale when it went in
             oldest = next(iter(pos))
             if pos[oldest].stale_until > now:
                 break
             del pos[oldest]
         while len(pos) > self.maxsize:
             del pos[next(iter(pos))]
+
+    def revoked(self, key: bytes, key_id: str) -> bool:
+        """Whether the token `key`, or its key `key_id`, was revoked lately (evicted).
+
+        An answer that says otherwise was on its way before the revocation: stale.
+        """
+        with self._lock:
+            return key in self._gone or key_id in self._gone
 
     def evict(self, digest: str | bytes) -> None:
         """Forget one token (it was revoked); `digest` raw or hex."""
@@ -206,10 +230,12 @@ class TokenCache:
             return
         with self._lock:
             self._pos.pop(key, None)
+            self._gone[key] = True
 
     def evict_key(self, key_id: str) -> int:
         """Forget every token of one API key (the key was revoked); return how many."""
         with self._lock:
+            self._gone[key_id] = True
             doomed = [k for k, e in self._pos.items() if e.info.key_id == key_id]
             for k in doomed:
                 del self._pos[k]

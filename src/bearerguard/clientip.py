@@ -42,6 +42,22 @@ def normalize_ip(text: str) -> str | None:
     return str(addr)
 
 
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _unmapped(net: _Network) -> _Network:
+    """An IPv4-mapped IPv6 network (``::ffff:10.0.0.1``) as the IPv4 network it means.
+
+    Peer addresses are normalised the same way (`normalize_ip`), so without this such
+    a proxy would never match and its ``X-Forwarded-For`` would be silently ignored.
+    """
+    if not isinstance(net, ipaddress.IPv6Network) or not net.subnet_of(_MAPPED):
+        return net
+    mapped = net.network_address.ipv4_mapped
+    assert mapped is not None
+    return ipaddress.IPv4Network((mapped, net.prefixlen - 96))
+
+
 def _parse_networks(items: Iterable[str]) -> tuple[_Network, ...]:
     nets: list[_Network] = []
     for item in items:
@@ -49,7 +65,7 @@ def _parse_networks(items: Iterable[str]) -> tuple[_Network, ...]:
             net = ipaddress.ip_network(item.strip(), strict=False)
         except ValueError as exc:
             raise ConfigurationError(f"trusted proxy is not an IP or CIDR: {item!r}") from exc
-        nets.append(net)
+        nets.append(_unmapped(net))
     return tuple(nets)
 
 

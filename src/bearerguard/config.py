@@ -12,6 +12,10 @@ The ``BEARERGUARD_*`` variables (docs/design.md, "Examples")::
     BEARERGUARD_JWKS_URL            its JWKS (optional: found through its metadata)
     BEARERGUARD_AUDIENCE            this API's name in tokens: audience= (any backend)
     BEARERGUARD_RESOURCE            this API's resource URL: RFC 9728 metadata on
+    BEARERGUARD_TOKEN_FORMAT        ``bearerguard``: refuse tokens not shaped like those of
+                                    ``bearerguard serve`` with 401, no lookup (the default
+                                    over a store); ``any``: accept any b64token (the
+                                    default over introspection)
 
 The three introspection variables together select `IntrospectionBackend`; setting only
 some of them is an error (never a silent fall-back to another backend). Without them,
@@ -59,6 +63,8 @@ JWT_ISSUER = "BEARERGUARD_JWT_ISSUER"
 JWKS_URL = "BEARERGUARD_JWKS_URL"
 AUDIENCE = "BEARERGUARD_AUDIENCE"
 RESOURCE = "BEARERGUARD_RESOURCE"
+TOKEN_FORMAT = "BEARERGUARD_TOKEN_FORMAT"  # noqa: S105  (a variable name)
+_TOKEN_FORMATS = {"bearerguard": "bearerguard", "any": None}
 
 ENV_VARS = (
     INTROSPECTION_URL,
@@ -70,6 +76,7 @@ ENV_VARS = (
     JWKS_URL,
     AUDIENCE,
     RESOURCE,
+    TOKEN_FORMAT,
 )
 """Every variable `from_env` reads."""
 
@@ -87,15 +94,22 @@ class EnvSettings:
     source: str = field(default="", compare=False)
     audience: str | None = None
     resource_metadata: ResourceMetadata | None = None
+    token_format: str = ""  # "": the backend's default; "bearerguard" or "any"
 
     @property
     def options(self) -> dict[str, Any]:
-        """Keyword options for `BearerGuardMiddleware` / `WSGIBearerGuard` / `Guard`."""
+        """Keyword options for `BearerGuardMiddleware` / `WSGIBearerGuard` / `Guard`.
+
+        ``token_format`` is there only when ``BEARERGUARD_TOKEN_FORMAT`` is set;
+        otherwise the middleware takes the backend's own default.
+        """
         options: dict[str, Any] = {"trusted_proxies": self.trusted_proxies}
         if self.audience is not None:
             options["audience"] = self.audience
         if self.resource_metadata is not None:
             options["resource_metadata"] = self.resource_metadata
+        if self.token_format:
+            options["token_format"] = _TOKEN_FORMATS[self.token_format]
         return options
 
     def close(self) -> None:
@@ -137,6 +151,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> EnvSettings:
     """
     env = os.environ if environ is None else environ
     proxies = _proxies(env)
+    token_format = _get(env, TOKEN_FORMAT).lower()
+    if token_format and token_format not in _TOKEN_FORMATS:
+        raise ConfigurationError(f"{TOKEN_FORMAT} must be 'bearerguard' or 'any'")
     issuer, jwks_url = _get(env, JWT_ISSUER), _get(env, JWKS_URL)
     audience, resource = _get(env, AUDIENCE) or None, _get(env, RESOURCE) or None
     if jwks_url and not issuer:
@@ -175,7 +192,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> EnvSettings:
         except ConfigurationError as exc:
             _close(backend)
             raise ConfigurationError(f"{RESOURCE}: {exc}") from None
-    return EnvSettings(backend, proxies, source, audience, metadata)
+    return EnvSettings(backend, proxies, source, audience, metadata, token_format)
 
 
 def _close(backend: object) -> None:

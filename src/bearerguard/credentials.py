@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from urllib.parse import unquote_plus
 
-__all__ = ["DEFAULT_MAX_TOKEN_LENGTH", "MalformedCredentials", "extract_token"]
+__all__ = ["DEFAULT_MAX_TOKEN_LENGTH", "MalformedCredentials", "extract_token", "query_tokens"]
 
 DEFAULT_MAX_TOKEN_LENGTH = 4096
 
@@ -17,6 +18,26 @@ _BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +(.*)", re.DOTALL)
 
 class MalformedCredentials(ValueError):
     """The request's credentials are present but unusable: RFC 6750 ``invalid_request``."""
+
+
+def query_tokens(query: str) -> tuple[str, ...]:
+    """Every ``access_token`` value of a query string (RFC 6750 §2.3), decoded.
+
+    Never raises, whatever the query holds (H6: ``parse_qsl(max_num_fields=…)`` raised
+    on a long query and the request got a 500): fields are split and only those named
+    ``access_token`` are decoded. Two or more values are refused later by
+    `extract_token`, with 400.
+    """
+    if "access_token" not in query:
+        return ()
+    found: list[str] = []
+    for field in query.split("&"):
+        name, _, value = field.partition("=")
+        if name == "access_token" or unquote_plus(name) == "access_token":
+            found.append(unquote_plus(value))
+            if len(found) > 1:
+                break  # two is already "more than one"
+    return tuple(found)
 
 
 def extract_token(

@@ -9,7 +9,8 @@ Starts, in one process on one event loop, two uvicorn servers on 127.0.0.1:
 over an embedded SQLite store (``--store``, default ``sqlite:///bearerguard-demo.db``;
 ``$BEARERGUARD_STORE`` is deliberately not used: the demo must not write demo keys into
 a real store). A demo key with APIs ``dns`` and ``vps`` is created on start and the
-curl + jq lines of the auth service's documentation are printed, ready to paste.
+curl + jq lines of the auth service's documentation are printed, ready to paste. On
+exit the demo key is revoked, tokens and all, so runs do not pile up valid keys.
 Ctrl-C (SIGINT) or SIGTERM stops both servers cleanly (exit status 0). A port already
 in use is one line on stderr and exit status 2.
 
@@ -244,6 +245,8 @@ def _run(args: argparse.Namespace) -> int:
     example = _find_example(args.example)
     sockets: list[socket.socket] = []
     store: Any = None
+    demo_key: str | None = None
+    demo_account: str | None = None
     try:
         sockets.append(_listen(args.auth_port, "auth service", "--auth-port"))
         sockets.append(_listen(args.api_port, "example API", "--api-port"))
@@ -254,15 +257,17 @@ def _run(args: argparse.Namespace) -> int:
             raise DemoError(f"store {args.store!r}: {_one_line(exc)}") from None
         module = _load_example(example, args.store)
         record, secret = store.create_key(list(DEMO_APIS))
+        demo_key = record.key_id
         account, password = _demo_account(store)
+        demo_account = account
         auth_port = sockets[0].getsockname()[1]
         api_port = sockets[1].getsockname()[1]
         auth_url = f"http://{HOST}:{auth_port}"
         api_url = f"http://{HOST}:{api_port}"
-        auth_app = create_app(
-            store, token_ttl=args.token_ttl, close_store=True, panel_api_url=api_url + "/whoami"
-        )
-        store_owned_by_app, store = store, None  # the app's lifespan closes it now
+        # The store stays ours: on exit the demo key is revoked and the demo account
+        # disabled (with their tokens), so runs do not pile up valid keys; then the store
+        # is closed.
+        auth_app = create_app(store, token_ttl=args.token_ttl, panel_api_url=api_url + "/whoami")
         banner = "\n".join(
             [
                 "bearerguard demo is running:",
@@ -283,12 +288,24 @@ def _run(args: argparse.Namespace) -> int:
         server_cls = _server_class()
         servers = [server_cls(_config(auth_app)), server_cls(_config(module.app))]
         ok = asyncio.run(_serve(servers, sockets, banner))
-        del store_owned_by_app
         print("bearerguard demo: stopped.", flush=True)
         return 0 if ok else 1
     finally:
         for sock in sockets:
             sock.close()
         if store is not None:
+            if demo_key is not None:
+                try:
+                    store.revoke_key(demo_key)
+                    print(f"bearerguard demo: demo key {demo_key} revoked.", flush=True)
+                except Exception as exc:
+                    print(
+                        f"bearerguard demo: could not revoke demo key {demo_key}: {_one_line(exc)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            if demo_account is not None:
+                with contextlib.suppress(Exception):
+                    store.disable_account(demo_account)
             with contextlib.suppress(Exception):
                 store.close()

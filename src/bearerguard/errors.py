@@ -14,6 +14,7 @@ an RFC 6750 §3 ``WWW-Authenticate`` header plus a JSON body.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "BearerGuardError",
     "Challenge",
     "ConfigurationError",
+    "log_safe",
     "quote_param",
 ]
 
@@ -44,6 +46,27 @@ def _check_quotable(value: str) -> None:
     for ch in value:
         if not (0x20 <= ord(ch) <= 0x7E):
             raise ConfigurationError(f"not printable ASCII: {value!r}")
+
+
+# Control characters (C0, DEL, C1), Unicode line and paragraph separators, and the
+# backslash that introduces our escapes.
+_LOG_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    return m.group().encode("unicode_escape").decode("ascii")
+
+
+def log_safe(text: str, limit: int = 200) -> str:
+    """`text` from a request, fit for a log line (H5): one line, bounded length.
+
+    Control characters, line separators and backslashes are written as Python escapes
+    (``\\n``, ``\\x1b``, ``\\\\``), so no request can start a log line of its own;
+    text longer than `limit` is cut and marked with ``…``.
+    """
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return _LOG_UNSAFE.sub(_escape, text)
 
 
 def quote_param(value: str) -> str:

@@ -20,11 +20,11 @@ from . import resource as _resource
 from .cache import TokenCache
 from .clientip import ClientIPResolver, normalize_ip
 from .credentials import DEFAULT_MAX_TOKEN_LENGTH, MalformedCredentials, extract_token
-from .errors import BackendUnavailable, Challenge, ConfigurationError, quote_param
+from .errors import BackendUnavailable, Challenge, ConfigurationError, log_safe, quote_param
 from .metrics import Metrics
 from .policy import UNAVAILABLE, audience_ok, decide, insufficient_scope
 from .resource import ResourceMetadata
-from .tokens import Identity, TokenInfo, fingerprint, token_key
+from .tokens import Identity, TokenInfo, fingerprint, is_well_formed, token_key
 
 __all__ = [
     "Allow",
@@ -38,6 +38,8 @@ __all__ = [
 logger = logging.getLogger("bearerguard")
 
 MISSING = Challenge(401)
+NOT_OURS = Challenge(401, "invalid_token", "The access token is not a bearerguard token")
+TOKEN_FORMATS = ("bearerguard",)
 _BEARER_PREFIXES = (b"Bearer ", b"bearer ", b"BEARER ")
 _sha256 = hashlib.sha256
 
@@ -55,10 +57,18 @@ class RequestFacts:
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
-    """Ask the backend about a token (`key`, its digest, keys caches and single-flight)."""
+    """Ask the backend about a token (`key`, its digest, keys caches and single-flight).
+
+    `client_ip` is the address of the request that asks (None: unknown, or addresses
+    do not matter because `ip_binding` is off). Backends that take it extend the token
+    at the source only when it is the token's own address (H4). The edges key
+    single-flight by (key, client_ip), so a request from another address never leads
+    the lookup of the holder's request: the holder's use always counts.
+    """
 
     token: str = field(repr=False)
     key: bytes
+    client_ip: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +135,11 @@ class Guard:
     - `cache_ttl`, `cache_maxsize`, `negative_cache_ttl`, `negative_cache_maxsize`,
       `touch_interval`, `stale_if_error`: see `TokenCache`.
     - `max_token_length`: longer tokens are refused with 400 before any lookup.
+    - `token_format`: ``"bearerguard"`` refuses, with 401 ``invalid_token`` and no
+      backend call, any token that is not shaped like one from ``bearerguard serve``
+      (``bgt_`` + 43 characters + checksum, `bearerguard.tokens.is_well_formed`).
+      None accepts any b64token. The middlewares turn it on for a backend that says its
+      tokens have that format (`StoreBackend`) unless the option is given.
     - `retry_after`: seconds in the ``Retry-After`` of a 503.
     - `clock`: wall-clock seconds, injectable for tests.
     - `metrics`: a `bearerguard.metrics.Metrics` to count into (None: count nothing).
@@ -153,6 +168,7 @@ class Guard:
         touch_interval: float = 5.0,
         stale_if_error: float = 0.0,
         max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH,
+        token_format: str | None = None,
         retry_after: int = 5,
         clock: Callable[[], float] = time.time,
         cache: TokenCache | None = None,
@@ -166,6 +182,8 @@ class Guard:
             raise ConfigurationError("max_token_length must be at least 1")
         if retry_after < 0 or not math.isfinite(retry_after):
             raise ConfigurationError("retry_after must be a non-negative number")
+        if token_format is not None and token_format not in TOKEN_FORMATS:
+            raise ConfigurationError(f"token_format must be None or one of {TOKEN_FORMATS}")
         self.api = api
         self.realm = realm
         self.query_token = query_token
@@ -182,6 +200,7 @@ class Guard:
         )
         self._metadata_url = None if self.resource is None else self.resource.metadata_url
         self.max_token_length = max_token_length
+        self.token_format = token_format
         self.clock = clock
         self.is_public = _public_matcher(public_paths)
         self.resolver = ClientIPResolver(trusted_proxies)
@@ -277,8 +296,8 @@ class Guard:
                     ch.status,
                     ch.error or "no_credentials",
                     ch.description or "no bearer credentials",
-                    facts.path,
-                    decision.key_id or "-",
+                    log_safe(facts.path),
+                    log_safe(decision.key_id or "-"),
                     client_ip or "-",
                     decision.fingerprint or "-",
                 )
@@ -303,21 +322,20 @@ class Guard:
             return Deny(Challenge(400, "invalid_request", str(exc)))
         if token is None:
             return Deny(MISSING)
+        if self.token_format is not None and not is_well_formed(token):
+            return Deny(NOT_OURS)
         key = token_key(token)
         fp = fingerprint(key)
+        client_ip = self.resolver.resolve(facts.peer, facts.forwarded_for)
+        asker = client_ip if self.ip_binding else None
         entry, negative = self.cache.get(key)
         now = self.clock()
         metrics = self.metrics
-        follow_up: Lookup | None = None
+        refresh_due = False
         info: TokenInfo | None
         if entry is not None and now < entry.fresh_until:
             info = entry.info
-            if now >= entry.refresh_at:
-                follow_up = Lookup(token, key)
-                # Ask once per touch interval: until the refresh lands (or if it fails),
-                # hits keep taking the cached path and do not ask again at once.
-                # Never past fresh_until: the cached path relies on refresh_at <= it.
-                entry.refresh_at = min(now + self.cache.touch_for(info), entry.fresh_until)
+            refresh_due = now >= entry.refresh_at
             if metrics is not None:
                 metrics.cache_hits += 1
         elif negative:
@@ -328,7 +346,7 @@ class Guard:
             if metrics is not None:
                 metrics.cache_misses += 1
             try:
-                answer = yield Lookup(token, key)
+                answer = yield Lookup(token, key, asker)
             except BackendUnavailable as exc:
                 if entry is None or now >= entry.stale_until:
                     logger.warning("backend unavailable, refusing token %s: %s", fp, exc)
@@ -340,11 +358,10 @@ class Guard:
                     metrics.stale_served += 1
                 info = entry.info
             else:
-                info = self._accept(key, answer)
+                info = self._accept(key, answer, asker)
                 if info is BAD_ANSWER:
                     return Deny(self.unavailable, fingerprint=fp)
             now = self.clock()
-        client_ip = self.resolver.resolve(facts.peer, facts.forwarded_for)
         verdict = decide(
             info,
             client_ip,
@@ -356,10 +373,20 @@ class Guard:
             require_audience=self.require_audience,
         )
         if isinstance(verdict, Challenge):
+            # Refused: the entry's refresh bookkeeping is left alone, so requests that
+            # are refused for their address cannot consume or delay the holder's
+            # refresh (H4).
             return Deny(verdict, info.key_id if info else None, client_ip, fp)
+        follow_up: Lookup | None = None
+        if refresh_due and entry is not None:
+            follow_up = Lookup(token, key, asker)
+            # Ask once per touch interval: until the refresh lands (or if it fails),
+            # hits keep taking the cached path and do not ask again at once.
+            # Never past fresh_until: the cached path relies on refresh_at <= it.
+            entry.refresh_at = min(now + self.cache.touch_for(verdict.token), entry.fresh_until)
         return Allow(verdict, follow_up)
 
-    def _accept(self, key: bytes, answer: object) -> TokenInfo | None:
+    def _accept(self, key: bytes, answer: object, asker: str | None) -> TokenInfo | None:
         if answer is not None and not isinstance(answer, TokenInfo):
             logger.warning(
                 "backend answered %s for token %s, not TokenInfo or None",
@@ -367,11 +394,23 @@ class Guard:
                 fingerprint(key),
             )
             return BAD_ANSWER
-        self.cache.put(key, answer, self.clock())
-        return answer
+        return self._store(key, answer, asker)
 
-    def refreshed(self, key: bytes, answer: object) -> None:
-        """Record the outcome of a background refresh (a value or an exception)."""
+    def _store(self, key: bytes, info: TokenInfo | None, asker: str | None) -> TokenInfo | None:
+        """Cache a backend answer; a token revoked meanwhile stays refused (P)."""
+        if info is not None and self.cache.revoked(key, info.key_id):
+            info = None
+        # The source counted the lookup as a use unless it came from another address
+        # than the token's (H4); then the holder's next hit asks for a refresh.
+        counted = info is None or asker is None or info.bound_ip in (None, asker)
+        self.cache.put(key, info, self.clock(), counted=counted)
+        return info
+
+    def refreshed(self, key: bytes, answer: object, asker: str | None = None) -> None:
+        """Record the outcome of a background refresh (a value or an exception).
+
+        `asker` is the refresh `Lookup`'s client_ip.
+        """
         if self.metrics is not None:
             self.metrics.refreshes += 1
             if isinstance(answer, BaseException):
@@ -380,7 +419,7 @@ class Guard:
             logger.warning("background refresh of token %s failed: %s", fingerprint(key), answer)
             return
         if answer is None or isinstance(answer, TokenInfo):
-            self.cache.put(key, answer, self.clock())
+            self._store(key, answer, asker)
 
     def challenge_headers(self, challenge: Challenge) -> list[tuple[str, str]]:
         """The response headers of a refusal; a 401 names the RFC 9728 metadata."""

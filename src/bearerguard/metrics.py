@@ -88,13 +88,16 @@ class Metrics:
 class ServiceMetrics:
     """What the auth service (`bearerguard serve`) did, for `/metrics`.
 
-    `tokens_issued`; `login_failures` (bad key or secret) and `throttled` (refused by
-    the failed-login slowdown); `introspections` by result (``active``/``inactive``);
-    `revocations`; `store_errors` (requests answered 503 because the store failed).
+    `tokens_issued`; `secret_checks` (client secrets compared: every authentication
+    attempt, throttled or not); `login_failures` (bad key or secret) and `throttled`
+    (wrong secrets refused with 429 by the failed-login slowdown); `introspections` by
+    result (``active``/``inactive``); `revocations`; `store_errors` (requests answered
+    503 because the store failed).
     """
 
     def __init__(self) -> None:
         self.tokens_issued = 0
+        self.secret_checks = 0
         self.login_failures = 0
         self.throttled = 0
         self.introspections: dict[str, int] = {"active": 0, "inactive": 0}
@@ -105,6 +108,7 @@ class ServiceMetrics:
         """All counters as plain values."""
         return {
             "tokens_issued": self.tokens_issued,
+            "secret_checks": self.secret_checks,
             "login_failures": self.login_failures,
             "throttled": self.throttled,
             "introspections": dict(self.introspections),

@@ -30,8 +30,8 @@ bearerguard_breaker_state                   gauge      state: closed open half_o
 
 `bearerguard serve` exports its own counters (`ServiceCollector`) at ``/metrics`` when
 prometheus-client is installed: ``bearerguard_service_tokens_issued_total``,
-``…_login_failures_total``, ``…_throttled_total``, ``…_introspections_total{result}``,
-``…_revocations_total``, ``…_store_errors_total``.
+``…_secret_checks_total``, ``…_login_failures_total``, ``…_throttled_total``,
+``…_introspections_total{result}``, ``…_revocations_total``, ``…_store_errors_total``.
 """
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ class ServiceCollector:
         snap = self.metrics.snapshot()
         for name, doc in (
             ("tokens_issued", "Tokens issued by /login"),
+            ("secret_checks", "Client secrets checked (every attempt, throttled or not)"),
             ("login_failures", "Client authentications refused (bad key or secret)"),
             ("throttled", "Client authentications refused by the failed-login slowdown"),
             ("revocations", "Tokens revoked through /revoke"),

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -11,8 +15,12 @@ from typing import Any, ClassVar, Literal
 __all__ = [
     "Identity",
     "Invalidation",
+    "SECRET_PREFIX",
+    "TOKEN_PREFIX",
     "TokenInfo",
     "fingerprint",
+    "generate",
+    "is_well_formed",
     "token_digest",
     "token_key",
 ]
@@ -28,6 +36,46 @@ def token_digest(token: str) -> str:
 def token_key(token: str) -> bytes:
     """Return the raw SHA-256 digest of `token`: the key of caches and lookups."""
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+TOKEN_PREFIX = "bgt_"  # noqa: S105  (a prefix, not a secret)
+"""Prefix of access tokens issued by ``bearerguard serve``."""
+
+SECRET_PREFIX = "bgs_"  # noqa: S105  (a prefix, not a secret)
+"""Prefix of key secrets made by ``bearerguard``."""
+
+# prefix + 43 base64url characters (256 random bits) + a 6-character checksum.
+_SHAPE = re.compile(r"bg[ts]_[A-Za-z0-9_-]{49}")
+_RANDOM_CHARS = 43
+
+
+def _checksum(random_part: str) -> str:
+    # 36 bits of SHA-256 over the random part: junk passes with odds of 1 in 6.9e10.
+    digest = hashlib.sha256(random_part.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[:6]).decode("ascii")[:6]
+
+
+def generate(prefix: str = TOKEN_PREFIX) -> str:
+    """A fresh token (`TOKEN_PREFIX`) or key secret (`SECRET_PREFIX`).
+
+    `prefix` + 43 base64url characters (256 random bits) + a 6-character checksum of
+    the random part: RFC 6750 ``b64token`` syntax, and recognisable without a lookup
+    (`is_well_formed`), by resource servers and secret scanners alike.
+    """
+    random_part = secrets.token_urlsafe(32)
+    return prefix + random_part + _checksum(random_part)
+
+
+def is_well_formed(value: str, prefix: str = TOKEN_PREFIX) -> bool:
+    """Whether `value` has the shape of a token (or secret) from `generate(prefix)`.
+
+    Checks the prefix, the length, the alphabet and the checksum; no I/O.
+    """
+    if not value.startswith(prefix) or _SHAPE.fullmatch(value) is None:
+        return False
+    body = value[len(prefix) :]
+    random_part, check = body[:_RANDOM_CHARS], body[_RANDOM_CHARS:]
+    return hmac.compare_digest(_checksum(random_part), check)
 
 
 def fingerprint(digest: str | bytes) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
 
-from ._edge import SyncCaller, wire_invalidations
+from ._edge import SyncCaller, guard_options, wire_invalidations
+from .credentials import query_tokens
 from .errors import BackendUnavailable, Challenge, ConfigurationError
 from .flow import Allow, Decision, Guard, RequestFacts
 
@@ -27,7 +27,8 @@ class WSGIBearerGuard:
     ``app.wsgi_app = WSGIBearerGuard(app.wsgi_app, backend=…, api="dns")``. `backend`
     needs a sync `lookup`; an async-only backend is refused here with
     ConfigurationError. `backend_timeout` and `max_in_flight` bound backend calls as
-    in `BearerGuardMiddleware`; the other options are `Guard`'s.
+    in `BearerGuardMiddleware`; the other options are `Guard`'s (``token_format``
+    defaults to the backend's, as there).
 
     An allowed request carries its `Identity` in ``environ["bearerguard.identity"]``.
     WSGI servers join repeated headers with commas, so two ``Authorization`` headers
@@ -52,7 +53,7 @@ class WSGIBearerGuard:
             )
         self.app = app
         self.backend = backend
-        self.guard = guard or Guard(**options)
+        self.guard = guard or Guard(**guard_options(backend, options))
         self._caller = SyncCaller(
             lookup,
             self.guard,
@@ -93,13 +94,7 @@ class WSGIBearerGuard:
         xff = environ.get("HTTP_X_FORWARDED_FOR")
         query: tuple[str, ...] = ()
         if guard.query_token:
-            qs = environ.get("QUERY_STRING", "")
-            if "access_token" in qs:
-                query = tuple(
-                    v
-                    for k, v in parse_qsl(qs, keep_blank_values=True, max_num_fields=100)
-                    if k == "access_token"
-                )
+            query = query_tokens(environ.get("QUERY_STRING", ""))
         facts = RequestFacts(
             environ.get("PATH_INFO", "") or "/",
             (auth,) if auth is not None else (),

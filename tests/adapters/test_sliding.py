@@ -22,10 +22,10 @@ def test_cache_hits_keep_the_token_alive_at_the_source(harness: Make, clock: Fak
     lookups = 0
     original = store.touch_token
 
-    def counting(d: str, now: float) -> object:
+    def counting(d: str, now: float, client_ip: str | None = None) -> object:
         nonlocal lookups
         lookups += 1
-        return original(d, now)
+        return original(d, now, client_ip)
 
     store.touch_token = counting  # type: ignore[method-assign]
     # Use the token every 2 s for 10 minutes: 20 times its 30 s sliding TTL.

@@ -77,6 +77,7 @@ class ScriptedServer:
         self.connections = 0
         self.requests = 0
         self.unauthorized = 0
+        self.forms: list[dict[str, str]] = []
         self.active = 0
         self.max_active = 0
         self.port = 0
@@ -199,6 +200,8 @@ class ScriptedServer:
             return self._send(conn, 401, "application/json", b'{"error":"invalid_client"}')
         if mode == "500":
             return self._send(conn, 500, "application/json", b'{"error":"server_error"}')
+        if mode in ("400", "413"):  # what a service says about one malformed/long token
+            return self._send(conn, int(mode), "application/json", b'{"error":"invalid_request"}')
         if mode == "garbage":
             return self._send(conn, 200, "application/json", b'{"active": tru')
         if mode == "ctype":
@@ -208,6 +211,8 @@ class ScriptedServer:
         if mode == "wrongtype":
             return self._send(conn, 200, "application/json", b'{"active": "yes"}')
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        with self._lock:
+            self.forms.append({k: v for k, v in form.items() if k != "token"})
         payload = json.dumps(self.answer(form)).encode()
         return self._send(conn, 200, "application/json", payload)
 

@@ -113,3 +113,30 @@ def test_trusted_proxies(value: str, expected: tuple[str, ...]) -> None:
 def test_bad_trusted_proxy_names_the_variable() -> None:
     with pytest.raises(ConfigurationError, match="BEARERGUARD_TRUSTED_PROXIES"):
         from_env({"BEARERGUARD_STORE": "memory://", "BEARERGUARD_TRUSTED_PROXIES": "a.b.c.d"})
+
+
+def test_token_format_from_the_environment() -> None:
+    """Issue 12: BEARERGUARD_TOKEN_FORMAT, for a resource server that introspects."""
+    from bearerguard import BearerGuardMiddleware
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("not called")
+
+    env = {"BEARERGUARD_STORE": "memory://"}
+    cases = [({}, "bearerguard"), ({"BEARERGUARD_TOKEN_FORMAT": "any"}, None)]
+    intro = {
+        "BEARERGUARD_INTROSPECTION_URL": "http://127.0.0.1:9/introspect",
+        "BEARERGUARD_CLIENT_ID": "key_1",
+        "BEARERGUARD_CLIENT_SECRET": remember_secret("s" * 43),
+    }
+    cases += [({**intro, "BEARERGUARD_STORE": ""}, None)]
+    cases += [({**intro, "BEARERGUARD_TOKEN_FORMAT": "BearerGuard"}, "bearerguard")]
+    for extra, expected in cases:
+        settings = from_env({**env, **extra})
+        try:
+            mw = BearerGuardMiddleware(app, backend=settings.backend, **settings.options)
+            assert mw.guard.token_format == expected, extra
+        finally:
+            settings.close()
+    with pytest.raises(ConfigurationError, match="BEARERGUARD_TOKEN_FORMAT"):
+        from_env({**env, "BEARERGUARD_TOKEN_FORMAT": "jwt"})

@@ -18,6 +18,8 @@ from typing import IO
 import httpx
 import pytest
 
+from bearerguard.stores import open_store
+from bearerguard.tokens import token_digest
 from helpers import SECRETS, remember_secret, require_tools
 from integration_support import ROOT, free_port
 
@@ -101,7 +103,9 @@ def demo(store_url: str) -> Iterator[tuple[Demo, int, int]]:
             d.finish(signal.SIGTERM)
 
 
-def test_printed_lines_work_and_sigint_stops_cleanly(demo: tuple[Demo, int, int]) -> None:
+def test_printed_lines_work_and_sigint_stops_cleanly(
+    demo: tuple[Demo, int, int], store_url: str
+) -> None:
     require_tools("curl", "jq")
     d, auth_port, api_port = demo
     printed = d.wait_for("Press Ctrl-C to stop.")
@@ -156,6 +160,14 @@ def test_printed_lines_work_and_sigint_stops_cleanly(demo: tuple[Demo, int, int]
 
     assert d.finish(signal.SIGINT) == 0
     assert "stopped" in "".join(d.stdout)
+    # Issue 12, N: the demo key does not outlive the demo (no pile of valid keys).
+    assert f"demo key {key_id} revoked" in "".join(d.stdout)
+    store = open_store(store_url)
+    try:
+        assert store.get_key(key_id) is None
+        assert store.touch_token(token_digest(token), time.time()) is None
+    finally:
+        store.close()
     # Nothing but the one printed secret: no token anywhere in what the demo wrote.
     assert token not in "".join(d.stdout + d.stderr)
     assert "Traceback" not in "".join(d.stderr)

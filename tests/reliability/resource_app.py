@@ -6,11 +6,14 @@ Like ``examples/starlette_app`` (same routes, configured from ``BEARERGUARD_*``)
   shortened so a test can watch recovery within one interval;
 * ``RELIABILITY_CACHE_TTL`` (s): the middleware's cache lifetime;
 * ``GET /_stats`` (public): the middleware's `Metrics` snapshot, so a test can count
-  backend calls per request from outside the process.
+  backend calls per request from outside the process, plus the introspection
+  breaker's state (``breaker``);
+* ``RELIABILITY_LOG=1``: bearerguard's log lines (INFO) on stderr, for log checks.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,6 +45,8 @@ else:
     backend = from_env().backend
 
 metrics = Metrics()
+if os.environ.get("RELIABILITY_LOG"):
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
 
 
 async def health(request: Request) -> JSONResponse:
@@ -49,7 +54,8 @@ async def health(request: Request) -> JSONResponse:
 
 
 async def stats(request: Request) -> JSONResponse:
-    return JSONResponse(metrics.snapshot())
+    breaker = getattr(backend, "breaker", None)
+    return JSONResponse({**metrics.snapshot(), "breaker": breaker.state if breaker else None})
 
 
 async def whoami(request: Request) -> JSONResponse:

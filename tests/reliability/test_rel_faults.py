@@ -7,7 +7,6 @@ Retry-After or are served from the cache as docs/design.md (R5, G2, G3) document
 
 from __future__ import annotations
 
-import secrets
 import tempfile
 import threading
 import time
@@ -32,6 +31,7 @@ from reliability_support import (
 )
 
 from bearerguard.stores import open_store
+from bearerguard.stores.base import new_token
 from bearerguard.stores.redis import invalidation_channel
 from helpers import remember_secret
 from integration_support import gunicorn_example, uvicorn_example
@@ -43,7 +43,9 @@ TOUCH_INTERVAL = 5.0  # the examples' default: a hit older than this asks the so
 
 
 def _unknown() -> str:
-    return remember_secret(secrets.token_urlsafe(32))
+    # Shaped like a real token: over a store the middleware refuses junk with 401 before
+    # any lookup (token_format), and these must be looked up.
+    return remember_secret(new_token())
 
 
 def _get(base: str, token: str, path: str = "/dns/zones", source: str = "127.0.0.1") -> int:

@@ -485,7 +485,10 @@ def test_token_spray_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(quiet, "propagate", False)
     monkeypatch.setattr(quiet, "level", logging.CRITICAL)
     store = MemoryStore()
-    good = issue(store)
+    # The holder of the valid token is another client than the sprayer: lookup slots
+    # are shared fairly between addresses (DESIGN H2), not within one.
+    holder = "127.0.0.2"
+    good = issue(store, ip=holder)
     backend = _CountingBackend(StoreBackend(store))
     backend.valid = good.token
     sent_to_app: list[str] = []
@@ -514,7 +517,7 @@ def test_token_spray_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     statuses: dict[int, int] = {}
     valid_statuses: dict[int, int] = {}
 
-    async def request(token: str) -> int:
+    async def request(token: str, client: str = "127.0.0.1") -> int:
         sent: list[int] = []
 
         async def receive() -> dict[str, Any]:
@@ -529,7 +532,7 @@ def test_token_spray_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
             "path": "/dns/zones",
             "headers": [(b"authorization", f"Bearer {token}".encode())],
             "query_string": b"",
-            "client": ("127.0.0.1", 1234),
+            "client": (client, 1234),
         }
         await mw(scope, receive, send)
         return sent[0]
@@ -539,11 +542,11 @@ def test_token_spray_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
             s = await request(secrets.token_urlsafe(32))
             statuses[s] = statuses.get(s, 0) + 1
             if i % 50 == 0:
-                v = await request(good.token)
+                v = await request(good.token, holder)
                 valid_statuses[v] = valid_statuses.get(v, 0) + 1
 
     async def main() -> float:
-        assert await request(good.token) == 200  # cached from here on
+        assert await request(good.token, holder) == 200  # cached from here on
         started = time.monotonic()
         await asyncio.gather(*(sprayer(total // concurrency) for _ in range(concurrency)))
         return time.monotonic() - started
@@ -648,16 +651,28 @@ def test_ip_spoofing(server: str) -> None:
 
 
 # -- 6. brute force on /login ---------------------------------------------------------
+def _secret_checks(base_url: str) -> int:
+    """``bearerguard_service_secret_checks_total`` from the service's /metrics."""
+    with client_from() as c:
+        for line in c.get(base_url + "/metrics").text.splitlines():
+            if line.startswith("bearerguard_service_secret_checks_total "):
+                return int(float(line.split()[1]))
+    raise AssertionError("no secret_checks counter in /metrics")
+
+
 def test_login_brute_force_slowdown() -> None:
-    """5 failures per key id within 60 s, then 429 + Retry-After, even for the right secret."""
+    """Wrong guesses: 5 per key id within 60 s, then 429 + Retry-After. The right secret
+    is checked on every attempt (counted at /metrics) and always gets in (DESIGN H3)."""
     attempts = scaled(40, 400)
     with LiveService() as svc:
         key_id, secret = svc.create_key(["dns"])
         other_id, other_secret = svc.create_key(["dns"])
         statuses: list[int] = []
-        with client_from() as c:
+        owner: list[int] = []
+        before = _secret_checks(svc.base_url)
+        with client_from("127.0.0.3") as bad, client_from("127.0.0.2") as good:
             for i in range(attempts):
-                r = c.post(
+                r = bad.post(
                     svc.base_url + "/login",
                     data={"grant_type": "client_credentials"},
                     auth=(key_id, remember_secret(secrets.token_urlsafe(32)) if i else "x"),
@@ -666,17 +681,30 @@ def test_login_brute_force_slowdown() -> None:
                 if r.status_code == 429:
                     assert 1 <= int(r.headers["retry-after"]) <= 60
                     assert r.json()["error"] == "invalid_client"
-            right = c.post(
-                svc.base_url + "/login",
-                data={"grant_type": "client_credentials"},
-                auth=(key_id, secret),
-            )
+                if i % 10 == 9:  # the owner, in the middle of the attack
+                    r = good.post(
+                        svc.base_url + "/login",
+                        data={"grant_type": "client_credentials"},
+                        auth=(key_id, secret),
+                    )
+                    owner.append(r.status_code)
+                    if r.status_code == 200:
+                        remember_secret(r.json()["access_token"])
+        checked = _secret_checks(svc.base_url) - before
         assert statuses[:5] == [401] * 5
-        assert statuses[5:] == [429] * (attempts - 5)
-        assert right.status_code == 429  # no oracle while throttled
+        assert statuses[5:] == [429] * (attempts - 5)  # the slowdown holds
+        assert owner == [200] * (attempts // 10)  # no lockout
+        assert checked == attempts + len(owner)  # throttled attempts were checked too
         # Another key is not affected.
         assert login(svc.base_url, other_id, other_secret).status_code == 200
-    record("hostile.login_brute_force", inputs=attempts + 1, secrets_checked=5, wrong=0)
+    record(
+        "hostile.login_brute_force",
+        inputs=attempts + len(owner),
+        wrong_guesses_429=attempts - 5,
+        owner_logins_200=len(owner),
+        secrets_checked=checked,
+        wrong=0,
+    )
 
 
 # -- 7. constant-time comparisons -----------------------------------------------------

@@ -157,8 +157,10 @@ def test_throttle_memory_is_bounded() -> None:
     clock = FakeClock(now=0.0)
     t = LoginThrottle(max_failures=2, window=60, max_tracked=100, clock=clock)
     for i in range(1000):
-        t.failed(f"key_{i}")
-    assert len(t._failures) == 100
+        t.failed(f"key_{i}", f"10.0.{i // 256}.{i % 256}", known=False)
+    assert len(t._sources.failures) == 100
+    assert len(t._keys.failures) == 0  # made-up key ids are never written (F)
+    t.failed("key_999")
     t.failed("key_999")
     assert t.retry_after("key_999") == 60
     clock.advance(30)

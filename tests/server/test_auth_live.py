@@ -331,10 +331,14 @@ def test_failed_logins_are_throttled_live(live: LiveService) -> None:
     with httpx.Client(base_url=live.base_url, timeout=10) as c:
         for _ in range(5):
             assert c.post("/login", data=form, auth=(key_id, "wrong")).status_code == 401
-        r = c.post("/login", data=form, auth=(key_id, secret))
+        r = c.post("/login", data=form, auth=(key_id, "wrong"))
         assert r.status_code == 429
         assert 1 <= int(r.headers["retry-after"]) <= 60
         assert r.json()["error"] == "invalid_client"
+        # The owner is never locked out (H3).
+        r = c.post("/login", data=form, auth=(key_id, secret))
+        assert r.status_code == 200
+        remember_secret(r.json()["access_token"])
         # Another key is unaffected.
         r = c.post("/login", data=form, auth=(other_id, other_secret))
         assert r.status_code == 200

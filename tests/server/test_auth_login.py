@@ -272,27 +272,30 @@ def test_failed_logins_are_throttled_then_the_window_expires(svc: Service) -> No
     key_id, secret = svc.key()
     for _ in range(5):
         assert_error(svc.http.login(key_id, "bad"), 401, "invalid_client")
-    # The sixth attempt is refused without checking, even with the right secret.
-    r = svc.http.login(key_id, secret)
+    # The sixth wrong guess is slowed down...
+    r = svc.http.login(key_id, "bad")
     assert_error(r, 429, "invalid_client")
     assert 1 <= int(r.headers["retry-after"]) <= 60
-    r = svc.http.login(key_id, "bad")
-    assert r.status_code == 429
+    # ...but the right secret is checked all the same and gets in (H3).
+    svc.http.token(key_id, secret)
+    assert svc.http.login(key_id, "bad").status_code == 429
     # Other keys are not affected.
     other_id, other_secret = svc.key()
     svc.http.token(other_id, other_secret)
-    # The window passes: the real owner gets in again.
+    # The window passes: wrong guesses are heard again.
     svc.throttle_clock.advance(61)
-    svc.http.token(key_id, secret)
+    assert svc.http.login(key_id, "bad").status_code == 401
 
 
-def test_success_resets_the_failure_count(svc: Service) -> None:
+def test_success_does_not_reset_the_failure_count(svc: Service) -> None:
+    # Clearing the count at each of the owner's logins would give an attacker five
+    # fresh guesses every time; the owner is never slowed, so nothing is lost.
     key_id, secret = svc.key()
     for _ in range(4):
         svc.http.login(key_id, "bad")
     svc.http.token(key_id, secret)
-    for _ in range(4):
-        assert svc.http.login(key_id, "bad").status_code == 401
+    assert svc.http.login(key_id, "bad").status_code == 401  # the fifth
+    assert svc.http.login(key_id, "bad").status_code == 429
     svc.http.token(key_id, secret)
 
 
@@ -302,8 +305,9 @@ def test_throttle_is_a_sliding_window(svc: Service) -> None:
         svc.http.login(key_id, "bad")
     svc.throttle_clock.advance(59)
     svc.http.login(key_id, "bad")  # 5 failures within 60 s
-    assert svc.http.login(key_id, secret).status_code == 429
+    assert svc.http.login(key_id, "bad").status_code == 429
     svc.throttle_clock.advance(2)  # the first four are now older than 60 s
+    assert svc.http.login(key_id, "bad").status_code == 401
     svc.http.token(key_id, secret)
 
 

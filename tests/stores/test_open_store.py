@@ -80,3 +80,20 @@ def test_exports() -> None:
     assert stores.__all__ == sorted(stores.__all__)
     for name in stores.__all__:
         assert getattr(stores, name) is not None
+
+
+def test_memory_store_forgets_expired_tokens_on_its_own() -> None:
+    """Issue 12, I: ``serve --store memory://`` does not grow without bound."""
+    from bearerguard.stores.memory import MemoryStore
+    from helpers import issue
+
+    store = MemoryStore()
+    key, _ = store.create_key(["dns"])
+    now = 1_000_000.0
+    for _ in range(5000):
+        issue(store, key_id=key.key_id, ttl=10, now=now)  # each expires 10 s later
+        now += 1
+    # Only the tokens of the last few seconds (and at most one sweep's growth) remain.
+    assert len(store._tokens) < 2100
+    live = [t for t in store._tokens.values() if t.expires_at > now]
+    assert len(live) >= 9

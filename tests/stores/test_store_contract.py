@@ -272,3 +272,49 @@ def test_async_face(store: Any) -> None:
 
 def test_ping(store: Any) -> None:
     assert store.ping() is None
+
+
+# -- issue 12, H4: a use from another address extends nothing ----------------------------
+# Real time, not a fake clock: Redis measures expiry on its own clock.
+def test_touch_extends_only_from_the_tokens_own_address(store: Any) -> None:
+    key, secret = store.create_key(["dns"])
+    remember_secret(secret)
+    now = time.time()
+    _, rec = record_for(key.key_id, ttl=60, now=now)
+    store.put_token(rec)
+    time.sleep(0.4)
+    # From another address: the record comes back as it is, expiry unchanged.
+    other = store.touch_token(rec.digest, time.time(), "127.0.0.3")
+    assert other is not None and other.bound_ip == "127.0.0.1"
+    assert other.expires_at == pytest.approx(now + 60, abs=0.2)
+    got = store.get_token(rec.digest, time.time())
+    assert got is not None and got.expires_at == pytest.approx(now + 60, abs=0.2)
+    # From its own address (or with no address: a third party's introspection) it slides.
+    t = time.time()
+    own = store.touch_token(rec.digest, t, "127.0.0.1")
+    assert own is not None and own.expires_at == pytest.approx(t + 60, abs=0.05)
+    time.sleep(0.2)
+    t = time.time()
+    anyone = store.touch_token(rec.digest, t, None)
+    assert anyone is not None and anyone.expires_at == pytest.approx(t + 60, abs=0.05)
+
+
+def test_async_touch_extends_only_from_the_tokens_own_address(store: Any) -> None:
+    assert isinstance(store, AsyncTokenStore)  # every built-in store has both faces
+    key, secret = store.create_key(["dns"])
+    remember_secret(secret)
+    now = time.time()
+    _, rec = record_for(key.key_id, ttl=60, now=now)
+    store.put_token(rec)
+
+    async def main() -> tuple[Any, Any, float]:
+        await asyncio.sleep(0.4)
+        other = await store.atouch_token(rec.digest, time.time(), "127.0.0.3")
+        t = time.time()
+        own = await store.atouch_token(rec.digest, t, "127.0.0.1")
+        await store.aclose()
+        return other, own, t
+
+    other, own, t = asyncio.run(main())
+    assert other.expires_at == pytest.approx(now + 60, abs=0.2)
+    assert own.expires_at == pytest.approx(t + 60, abs=0.05)

@@ -380,10 +380,10 @@ def test_g3_redis_revocation_reaches_a_cached_middleware(redis_url: str) -> None
     lookups = 0
     original = guarded.atouch_token
 
-    async def counting(digest: str, now: float) -> Any:
+    async def counting(digest: str, now: float, client_ip: str | None = None) -> Any:
         nonlocal lookups
         lookups += 1
-        return await original(digest, now)
+        return await original(digest, now, client_ip)
 
     guarded.atouch_token = counting  # type: ignore[method-assign]
 

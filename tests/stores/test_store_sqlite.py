@@ -305,3 +305,19 @@ def test_two_processes_on_one_file(tmp_path: Path) -> None:
                 assert store.get_token(d, base) is not None
     finally:
         store.close()
+
+
+def test_database_wal_and_shm_are_private(tmp_path: Path) -> None:
+    """Issue 12, H: the files hold key ids, grants and digests: owner only (0600)."""
+    old = os.umask(0o022)  # the usual umask, which would give 0644
+    try:
+        store = SQLiteStore(f"sqlite:///{tmp_path}/private.db")
+        try:
+            issue(store)  # type: ignore[arg-type]
+            files = [tmp_path / n for n in ("private.db", "private.db-wal", "private.db-shm")]
+            modes = {f.name: oct(f.stat().st_mode & 0o777) for f in files}
+        finally:
+            store.close()
+    finally:
+        os.umask(old)
+    assert modes == {f.name: "0o600" for f in files}

@@ -24,8 +24,11 @@ breaker_reset          10 s       open time; then one probe call decides
 =====================  =========  ===================================================
 
 Give the middleware a `backend_timeout` at least as long as `budget` (its default, 5 s,
-is). Anything that is not a well-formed 200 JSON answer raises `BackendUnavailable`:
-never a crash, never an allow.
+is). A 400, 413, 414 or 431 answer is about the one token sent (too long, malformed):
+that token is refused (None). Anything else that is not a well-formed 200 JSON answer
+raises `BackendUnavailable`: never a crash, never an allow. The breaker counts only
+transport failures, timeouts and 5xx answers (H1): whatever a client puts in a token
+cannot open it.
 """
 
 from __future__ import annotations
@@ -64,9 +67,22 @@ _CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
 _STALE_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
-def introspection_form(token: str) -> dict[str, str]:
-    """The RFC 7662 §2.1 request body (sent as application/x-www-form-urlencoded)."""
-    return {"token": token, "token_type_hint": "access_token"}
+# Answers about the request itself, i.e. about this one token (too long, malformed):
+# the token is refused; the service is up (H1).
+_REFUSES_TOKEN = frozenset({400, 413, 414, 431})
+
+
+def introspection_form(token: str, client_ip: str | None = None) -> dict[str, str]:
+    """The RFC 7662 §2.1 request body (sent as application/x-www-form-urlencoded).
+
+    `client_ip`, the address of the request being checked, is an extension member:
+    ``bearerguard serve`` counts the introspection as a use of the token only when it
+    is the token's own address (H4); other servers ignore members they do not know.
+    """
+    form = {"token": token, "token_type_hint": "access_token"}
+    if client_ip is not None:
+        form["client_ip"] = client_ip
+    return form
 
 
 def _is_json(content_type: str) -> bool:
@@ -289,6 +305,12 @@ class IntrospectionBackend:
     token as inactive. `map_response(claims) -> claims` renames members of servers
     that name things differently, before the standard mapping runs.
 
+    `lookup(token, client_ip)`: the middleware passes the request's address, sent as
+    the extension member ``client_ip`` (``bearerguard serve`` then counts the call as a
+    use only from the token's own address; other servers ignore it). Against
+    ``bearerguard serve``, give the middleware ``token_format="bearerguard"`` (or set
+    ``BEARERGUARD_TOKEN_FORMAT=bearerguard``) so junk never costs a call.
+
     Security: the token travels in the POST body and the client secret in the
     Authorization header; neither is logged. Use https outside loopback.
     """
@@ -388,6 +410,7 @@ class IntrospectionBackend:
         return self._clock() + self.budget
 
     def _settle(self, ok: bool) -> None:
+        """Tell the breaker how the call went: `ok` is "the service answered below 500"."""
         if ok:
             before = self.breaker.state
             self.breaker.success()
@@ -414,6 +437,9 @@ class IntrospectionBackend:
         return delay
 
     def _interpret(self, status: int, content_type: str, body: bytes) -> TokenInfo | None:
+        if status in _REFUSES_TOKEN:
+            logger.debug("introspection endpoint refused one token with HTTP %d", status)
+            return None
         data: Mapping[str, Any] = parse_introspection_response(status, content_type, body)
         if self.map_response is not None:
             try:
@@ -456,9 +482,9 @@ class IntrospectionBackend:
                 self._client = httpx.Client(**self._client_kwargs)
             return self._client
 
-    def _post(self, token: str, deadline: float) -> tuple[int, str, bytes]:
+    def _post(self, token: str, client_ip: str | None, deadline: float) -> tuple[int, str, bytes]:
         client = self._sync_client()
-        form = introspection_form(token)
+        form = introspection_form(token, client_ip)
         plan = _RetryPlan(self, deadline)
         while True:
             trace = _ConnTrace()
@@ -477,15 +503,17 @@ class IntrospectionBackend:
             if delay:
                 time.sleep(delay)
 
-    def lookup(self, token: str) -> TokenInfo | None:
-        """Introspect `token`; None if inactive. Raises BackendUnavailable."""
+    def lookup(self, token: str, client_ip: str | None = None) -> TokenInfo | None:
+        """Introspect `token` for a request from `client_ip`; None if inactive.
+
+        Raises BackendUnavailable.
+        """
         deadline = self._admit()
         ok = False
         try:
-            status, ctype, body = self._post(token, deadline)
-            info = self._interpret(status, ctype, body)
-            ok = True
-            return info
+            status, ctype, body = self._post(token, client_ip, deadline)
+            ok = status < 500
+            return self._interpret(status, ctype, body)
         finally:
             self._settle(ok)
 
@@ -513,9 +541,11 @@ class IntrospectionBackend:
             self._aloop = loop
         return self._aclient
 
-    async def _apost(self, token: str, deadline: float) -> tuple[int, str, bytes]:
+    async def _apost(
+        self, token: str, client_ip: str | None, deadline: float
+    ) -> tuple[int, str, bytes]:
         client = self._async_client()
-        form = introspection_form(token)
+        form = introspection_form(token, client_ip)
         plan = _RetryPlan(self, deadline)
         while True:
             trace = _ConnTrace()
@@ -534,15 +564,14 @@ class IntrospectionBackend:
             if delay:
                 await asyncio.sleep(delay)
 
-    async def alookup(self, token: str) -> TokenInfo | None:
+    async def alookup(self, token: str, client_ip: str | None = None) -> TokenInfo | None:
         """Async face of `lookup`; never blocks the event loop."""
         deadline = self._admit()
         ok = False
         try:
-            status, ctype, body = await self._apost(token, deadline)
-            info = self._interpret(status, ctype, body)
-            ok = True
-            return info
+            status, ctype, body = await self._apost(token, client_ip, deadline)
+            ok = status < 500
+            return self._interpret(status, ctype, body)
         finally:
             # A cancelled call (the caller's deadline) counts as a failure too.
             self._settle(ok)

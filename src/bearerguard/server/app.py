@@ -7,7 +7,9 @@ Endpoints (see `create_app`):
 * ``POST /introspect`` — RFC 7662, for keys with the introspection right; an active
   token's answer has ``client_id`` (key id), ``scope`` (its APIs), ``exp``, ``iat``,
   ``token_type`` and the extension members ``ip`` (the bound address) and ``ttl`` (the
-  sliding lifetime); a successful introspection counts as a use;
+  sliding lifetime); a successful introspection counts as a use — when the form carries
+  the extension member ``client_ip`` (the address of the request the resource server
+  is checking), only if that is the token's own address (H4);
 * ``POST /revoke`` — RFC 7009: a key revokes its own tokens, a key with the
   introspection right any token; someone else's token is left alone with the same 200
   (RFC 7009 §2.2 answers 200 for unknown tokens too), so the answer reveals nothing;
@@ -20,9 +22,11 @@ Endpoints (see `create_app`):
 Security: tokens are 256-bit random strings stored only as SHA-256 digests, bound to
 the address that obtained them (resolved with `ClientIPResolver`, so proxy trust is
 configured in one place), and slide: each use moves expiry to ``now + token_ttl``.
-Failed client authentications are throttled per key id (`LoginThrottle`: by
-default 5 failures within 60 s, then 429 with ``Retry-After`` until the window has
-passed; state per process). Bodies are read with a hard size limit and parsed
+Wrong secrets are throttled per existing key id and per source address (`LoginThrottle`:
+by default 5 failures within 60 s, then a wrong guess gets 429 with ``Retry-After``);
+the right secret is checked on every attempt and always accepted, so nobody can lock
+a key's owner out (H3). Bodies are read with a hard size limit (on ``/introspect`` and
+``/revoke`` large enough for any token the middleware accepts, H1) and parsed
 strictly; bad input is a 4xx JSON error, a failing store a 503, never a 500. Tokens
 and secrets are never logged: a token appears in logs only as its fingerprint.
 """
@@ -44,9 +48,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from ..clientip import ClientIPResolver
+from ..clientip import ClientIPResolver, normalize_ip
 from ..credentials import DEFAULT_MAX_TOKEN_LENGTH
-from ..errors import BackendUnavailable, ConfigurationError, quote_param
+from ..errors import BackendUnavailable, ConfigurationError, log_safe, quote_param
 from ..metrics import ServiceMetrics
 from ..stores.base import (
     AsyncTokenStore,
@@ -69,12 +73,33 @@ from .forms import (
 )
 from .throttle import LoginThrottle
 
-__all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_BODY", "MAX_HEADER_BYTES", "create_app"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_MAX_BODY",
+    "MAX_HEADER_BYTES",
+    "TOKEN_BODY_LIMIT",
+    "create_app",
+    "token_body_limit",
+]
 
 logger = logging.getLogger("bearerguard.server")
 
 DEFAULT_MAX_BODY = 8192
-"""Largest request body accepted, in bytes (larger: 413 ``invalid_request``)."""
+"""Largest request body accepted on ``/login``, in bytes (larger: 413 ``invalid_request``)."""
+
+
+def token_body_limit(max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH) -> int:
+    """Largest body of ``/introspect`` and ``/revoke``: room for any accepted token (H1).
+
+    A token of `max_token_length` b64token characters form-encodes to at most three
+    bytes a character (``/`` is ``%2F``); 2 KiB more holds the other members
+    (``token_type_hint``, ``client_ip``, ``client_id`` and ``client_secret``).
+    """
+    return 3 * max_token_length + 2048
+
+
+TOKEN_BODY_LIMIT = token_body_limit()
+"""`token_body_limit` for the middleware's default ``max_token_length`` (14,336 bytes)."""
 
 MAX_HEADER_BYTES = 16384
 """Largest total of request header names and values on the POST endpoints (431)."""
@@ -117,8 +142,10 @@ class _Store:
     async def put_token(self, record: TokenRecord) -> None:
         await self._call("put_token", record)
 
-    async def touch_token(self, digest: str, now: float) -> TokenRecord | None:
-        result: TokenRecord | None = await self._call("touch_token", digest, now)
+    async def touch_token(
+        self, digest: str, now: float, client_ip: str | None = None
+    ) -> TokenRecord | None:
+        result: TokenRecord | None = await self._call("touch_token", digest, now, client_ip)
         return result
 
     async def get_token(self, digest: str, now: float) -> TokenRecord | None:
@@ -198,6 +225,7 @@ class _Service:
         resolver: ClientIPResolver,
         issuer: str | None,
         max_body: int,
+        max_token_length: int,
         body_timeout: float,
         throttle: LoginThrottle,
         realm: str,
@@ -212,18 +240,20 @@ class _Service:
         self.resolver = resolver
         self.issuer = issuer.rstrip("/") if issuer else None
         self.max_body = max_body
+        self.max_token_length = max_token_length
+        self.token_body = max(max_body, token_body_limit(max_token_length))
         self.body_timeout = body_timeout
         self.throttle = throttle
         self.clock = clock
         self.basic_challenge = f"Basic realm={quote_param(realm)}"
 
     # -- shared steps -----------------------------------------------------------------
-    async def _form(self, request: Request) -> dict[str, str]:
+    async def _form(self, request: Request, limit: int | None = None) -> dict[str, str]:
         header_bytes = sum(len(k) + len(v) for k, v in request.scope["headers"])
         if header_bytes > MAX_HEADER_BYTES:
             raise BadRequest("invalid_request", "Request headers too large", 431)
         check_form_content_type(request.headers.get("content-type"))
-        body = await _read_body(request, self.max_body, self.body_timeout)
+        body = await _read_body(request, limit or self.max_body, self.body_timeout)
         return parse_form(body, repeatable=_REPEATABLE)
 
     async def read_body(self, request: Request) -> bytes:
@@ -245,37 +275,43 @@ class _Service:
         creds = client_credentials(request.headers.getlist("authorization"), form)
         if creds is None:
             raise self._invalid_client("Client authentication required")
+        source = self.client_ip(request)
         if too_long(creds):
-            # No real key looks like this; not tracked, so the throttle's memory stays
-            # small (it holds at most `max_tracked` short key ids).
+            # No real key looks like this: only the source address is counted.
             verify_secret(None, creds.secret[:256])
-            raise self._invalid_client()
-        wait = self.throttle.retry_after(creds.key_id)
+            key = None
+        else:
+            key = await self.store.get_key(creds.key_id)
+            # H3: the secret is checked on every attempt, throttled or not, in
+            # constant time; the right one is always accepted.
+            self.metrics.secret_checks += 1
+            if verify_secret(key, creds.secret, self.clock()) and key is not None:
+                if key.account:
+                    # A disabled (or deleted) account's keys no longer log in.
+                    owner = await self.store.call_sync("get_account", key.account)
+                    if owner is None or owner.disabled:
+                        raise self._invalid_client()
+                return key
+        # A wrong guess. The same steps whether or not the key id exists (J).
+        wait = self.throttle.retry_after(creds.key_id, source)
         if wait is not None:
             self.metrics.throttled += 1
-            logger.warning("throttled authentication for key %s", _printable(creds.key_id))
+            logger.warning(
+                "throttled authentication for key %s from %s",
+                _printable(creds.key_id),
+                source or "?",
+            )
             raise BadRequest(
                 "invalid_client", "Too many failed attempts; try again later", 429, wait
             )
-        key = await self.store.get_key(creds.key_id)
-        if not verify_secret(key, creds.secret, self.clock()) or key is None:
-            self.throttle.failed(creds.key_id)
-            self.metrics.login_failures += 1
-            logger.info(
-                "failed authentication for key %s from %s",
-                _printable(creds.key_id),
-                request.client.host if request.client else "?",
-            )
-            raise self._invalid_client()
-        self.throttle.succeeded(creds.key_id)
-        if key.account:
-            # A disabled (or deleted) account's keys no longer log in.
-            owner = await self.store.call_sync("get_account", key.account)
-            if owner is None or owner.disabled:
-                raise self._invalid_client()
-        return key
+        self.throttle.failed(creds.key_id, source, known=key is not None)
+        self.metrics.login_failures += 1
+        logger.info(
+            "failed authentication for key %s from %s", _printable(creds.key_id), source or "?"
+        )
+        raise self._invalid_client()
 
-    def _client_ip(self, request: Request) -> str | None:
+    def client_ip(self, request: Request) -> str | None:
         peer = request.client.host if request.client else None
         return self.resolver.resolve(peer, request.headers.getlist("x-forwarded-for"))
 
@@ -328,7 +364,7 @@ class _Service:
             apis = requested
         # RFC 8707 §2: the token is meant for these resources (its audience).
         audience = parse_resources(form.get("resource"))
-        ip = self._client_ip(request)
+        ip = self.client_ip(request)
         if ip is None:
             raise BadRequest("invalid_request", "Cannot determine the client address")
         token = new_token()
@@ -347,7 +383,9 @@ class _Service:
             )
         )
         self.metrics.tokens_issued += 1
-        logger.info("issued token %s to key %s at %s", fingerprint(digest), key.key_id, ip)
+        logger.info(
+            "issued token %s to key %s at %s", fingerprint(digest), log_safe(key.key_id), ip
+        )
         body: dict[str, Any] = {
             "access_token": token,
             "expires_in": _seconds(self.token_ttl),
@@ -362,7 +400,7 @@ class _Service:
         return await self._guarded(request, self._introspect)
 
     async def _introspect(self, request: Request) -> Response:
-        form = await self._form(request)
+        form = await self._form(request, self.token_body)
         key = await self._authenticate(request, form)
         if not key.introspect:
             # RFC 7662 §2.1: the endpoint MUST require authorization of the caller.
@@ -371,9 +409,16 @@ class _Service:
         if token is None:
             raise BadRequest("invalid_request", "Missing token")
         # token_type_hint is accepted and ignored (RFC 7662 §2.1: "MAY ignore").
+        # client_ip (extension, H4): the address of the request being checked; the
+        # introspection extends the token only if that is the token's own address.
+        client_ip = form.get("client_ip")
+        if client_ip is not None:
+            client_ip = normalize_ip(client_ip)
+            if client_ip is None:
+                raise BadRequest("invalid_request", "client_ip is not an IP address")
         record = None
-        if len(token) <= DEFAULT_MAX_TOKEN_LENGTH:
-            record = await self.store.touch_token(token_digest(token), self.clock())
+        if len(token) <= self.max_token_length:
+            record = await self.store.touch_token(token_digest(token), self.clock(), client_ip)
         if record is None:
             self.metrics.introspections["inactive"] += 1
             # RFC 7662 §2.2: no detail about why a token is not active.
@@ -403,12 +448,12 @@ class _Service:
         return await self._guarded(request, self._revoke)
 
     async def _revoke(self, request: Request) -> Response:
-        form = await self._form(request)
+        form = await self._form(request, self.token_body)
         key = await self._authenticate(request, form)
         token = form.get("token")
         if token is None:
             raise BadRequest("invalid_request", "Missing token")
-        if len(token) <= DEFAULT_MAX_TOKEN_LENGTH:
+        if len(token) <= self.max_token_length:
             digest = token_digest(token)
             record = await self.store.get_token(digest, self.clock())
             # A key revokes its own tokens; a key with the introspection right (a
@@ -422,6 +467,8 @@ class _Service:
         return Response(status_code=200, headers=_NO_STORE)
 
     async def metadata(self, request: Request) -> Response:
+        # Without an issuer the URLs follow the request's Host: no-store, so no cache
+        # keeps what one client's Host header made of them (H7).
         issuer = self.issuer or str(request.base_url).rstrip("/")
         auth_methods = ["client_secret_basic", "client_secret_post"]
         return JSONResponse(
@@ -438,7 +485,8 @@ class _Service:
                 "token_endpoint_auth_methods_supported": auth_methods,
                 "introspection_endpoint_auth_methods_supported": auth_methods,
                 "revocation_endpoint_auth_methods_supported": auth_methods,
-            }
+            },
+            headers=_NO_STORE,
         )
 
     async def health(self, request: Request) -> Response:
@@ -477,6 +525,7 @@ def create_app(
     trusted_proxies: Iterable[str] = (),
     issuer: str | None = None,
     max_body: int = DEFAULT_MAX_BODY,
+    max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     login_throttle: LoginThrottle | None = None,
     realm: str = "bearerguard",
@@ -493,10 +542,14 @@ def create_app(
     `trusted_proxies` (IPs or CIDRs) are the peers whose ``X-Forwarded-For`` is read to
     find the client address a token is bound to; with none, the peer address is used.
     `issuer` is the public base URL announced in the RFC 8414 metadata (default: the
-    request's own base URL — set it when the service is behind a proxy). `max_body`
-    bounds request bodies, `body_timeout` the time to receive one (408 after), and
-    headers beyond `MAX_HEADER_BYTES` get 431. `login_throttle` slows down repeated
-    failed authentications per key id (default: 5 failures within 60 s, per process). `clock` gives
+    request's own base URL, sent with ``Cache-Control: no-store`` — set it when the
+    service is behind a proxy). `max_body` bounds ``/login`` bodies; ``/introspect``
+    and ``/revoke`` take `token_body_limit(max_token_length)`, so any token a
+    middleware with that `max_token_length` accepts fits (H1). `body_timeout` bounds
+    the time to receive a body (408 after), and headers beyond `MAX_HEADER_BYTES` get
+    431. `login_throttle` slows down wrong secrets per key id and per source address
+    (default: 5 failures within 60 s, per process; the right secret always passes).
+    `clock` gives
     wall-clock seconds. With `close_store`, the store is closed on shutdown. `metrics`
     collects the service's counters (a fresh `ServiceMetrics` by default, at
     ``app.state.metrics``), served at ``/metrics`` when prometheus-client is installed.
@@ -513,6 +566,8 @@ def create_app(
         raise ConfigurationError("token_ttl must be a positive number of seconds")
     if max_body < 256:
         raise ConfigurationError("max_body must be at least 256 bytes")
+    if max_token_length < 1:
+        raise ConfigurationError("max_token_length must be at least 1")
     if not body_timeout > 0:
         raise ConfigurationError("body_timeout must be a positive number of seconds")
     if not rotation_grace >= 0:
@@ -524,6 +579,7 @@ def create_app(
         resolver=ClientIPResolver(trusted_proxies),
         issuer=issuer,
         max_body=max_body,
+        max_token_length=max_token_length,
         body_timeout=body_timeout,
         throttle=login_throttle or LoginThrottle(),
         realm=realm,

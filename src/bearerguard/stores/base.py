@@ -7,6 +7,9 @@ The auth service writes keys and tokens through a store; the middleware's
   SHA-256 digests compared with `hmac.compare_digest`;
 * `touch_token` is lookup-and-extend in one atomic step: it returns the record with
   ``expires_at = now + ttl`` (sliding expiry), or None for a missing or expired token;
+  given a `client_ip`, it extends only when that is the token's bound address (H4: a
+  request refused for its address keeps nothing alive) and otherwise returns the
+  record as it is;
 * `revoke_key` removes the key and every token of it, and announces an `Invalidation`
   to subscribers (other processes too, where the store can: Redis pub/sub);
 * every I/O failure is raised as `StoreUnavailable`, never as the driver's own error.
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 from ..errors import BackendUnavailable
-from ..tokens import Invalidation, TokenInfo
+from ..tokens import SECRET_PREFIX, TOKEN_PREFIX, Invalidation, TokenInfo, generate
 
 __all__ = [
     "AsyncTokenStore",
@@ -56,13 +59,17 @@ def new_key_id() -> str:
 
 
 def new_secret() -> str:
-    """A fresh key secret: 256 random bits, URL-safe."""
-    return secrets.token_urlsafe(32)
+    """A fresh key secret: ``bgs_`` + 256 random bits + checksum (`tokens.generate`).
+
+    Secrets of the older shape (43 plain base64url characters) stay valid: only their
+    digest is stored, whatever their shape.
+    """
+    return generate(SECRET_PREFIX)
 
 
 def new_token() -> str:
-    """A fresh access token: 256 random bits, RFC 6750 b64token syntax."""
-    return secrets.token_urlsafe(32)
+    """A fresh access token: ``bgt_`` + 256 random bits + checksum, RFC 6750 b64token."""
+    return generate(TOKEN_PREFIX)
 
 
 def new_key(
@@ -228,6 +235,10 @@ class TokenRecord:
         """This record after a use at `now` (sliding expiry)."""
         return replace(self, expires_at=now + self.ttl)
 
+    def counts_from(self, client_ip: str | None) -> bool:
+        """Whether a use from `client_ip` extends the token (None: address unknown, yes)."""
+        return client_ip is None or client_ip == self.bound_ip
+
     def to_info(self) -> TokenInfo:
         return TokenInfo(
             key_id=self.key_id,
@@ -277,8 +288,13 @@ class TokenStore(Protocol):
         """Store a newly issued token."""
         ...
 
-    def touch_token(self, digest: str, now: float) -> TokenRecord | None:
-        """Atomically look a token up and extend its expiry to ``now + ttl``."""
+    def touch_token(
+        self, digest: str, now: float, client_ip: str | None = None
+    ) -> TokenRecord | None:
+        """Atomically look a token up and extend its expiry to ``now + ttl``.
+
+        With `client_ip`, extend only when it is the token's bound address.
+        """
         ...
 
     def get_token(self, digest: str, now: float) -> TokenRecord | None:
@@ -323,7 +339,9 @@ class AsyncTokenStore(Protocol):
 
     async def aput_token(self, record: TokenRecord) -> None: ...
 
-    async def atouch_token(self, digest: str, now: float) -> TokenRecord | None: ...
+    async def atouch_token(
+        self, digest: str, now: float, client_ip: str | None = None
+    ) -> TokenRecord | None: ...
 
     async def aget_token(self, digest: str, now: float) -> TokenRecord | None: ...
 

@@ -20,11 +20,17 @@ from .base import (
 
 __all__ = ["MemoryStore"]
 
+_SWEEP_EVERY = 60.0
+_SWEEP_MIN = 1024
+
 
 class MemoryStore:
     """A thread-safe store held in dicts; both faces, no I/O.
 
-    Subscribers are called synchronously, in the revoking thread.
+    Subscribers are called synchronously, in the revoking thread. Expired tokens are
+    swept out when tokens are stored (at most once a minute, or when the table has
+    doubled since the last sweep), so a long-running ``serve --store memory://`` does
+    not grow without bound.
     """
 
     def __init__(self, url: str = "memory://") -> None:
@@ -35,6 +41,8 @@ class MemoryStore:
         self._accounts: dict[str, AccountRecord] = {}
         self._sessions: dict[str, SessionRecord] = {}
         self._subscribers = LocalSubscribers()
+        self._last_sweep = time.monotonic()
+        self._sweep_at = _SWEEP_MIN
 
     # -- keys -------------------------------------------------------------------------
     def create_key(
@@ -151,8 +159,22 @@ class MemoryStore:
             if key is not None:
                 self._tokens[record.digest] = record
                 self._keys[key.key_id] = replace(key, last_used_at=record.issued_at)
+            mono = time.monotonic()
+            if len(self._tokens) >= self._sweep_at or mono - self._last_sweep >= _SWEEP_EVERY:
+                self._sweep(record.issued_at, mono)
 
-    def touch_token(self, digest: str, now: float) -> TokenRecord | None:
+    def _sweep(self, now: float, mono: float) -> None:
+        # Called with the lock held. Amortised: the table at least doubles between sweeps
+        # that the clock did not ask for.
+        tokens = self._tokens
+        for digest in [d for d, t in tokens.items() if now >= t.expires_at]:
+            del tokens[digest]
+        self._last_sweep = mono
+        self._sweep_at = max(_SWEEP_MIN, 2 * len(tokens))
+
+    def touch_token(
+        self, digest: str, now: float, client_ip: str | None = None
+    ) -> TokenRecord | None:
         with self._lock:
             record = self._tokens.get(digest)
             if record is None:
@@ -160,7 +182,8 @@ class MemoryStore:
             if now >= record.expires_at:
                 del self._tokens[digest]
                 return None
-            record = self._tokens[digest] = record.touched(now)
+            if record.counts_from(client_ip):
+                record = self._tokens[digest] = record.touched(now)
             return record
 
     def get_token(self, digest: str, now: float) -> TokenRecord | None:
@@ -215,8 +238,10 @@ class MemoryStore:
     async def aput_token(self, record: TokenRecord) -> None:
         self.put_token(record)
 
-    async def atouch_token(self, digest: str, now: float) -> TokenRecord | None:
-        return self.touch_token(digest, now)
+    async def atouch_token(
+        self, digest: str, now: float, client_ip: str | None = None
+    ) -> TokenRecord | None:
+        return self.touch_token(digest, now, client_ip)
 
     async def aget_token(self, digest: str, now: float) -> TokenRecord | None:
         return self.get_token(digest, now)

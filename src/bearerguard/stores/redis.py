@@ -189,15 +189,37 @@ def decode_token(digest: str, value: bytes | str, expires_at: float) -> TokenRec
     )
 
 
+def _touched(digest: str, reply: Any, now: float) -> TokenRecord | None:
+    """The record from the touch script's reply ({json, remaining ms} or nil)."""
+    if reply is None:
+        return None
+    if not isinstance(reply, list) or len(reply) != 2 or not isinstance(reply[1], int):
+        raise ValueError("unexpected touch reply")
+    value, pttl = reply
+    remaining = pttl / 1000 if pttl >= 0 else 0.0
+    return decode_token(digest, value, now + remaining)
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, (bytes, str)):
         raise ValueError("expected a string reply")
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
+# Decoded in place of a missing key, so a wrong secret costs the same work for a real
+# key id as for a made-up one.
+_ABSENT_KEY = {
+    "secret_digest": "0" * 64,
+    "apis": '["api"]',
+    "introspect": "0",
+    "created_at": "0.0",
+}
+
+
 def decode_key(key_id: str, fields: dict[Any, Any]) -> KeyRecord | None:
     """A key record from its hash (None for an empty hash); ValueError for garbage."""
     if not fields:
+        decode_key(key_id, _ABSENT_KEY)
         return None
     f = {_text(k): _text(v) for k, v in fields.items()}
     apis = json.loads(f["apis"])
@@ -252,15 +274,18 @@ def _apis_json(apis: Iterable[str]) -> str:
 
 
 # -- Lua scripts -----------------------------------------------------------------------
-# KEYS[1] token. Returns the record and renews its TTL, or nil.
+# KEYS[1] token; ARGV[1] the address the use came from ('' when unknown). Returns
+# {record, remaining ms} and renews the TTL, or nil. A use from another address than
+# the token's own renews nothing (H4).
 _LUA_TOUCH = """
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
 local ok, rec = pcall(cjson.decode, v)
-if ok and type(rec) == 'table' and tonumber(rec['ttl_ms']) then
+if ok and type(rec) == 'table' and tonumber(rec['ttl_ms'])
+    and (ARGV[1] == '' or rec['ip'] == ARGV[1]) then
   redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(rec['ttl_ms'])))
 end
-return v
+return {v, redis.call('PTTL', KEYS[1])}
 """
 
 # KEYS[1] token, KEYS[2] apikey, KEYS[3] keytokens; ARGV json, ttl_ms, digest, token
@@ -674,13 +699,14 @@ class RedisStore:
         with self._errors("put_token"):
             self._scripts.put(keys=keys, args=args)
 
-    def touch_token(self, digest: str, now: float) -> TokenRecord | None:
+    def touch_token(
+        self, digest: str, now: float, client_ip: str | None = None
+    ) -> TokenRecord | None:
         with self._errors("touch_token"):
-            value = self._scripts.touch(keys=[token_key(digest, self.prefix)])
-            if value is None:
-                return None
-            record = decode_token(digest, value, now)
-            return record.touched(now)
+            reply = self._scripts.touch(
+                keys=[token_key(digest, self.prefix)], args=[client_ip or ""]
+            )
+            return _touched(digest, reply, now)
 
     def get_token(self, digest: str, now: float) -> TokenRecord | None:
         with self._errors("get_token"):
@@ -801,13 +827,15 @@ class RedisStore:
             _, scripts = self._aclient()
             await scripts.put(keys=keys, args=args)
 
-    async def atouch_token(self, digest: str, now: float) -> TokenRecord | None:
+    async def atouch_token(
+        self, digest: str, now: float, client_ip: str | None = None
+    ) -> TokenRecord | None:
         with self._errors("touch_token"):
             _, scripts = self._aclient()
-            value = await scripts.touch(keys=[token_key(digest, self.prefix)])
-            if value is None:
-                return None
-            return decode_token(digest, value, now).touched(now)
+            reply = await scripts.touch(
+                keys=[token_key(digest, self.prefix)], args=[client_ip or ""]
+            )
+            return _touched(digest, reply, now)
 
     async def aget_token(self, digest: str, now: float) -> TokenRecord | None:
         with self._errors("get_token"):

@@ -6,8 +6,8 @@ Each thread gets its own connection; every connection runs in autocommit mode, a
 few multi-statement changes run in ``BEGIN IMMEDIATE`` transactions.
 
 Security notes: only SHA-256 digests of tokens and key secrets are written to the file;
-still, whoever can write the file can mint tokens, so keep it readable and writable
-by the service's user only.
+still, whoever can write the file can mint tokens, so a file the store creates is
+readable and writable by its owner only (0600, and so are its -wal and -shm files).
 """
 
 from __future__ import annotations
@@ -109,10 +109,16 @@ _SQL_GET = (
     "SELECT digest, key_id, apis, bound_ip, issued_at, ttl, expires_at, audience FROM bg_tokens "
     "WHERE digest = ? AND expires_at > ?"
 )
+# What `get_key` decodes when the key id is unknown, so a wrong secret costs the same
+# work for a real key id as for a made-up one (no timing hint of which ids exist).
+_ABSENT_KEY_ROW = ("key_0", "0" * 64, '["api"]', 0, 0.0, "", "", None, None, "", 0.0)
 # Lookup-and-extend in one statement: no other writer can come between. MAX keeps expiry
-# moving forward when processes with slightly different clocks race.
+# moving forward when processes with slightly different clocks race. ?3 is the address
+# the use came from (NULL: unknown): a use from another address extends nothing (H4).
 _SQL_TOUCH = (
-    "UPDATE bg_tokens SET expires_at = MAX(expires_at, ? + ttl) WHERE digest = ? AND expires_at > ?"
+    "UPDATE bg_tokens SET expires_at = CASE WHEN ?3 IS NULL OR bound_ip = ?3 "
+    "THEN MAX(expires_at, ?1 + ttl) ELSE expires_at END "
+    "WHERE digest = ?2 AND expires_at > ?1"
 )
 _SQL_TOUCH_RETURNING = (
     _SQL_TOUCH + " RETURNING digest, key_id, apis, bound_ip, issued_at, ttl, expires_at, audience"
@@ -144,6 +150,21 @@ def sqlite_path(url: str) -> str:
             f"bad SQLite store URL {url!r}: use memory:// for an in-process store"
         )
     return path
+
+
+def _create_private(path: str) -> None:
+    """Create the database file readable and writable by its owner only (H7), if missing.
+
+    SQLite gives the -wal and -shm files the database file's permissions, so they are
+    0600 too. An existing file keeps the mode its owner gave it.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # sqlite3.connect reports what is wrong with the path
+    os.close(fd)
 
 
 def _apis_to_db(apis: Iterable[str]) -> str:
@@ -280,6 +301,7 @@ class SQLiteStore:
             return holder.conn
         # A connection inherited across fork() must not be used (or closed) by the
         # child: SQLite's POSIX locks belong to the parent. Open a fresh one.
+        _create_private(self.path)
         conn = sqlite3.connect(
             self.path,
             timeout=self._busy_timeout,
@@ -395,7 +417,10 @@ class SQLiteStore:
     def get_key(self, key_id: str) -> KeyRecord | None:
         with self._errors("get_key"):
             row = self._conn().execute(_SQL_GET_KEY, (key_id,)).fetchone()
-            return None if row is None else _key_from_row(row)
+            if row is None:
+                _key_from_row(_ABSENT_KEY_ROW)
+                return None
+            return _key_from_row(row)
 
     def list_keys(
         self, account: str | None = None, *, after: str | None = None, limit: int | None = None
@@ -571,14 +596,16 @@ class SQLiteStore:
         self._last_purge = mono
         conn.execute("DELETE FROM bg_tokens WHERE expires_at <= ?", (now,))
 
-    def touch_token(self, digest: str, now: float) -> TokenRecord | None:
+    def touch_token(
+        self, digest: str, now: float, client_ip: str | None = None
+    ) -> TokenRecord | None:
         with self._errors("touch_token"):
             conn = self._conn()
             if _HAS_RETURNING:
-                row = conn.execute(_SQL_TOUCH_RETURNING, (now, digest, now)).fetchone()
+                row = conn.execute(_SQL_TOUCH_RETURNING, (now, digest, client_ip)).fetchone()
             else:  # pragma: no cover - SQLite < 3.35: one IMMEDIATE transaction instead
                 with self._transaction(conn):
-                    conn.execute(_SQL_TOUCH, (now, digest, now))
+                    conn.execute(_SQL_TOUCH, (now, digest, client_ip))
                     row = conn.execute(_SQL_GET, (digest, now)).fetchone()
             return None if row is None else _token_from_row(row)
 
@@ -651,8 +678,10 @@ class SQLiteStore:
     async def aput_token(self, record: TokenRecord) -> None:
         await asyncio.to_thread(self.put_token, record)
 
-    async def atouch_token(self, digest: str, now: float) -> TokenRecord | None:
-        return await asyncio.to_thread(self.touch_token, digest, now)
+    async def atouch_token(
+        self, digest: str, now: float, client_ip: str | None = None
+    ) -> TokenRecord | None:
+        return await asyncio.to_thread(self.touch_token, digest, now, client_ip)
 
     async def aget_token(self, digest: str, now: float) -> TokenRecord | None:
         return await asyncio.to_thread(self.get_token, digest, now)

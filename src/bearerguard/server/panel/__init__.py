@@ -246,8 +246,9 @@ class _Panel:
         async with self._checks:
             # H3: the right password is always accepted, even while the name is throttled.
             ok = await asyncio.to_thread(verify_password, account, password)
+        source = self.service.client_ip(request)
         if not ok:
-            wait = self.throttle.retry_after(name)
+            wait = self.throttle.retry_after(name, source)
             if wait is not None:
                 self.service.metrics.throttled += 1
                 response = await self.signin_page(
@@ -255,10 +256,8 @@ class _Panel:
                 )
                 response.headers["Retry-After"] = str(wait)
                 return response
-            self.throttle.failed(name)
-            logger.info(
-                "failed panel sign-in from %s", request.client.host if request.client else "?"
-            )
+            self.throttle.failed(name, source, known=account is not None)
+            logger.info("failed panel sign-in from %s", source or "?")
             return await self.signin_page(
                 request, error="Wrong account name or password.", status=401
             )
