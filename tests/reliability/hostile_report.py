@@ -124,7 +124,7 @@ def section(rows: dict[str, dict[str, Any]], commit: str) -> str:
         "",
         "Attacks from 127.0.0.3 on a real `bearerguard serve` (SQLite, `--token-ttl 3`) and",
         "resource servers under uvicorn (one introspecting, one reading the store), while",
-        'token holders work from 127.0.0.2 (DESIGN, "Hostile traffic", H1-H7). Mode:',
+        'token holders work from 127.0.0.2 (docs/design.md, "Hostile traffic", H1-H7). Mode:',
         (
             "soak (`make soak`)."
             if soak

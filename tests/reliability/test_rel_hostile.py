@@ -486,7 +486,7 @@ def test_token_spray_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(quiet, "level", logging.CRITICAL)
     store = MemoryStore()
     # The holder of the valid token is another client than the sprayer: lookup slots
-    # are shared fairly between addresses (DESIGN H2), not within one.
+    # are shared fairly between addresses (docs/design.md H2), not within one.
     holder = "127.0.0.2"
     good = issue(store, ip=holder)
     backend = _CountingBackend(StoreBackend(store))
@@ -503,7 +503,7 @@ def test_token_spray_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     # The valid token's cache entry neither expires nor asks for a refresh during the run
     # (cache TTL and touch interval of an hour): how fast this machine gets through the
     # spray must not decide the outcome. Whether a refresh or a re-lookup due during a
-    # spray waits behind it is DESIGN.md H2, tested on its own.
+    # spray waits behind it is docs/design.md H2, tested on its own.
     mw = BearerGuardMiddleware(
         app,
         backend=backend,
@@ -662,7 +662,7 @@ def _secret_checks(base_url: str) -> int:
 
 def test_login_brute_force_slowdown() -> None:
     """Wrong guesses: 5 per key id within 60 s, then 429 + Retry-After. The right secret
-    is checked on every attempt (counted at /metrics) and always gets in (DESIGN H3)."""
+    is checked on every attempt (counted at /metrics) and always gets in (docs/design.md H3)."""
     attempts = scaled(40, 400)
     with LiveService() as svc:
         key_id, secret = svc.create_key(["dns"])

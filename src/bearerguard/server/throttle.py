@@ -1,6 +1,6 @@
 """Slowing down wrong guesses of key secrets (per process, no I/O).
 
-The rule (DESIGN H3): the right secret is always accepted — it is checked, in constant
+The rule (docs/design.md H3): the right secret is always accepted — it is checked, in constant
 time, on every attempt, throttled or not — so failed logins can never lock a key's
 owner out. Only wrong guesses are slowed: after `max_failures` failures within
 `window` seconds for one key id, or from one source address, a further wrong guess

@@ -43,7 +43,7 @@ ADMIN_API = "bearerguard:admin"
 """The API that a key made with ``keys create --admin`` carries: the right to call /admin."""
 
 MAX_KEY_NAME = 100
-"""Longest key name, in characters (DESIGN: free text up to 100 characters)."""
+"""Longest key name, in characters (docs/design.md: free text up to 100 characters)."""
 
 _ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _API_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

@@ -7,7 +7,7 @@ service documentation's curl + jq lines filled in; rotate a key's secret (the ol
 keeps working for the service's rotation grace period); revoke a key after a
 confirmation step.
 
-Security (DESIGN "Accounts, keys and the customer control panel"):
+Security (docs/design.md, "Accounts, keys and the control panel"):
 
 * sessions live server-side in the store (so they work across replicas), under the
   SHA-256 digest of a 256-bit session id; the cookie holds only that id and is
