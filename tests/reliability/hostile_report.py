@@ -23,11 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "reliability.md"
 FIGURES = ROOT / "docs" / "figures" / "hostile.json"
 HEADING = "## Hostile traffic"
-COMMAND = (
-    "BEARERGUARD_FIGURES=/tmp/hostile.jsonl .venv/bin/pytest -q "
-    "tests/reliability/test_rel_attacks.py\n"
-    ".venv/bin/python tests/reliability/hostile_report.py /tmp/hostile.jsonl"
-)
+# `make figures` runs the reliability suites (test_rel_attacks.py among them), then this.
+COMMAND = "make figures"
 
 # case -> (attack, target); the rest of a row comes from its figures.
 ROWS = {
