@@ -12,7 +12,6 @@ readable and writable by its owner only (0600, and so are its -wal and -shm file
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
@@ -25,6 +24,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from ..tokens import Invalidation
+from ._faces import inline, threaded
 from .accounts import AccountRecord, SessionRecord
 from .base import (
     KeyRecord,
@@ -646,51 +646,14 @@ class SQLiteStore:
         self._local.holder = None
 
     # -- async face: the same calls in a worker thread, so the loop never blocks -----
-    async def acreate_key(
-        self,
-        apis: Iterable[str],
-        *,
-        introspect: bool = False,
-        now: float | None = None,
-        account: str = "",
-        name: str = "",
-        expires_at: float | None = None,
-    ) -> tuple[KeyRecord, str]:
-        return await asyncio.to_thread(
-            self.create_key,
-            list(apis),
-            introspect=introspect,
-            now=now,
-            account=account,
-            name=name,
-            expires_at=expires_at,
-        )
-
-    async def aget_key(self, key_id: str) -> KeyRecord | None:
-        return await asyncio.to_thread(self.get_key, key_id)
-
-    async def alist_keys(self, account: str | None = None) -> list[KeyRecord]:
-        return await asyncio.to_thread(self.list_keys, account)
-
-    async def arevoke_key(self, key_id: str) -> bool:
-        return await asyncio.to_thread(self.revoke_key, key_id)
-
-    async def aput_token(self, record: TokenRecord) -> None:
-        await asyncio.to_thread(self.put_token, record)
-
-    async def atouch_token(
-        self, digest: str, now: float, client_ip: str | None = None
-    ) -> TokenRecord | None:
-        return await asyncio.to_thread(self.touch_token, digest, now, client_ip)
-
-    async def aget_token(self, digest: str, now: float) -> TokenRecord | None:
-        return await asyncio.to_thread(self.get_token, digest, now)
-
-    async def arevoke_token(self, digest: str) -> bool:
-        return await asyncio.to_thread(self.revoke_token, digest)
-
-    async def aping(self) -> None:
-        await asyncio.to_thread(self.ping)
-
-    async def aclose(self) -> None:
-        self.close()
+    acreate_key = threaded(create_key)
+    aget_key = threaded(get_key)
+    alist_keys = threaded(list_keys)
+    arevoke_key = threaded(revoke_key)
+    aput_token = threaded(put_token)
+    atouch_token = threaded(touch_token)
+    aget_token = threaded(get_token)
+    arevoke_token = threaded(revoke_token)
+    aping = threaded(ping)
+    # Closing only flags the store and closes connections: no need for a thread.
+    aclose = inline(close)
