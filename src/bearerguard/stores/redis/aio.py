@@ -15,7 +15,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
 from ..base import KeyRecord, TokenRecord, new_key
-from .codecs import decode_key, decode_token, sorted_keys, text, touched
+from .codecs import decode_key, read_token, sorted_keys, text, touched
 from .keys import account_keys_key, apikey_key, keys_index_key, token_key
 from .scripts import Scripts, queue_key, revoke_key_args, revoke_token_args, token_args
 
@@ -124,10 +124,7 @@ class AsyncFace:
             pipe.get(key)
             pipe.pttl(key)
             value, pttl = await pipe.execute()
-            if value is None or pttl is None or pttl == -2:
-                return None
-            remaining = pttl / 1000 if pttl >= 0 else 0.0
-            return decode_token(digest, value, now + remaining)
+            return read_token(digest, value, pttl, now)
 
     async def arevoke_token(self, digest: str) -> bool:
         keys, args = revoke_token_args(digest, self.prefix)

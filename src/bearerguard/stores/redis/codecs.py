@@ -25,6 +25,7 @@ __all__ = [
     "encode_session",
     "encode_token",
     "key_fields",
+    "read_token",
     "sorted_keys",
     "text",
     "touched",
@@ -100,6 +101,18 @@ def touched(digest: str, reply: Any, now: float) -> TokenRecord | None:
     if not isinstance(reply, list) or len(reply) != 2 or not isinstance(reply[1], int):
         raise ValueError("unexpected touch reply")
     value, pttl = reply
+    return _expiring(digest, value, pttl, now)
+
+
+def read_token(digest: str, value: Any, pttl: Any, now: float) -> TokenRecord | None:
+    """The record from a ``GET`` and ``PTTL`` pair; None when the key is gone."""
+    if value is None or pttl is None or pttl == -2:
+        return None
+    return _expiring(digest, value, pttl, now)
+
+
+def _expiring(digest: str, value: bytes | str, pttl: int, now: float) -> TokenRecord:
+    # PTTL is the remaining life in ms (-1: no expiry, read as already due).
     remaining = pttl / 1000 if pttl >= 0 else 0.0
     return decode_token(digest, value, now + remaining)
 
@@ -109,6 +122,15 @@ def text(value: Any) -> str:
     if not isinstance(value, (bytes, str)):
         raise ValueError("expected a string reply")
     return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _hash_with_apis(fields: dict[Any, Any]) -> tuple[dict[str, str], frozenset[str]]:
+    """A hash's fields as text, and its ``apis`` field (a JSON list of strings)."""
+    f = {text(k): text(v) for k, v in fields.items()}
+    apis = json.loads(f["apis"])
+    if not isinstance(apis, list) or not all(isinstance(a, str) for a in apis):
+        raise ValueError("apis is not a list of strings")
+    return f, frozenset(apis)
 
 
 # Decoded in place of a missing key, so a wrong secret costs the same work for a real
@@ -126,13 +148,10 @@ def decode_key(key_id: str, fields: dict[Any, Any]) -> KeyRecord | None:
     if not fields:
         decode_key(key_id, _ABSENT_KEY)
         return None
-    f = {text(k): text(v) for k, v in fields.items()}
-    apis = json.loads(f["apis"])
-    if not isinstance(apis, list) or not all(isinstance(a, str) for a in apis):
-        raise ValueError("key apis is not a list of strings")
+    f, apis = _hash_with_apis(fields)
     return KeyRecord(
         key_id=key_id,
-        apis=frozenset(apis),
+        apis=apis,
         introspect=f["introspect"] == "1",
         created_at=float(f["created_at"]),
         secret_digest=f["secret_digest"],
@@ -162,13 +181,10 @@ def decode_account(name: str, fields: dict[Any, Any]) -> AccountRecord | None:
     """An account record from its hash (None for an empty hash); ValueError for garbage."""
     if not fields:
         return None
-    f = {text(k): text(v) for k, v in fields.items()}
-    apis = json.loads(f["apis"])
-    if not isinstance(apis, list) or not all(isinstance(a, str) for a in apis):
-        raise ValueError("account apis is not a list of strings")
+    f, apis = _hash_with_apis(fields)
     return AccountRecord(
         name=name,
-        apis=frozenset(apis),
+        apis=apis,
         created_at=float(f["created_at"]),
         disabled=f.get("disabled") == "1",
         password_hash=f["password_hash"],

@@ -39,8 +39,8 @@ from .codecs import (
     decode_account,
     decode_key,
     decode_session,
-    decode_token,
     encode_session,
+    read_token,
     sorted_keys,
     text,
     touched,
@@ -313,10 +313,7 @@ class RedisStore(AsyncFace):
             pipe.get(key)
             pipe.pttl(key)
             value, pttl = pipe.execute()
-            if value is None or pttl is None or pttl == -2:
-                return None
-            remaining = pttl / 1000 if pttl >= 0 else 0.0
-            return decode_token(digest, value, now + remaining)
+            return read_token(digest, value, pttl, now)
 
     def revoke_token(self, digest: str) -> bool:
         keys, args = revoke_token_args(digest, self.prefix)
