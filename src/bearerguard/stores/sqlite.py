@@ -12,11 +12,8 @@ readable and writable by its owner only (0600, and so are its -wal and -shm file
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -34,6 +31,7 @@ from .base import (
     parse_key_cursor,
     rotated,
 )
+from .sqlite_conn import Connections, sqlite_path
 from .sqlite_schema import (
     ABSENT_KEY_ROW,
     ACCOUNT_FIELDS,
@@ -60,63 +58,6 @@ __all__ = ["SQLiteStore", "sqlite_path"]
 _PURGE_EVERY = 60.0
 
 
-def sqlite_path(url: str) -> str:
-    """Return the file path named by a ``sqlite:///…`` URL (SQLAlchemy convention).
-
-    ``sqlite:///relative/path.db`` is relative to the working directory,
-    ``sqlite:////absolute/path.db`` absolute. Raises ConfigurationError for anything
-    else (no path, a query string, ``:memory:`` — use ``memory://``).
-    """
-    prefix = "sqlite:///"
-    if not url[: len(prefix)].lower() == prefix:
-        raise ConfigurationError(
-            f"bad SQLite store URL {url!r}: use sqlite:///relative.db or sqlite:////abs/path.db"
-        )
-    path = url[len(prefix) :]
-    if not path or path.endswith("/"):
-        raise ConfigurationError(f"bad SQLite store URL {url!r}: no file name")
-    if "?" in path or "#" in path:
-        raise ConfigurationError(f"bad SQLite store URL {url!r}: query strings are not supported")
-    if path == ":memory:" or "\x00" in path:
-        raise ConfigurationError(
-            f"bad SQLite store URL {url!r}: use memory:// for an in-process store"
-        )
-    return path
-
-
-def _create_private(path: str) -> None:
-    """Create the database file readable and writable by its owner only (H7), if missing.
-
-    SQLite gives the -wal and -shm files the database file's permissions, so they are
-    0600 too. An existing file keeps the mode its owner gave it.
-    """
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    except OSError:
-        return  # sqlite3.connect reports what is wrong with the path
-    os.close(fd)
-
-
-class _Holder:
-    """One thread's connection (sqlite3 connections cannot be weakly referenced).
-
-    When the thread ends, its `threading.local` drops the holder and the connection
-    is closed by garbage collection; `SQLiteStore.close` closes the rest.
-    """
-
-    __slots__ = ("__weakref__", "conn", "pid")
-
-    def __init__(self, conn: sqlite3.Connection, pid: int) -> None:
-        self.conn = conn
-        self.pid = pid
-
-
-class _Local(threading.local):
-    holder: _Holder | None = None
-
-
 class SQLiteStore:
     """A store in one SQLite file; both faces (the async one runs in worker threads).
 
@@ -141,10 +82,7 @@ class SQLiteStore:
             raise ConfigurationError("busy_timeout must be a non-negative number of seconds")
         self.url = url
         self.path = sqlite_path(url)
-        self._busy_timeout = float(busy_timeout)
-        self._local = _Local()
-        self._conns: weakref.WeakSet[_Holder] = weakref.WeakSet()
-        self._conns_lock = threading.Lock()
+        self._connections = Connections(self.path, float(busy_timeout))
         self._closed = False
         self._last_purge = 0.0
         self._subscribers = LocalSubscribers()
@@ -154,50 +92,10 @@ class SQLiteStore:
 
     # -- connections ------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use in each thread and process)."""
         if self._closed:
             raise StoreUnavailable("SQLite store is closed")
-        local = self._local
-        pid = os.getpid()
-        holder = local.holder
-        if holder is not None and holder.pid == pid:
-            return holder.conn
-        # A connection inherited across fork() must not be used (or closed) by the
-        # child: SQLite's POSIX locks belong to the parent. Open a fresh one.
-        _create_private(self.path)
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self._busy_timeout,
-            isolation_level=None,  # autocommit; explicit BEGIN IMMEDIATE where needed
-            check_same_thread=False,  # only `close()` touches it from another thread
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            self._enable_wal(conn)
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-        except BaseException:
-            conn.close()
-            raise
-        holder = local.holder = _Holder(conn, pid)
-        with self._conns_lock:
-            self._conns.add(holder)
-        return conn
-
-    def _enable_wal(self, conn: sqlite3.Connection) -> None:
-        # Switching to WAL takes an exclusive lock and does not always wait on the busy
-        # handler, so retry briefly when several processes open a new file together.
-        deadline = time.monotonic() + max(self._busy_timeout, 0.1)
-        while True:
-            try:
-                row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            except sqlite3.OperationalError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.01)
-                continue
-            if row is None or str(row[0]).lower() != "wal":
-                raise sqlite3.OperationalError("cannot switch the database to WAL mode")
-            return
+        return self._connections.get()
 
     def _exec_script(self, conn: sqlite3.Connection) -> None:
         with self._transaction(conn):
@@ -488,13 +386,7 @@ class SQLiteStore:
     def close(self) -> None:
         """Close every connection this store opened (in any thread)."""
         self._closed = True
-        with self._conns_lock:
-            conns = list(self._conns)
-            self._conns.clear()
-        for holder in conns:
-            with suppress(sqlite3.Error):
-                holder.conn.close()
-        self._local.holder = None
+        self._connections.close_all()
 
     # -- async face: the same calls in a worker thread, so the loop never blocks -----
     acreate_key = threaded(create_key)
