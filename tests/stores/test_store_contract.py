@@ -245,6 +245,7 @@ def test_async_face(store: Any) -> None:
         await store.aping()
         key, secret = await store.acreate_key(["dns"], introspect=True, now=5.0)
         remember_secret(secret)
+        assert (key.introspect, key.created_at) == (True, 5.0)  # keywords reach the store
         assert verify_secret(await store.aget_key(key.key_id), secret)
         assert [k.key_id for k in await store.alist_keys()] == [key.key_id]
         now = time.time()

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from ..tokens import Invalidation
+from ._faces import inline
 from .accounts import AccountRecord, SessionRecord
 from .base import (
     KeyRecord,
@@ -211,46 +212,14 @@ class MemoryStore:
     def close(self) -> None:
         return None
 
-    # -- async face: no I/O, so the same calls ----------------------------------------
-    async def acreate_key(
-        self,
-        apis: Iterable[str],
-        *,
-        introspect: bool = False,
-        now: float | None = None,
-        account: str = "",
-        name: str = "",
-        expires_at: float | None = None,
-    ) -> tuple[KeyRecord, str]:
-        return self.create_key(
-            apis, introspect=introspect, now=now, account=account, name=name, expires_at=expires_at
-        )
-
-    async def aget_key(self, key_id: str) -> KeyRecord | None:
-        return self.get_key(key_id)
-
-    async def alist_keys(self, account: str | None = None) -> list[KeyRecord]:
-        return self.list_keys(account)
-
-    async def arevoke_key(self, key_id: str) -> bool:
-        return self.revoke_key(key_id)
-
-    async def aput_token(self, record: TokenRecord) -> None:
-        self.put_token(record)
-
-    async def atouch_token(
-        self, digest: str, now: float, client_ip: str | None = None
-    ) -> TokenRecord | None:
-        return self.touch_token(digest, now, client_ip)
-
-    async def aget_token(self, digest: str, now: float) -> TokenRecord | None:
-        return self.get_token(digest, now)
-
-    async def arevoke_token(self, digest: str) -> bool:
-        return self.revoke_token(digest)
-
-    async def aping(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
+    # -- async face: no I/O, so the same calls, inline --------------------------------
+    acreate_key = inline(create_key)
+    aget_key = inline(get_key)
+    alist_keys = inline(list_keys)
+    arevoke_key = inline(revoke_key)
+    aput_token = inline(put_token)
+    atouch_token = inline(touch_token)
+    aget_token = inline(get_token)
+    arevoke_token = inline(revoke_token)
+    aping = inline(ping)
+    aclose = inline(close)

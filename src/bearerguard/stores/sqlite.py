@@ -12,19 +12,15 @@ readable and writable by its owner only (0600, and so are its -wal and -shm file
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import sqlite3
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
 from ..errors import ConfigurationError
 from ..tokens import Invalidation
+from ._faces import inline, threaded
 from .accounts import AccountRecord, SessionRecord
 from .base import (
     KeyRecord,
@@ -35,224 +31,31 @@ from .base import (
     parse_key_cursor,
     rotated,
 )
+from .sqlite_conn import Connections, sqlite_path
+from .sqlite_schema import (
+    ABSENT_KEY_ROW,
+    ACCOUNT_FIELDS,
+    HAS_RETURNING,
+    KEY_FIELDS,
+    SESSION_FIELDS,
+    SQL_GET,
+    SQL_GET_KEY,
+    SQL_PUT,
+    SQL_PUT_KEY,
+    SQL_TOUCH,
+    SQL_TOUCH_RETURNING,
+    account_from_row,
+    apis_to_db,
+    create_or_migrate,
+    key_to_row,
+    token_from_row,
+)
+from .sqlite_schema import key_from_row as _key_from_row  # a test spies on it here
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
-# RETURNING needs SQLite 3.35 (2021); older libraries fall back to one IMMEDIATE
-# transaction doing UPDATE then SELECT.
-_HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS bg_keys (
-        key_id TEXT PRIMARY KEY,
-        secret_digest TEXT NOT NULL,
-        apis TEXT NOT NULL,
-        introspect INTEGER NOT NULL,
-        created_at REAL NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS bg_tokens (
-        digest TEXT PRIMARY KEY,
-        key_id TEXT NOT NULL,
-        apis TEXT NOT NULL,
-        bound_ip TEXT NOT NULL,
-        issued_at REAL NOT NULL,
-        ttl REAL NOT NULL,
-        expires_at REAL NOT NULL,
-        audience TEXT NOT NULL DEFAULT '[]'
-    )""",
-    "CREATE INDEX IF NOT EXISTS bg_tokens_key ON bg_tokens (key_id)",
-    "CREATE INDEX IF NOT EXISTS bg_tokens_expiry ON bg_tokens (expires_at)",
-    """CREATE TABLE IF NOT EXISTS bg_accounts (
-        name TEXT PRIMARY KEY,
-        password_hash TEXT NOT NULL,
-        apis TEXT NOT NULL,
-        disabled INTEGER NOT NULL DEFAULT 0,
-        created_at REAL NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS bg_sessions (
-        digest TEXT PRIMARY KEY,
-        account TEXT NOT NULL,
-        csrf TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS bg_sessions_account ON bg_sessions (account)",
-)
-
-# Columns added to bg_keys for accounts and rotation. A database made before them is
-# migrated in place when opened (ALTER TABLE … ADD COLUMN, in one transaction).
-_KEY_COLUMNS = (
-    ("account", "TEXT NOT NULL DEFAULT ''"),
-    ("name", "TEXT NOT NULL DEFAULT ''"),
-    ("expires_at", "REAL"),
-    ("last_used_at", "REAL"),
-    ("old_secret_digest", "TEXT NOT NULL DEFAULT ''"),
-    ("old_secret_until", "REAL NOT NULL DEFAULT 0"),
-)
-# Token columns added after the first schema (the RFC 8707 audience).
-_TOKEN_COLUMNS = (("audience", "TEXT NOT NULL DEFAULT '[]'"),)
-_KEY_FIELDS = "key_id, secret_digest, apis, introspect, created_at, " + ", ".join(
-    c for c, _ in _KEY_COLUMNS
-)
-_ACCOUNT_FIELDS = "name, password_hash, apis, disabled, created_at"
-_SESSION_FIELDS = "digest, account, csrf, created_at, expires_at"
-
-_SQL_GET_KEY = f"SELECT {_KEY_FIELDS} FROM bg_keys WHERE key_id = ?"  # noqa: S608
-_SQL_PUT_KEY = f"INSERT INTO bg_keys ({_KEY_FIELDS}) VALUES ({', '.join('?' * 11)})"  # noqa: S608
-# The key check and the insert are one statement (see `put_token`).
-_SQL_PUT = (
-    "INSERT OR REPLACE INTO bg_tokens "
-    "(digest, key_id, apis, bound_ip, issued_at, ttl, expires_at, audience) "
-    "SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM bg_keys WHERE key_id = ?)"
-)
-_SQL_GET = (
-    "SELECT digest, key_id, apis, bound_ip, issued_at, ttl, expires_at, audience FROM bg_tokens "
-    "WHERE digest = ? AND expires_at > ?"
-)
-# What `get_key` decodes when the key id is unknown, so a wrong secret costs the same
-# work for a real key id as for a made-up one (no timing hint of which ids exist).
-_ABSENT_KEY_ROW = ("key_0", "0" * 64, '["api"]', 0, 0.0, "", "", None, None, "", 0.0)
-# Lookup-and-extend in one statement: no other writer can come between. MAX keeps expiry
-# moving forward when processes with slightly different clocks race. ?3 is the address
-# the use came from (NULL: unknown): a use from another address extends nothing (H4).
-_SQL_TOUCH = (
-    "UPDATE bg_tokens SET expires_at = CASE WHEN ?3 IS NULL OR bound_ip = ?3 "
-    "THEN MAX(expires_at, ?1 + ttl) ELSE expires_at END "
-    "WHERE digest = ?2 AND expires_at > ?1"
-)
-_SQL_TOUCH_RETURNING = (
-    _SQL_TOUCH + " RETURNING digest, key_id, apis, bound_ip, issued_at, ttl, expires_at, audience"
-)
-
 # Expired rows are deleted at most this often (seconds), when a token is stored.
 _PURGE_EVERY = 60.0
-
-
-def sqlite_path(url: str) -> str:
-    """Return the file path named by a ``sqlite:///…`` URL (SQLAlchemy convention).
-
-    ``sqlite:///relative/path.db`` is relative to the working directory,
-    ``sqlite:////absolute/path.db`` absolute. Raises ConfigurationError for anything
-    else (no path, a query string, ``:memory:`` — use ``memory://``).
-    """
-    prefix = "sqlite:///"
-    if not url[: len(prefix)].lower() == prefix:
-        raise ConfigurationError(
-            f"bad SQLite store URL {url!r}: use sqlite:///relative.db or sqlite:////abs/path.db"
-        )
-    path = url[len(prefix) :]
-    if not path or path.endswith("/"):
-        raise ConfigurationError(f"bad SQLite store URL {url!r}: no file name")
-    if "?" in path or "#" in path:
-        raise ConfigurationError(f"bad SQLite store URL {url!r}: query strings are not supported")
-    if path == ":memory:" or "\x00" in path:
-        raise ConfigurationError(
-            f"bad SQLite store URL {url!r}: use memory:// for an in-process store"
-        )
-    return path
-
-
-def _create_private(path: str) -> None:
-    """Create the database file readable and writable by its owner only (H7), if missing.
-
-    SQLite gives the -wal and -shm files the database file's permissions, so they are
-    0600 too. An existing file keeps the mode its owner gave it.
-    """
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    except OSError:
-        return  # sqlite3.connect reports what is wrong with the path
-    os.close(fd)
-
-
-def _apis_to_db(apis: Iterable[str]) -> str:
-    return json.dumps(sorted(apis), separators=(",", ":"))
-
-
-def _apis_from_db(value: str) -> frozenset[str]:
-    loaded = json.loads(value)
-    if not isinstance(loaded, list) or not all(isinstance(a, str) for a in loaded):
-        raise ValueError("apis column is not a list of strings")
-    return frozenset(loaded)
-
-
-def _token_from_row(row: tuple[Any, ...]) -> TokenRecord:
-    digest, key_id, apis, bound_ip, issued_at, ttl, expires_at, audience = row
-    return TokenRecord(
-        audience=tuple(sorted(_apis_from_db(audience))),
-        digest=str(digest),
-        key_id=str(key_id),
-        apis=_apis_from_db(apis),
-        bound_ip=str(bound_ip),
-        issued_at=float(issued_at),
-        ttl=float(ttl),
-        expires_at=float(expires_at),
-    )
-
-
-def _key_from_row(row: tuple[Any, ...]) -> KeyRecord:
-    (key_id, secret_digest, apis, introspect, created_at, account, name, expires_at) = row[:8]
-    last_used_at, old_secret_digest, old_secret_until = row[8:]
-    return KeyRecord(
-        key_id=str(key_id),
-        apis=_apis_from_db(apis),
-        introspect=bool(introspect),
-        created_at=float(created_at),
-        secret_digest=str(secret_digest),
-        account=str(account),
-        name=str(name),
-        expires_at=None if expires_at is None else float(expires_at),
-        last_used_at=None if last_used_at is None else float(last_used_at),
-        old_secret_digest=str(old_secret_digest),
-        old_secret_until=float(old_secret_until),
-    )
-
-
-def _key_to_row(record: KeyRecord) -> tuple[Any, ...]:
-    return (
-        record.key_id,
-        record.secret_digest,
-        _apis_to_db(record.apis),
-        int(record.introspect),
-        record.created_at,
-        record.account,
-        record.name,
-        record.expires_at,
-        record.last_used_at,
-        record.old_secret_digest,
-        record.old_secret_until,
-    )
-
-
-def _account_from_row(row: tuple[Any, ...]) -> AccountRecord:
-    name, password_hash, apis, disabled, created_at = row
-    return AccountRecord(
-        name=str(name),
-        apis=_apis_from_db(apis),
-        created_at=float(created_at),
-        disabled=bool(disabled),
-        password_hash=str(password_hash),
-    )
-
-
-class _Holder:
-    """One thread's connection (sqlite3 connections cannot be weakly referenced).
-
-    When the thread ends, its `threading.local` drops the holder and the connection
-    is closed by garbage collection; `SQLiteStore.close` closes the rest.
-    """
-
-    __slots__ = ("__weakref__", "conn", "pid")
-
-    def __init__(self, conn: sqlite3.Connection, pid: int) -> None:
-        self.conn = conn
-        self.pid = pid
-
-
-class _Local(threading.local):
-    holder: _Holder | None = None
 
 
 class SQLiteStore:
@@ -279,10 +82,7 @@ class SQLiteStore:
             raise ConfigurationError("busy_timeout must be a non-negative number of seconds")
         self.url = url
         self.path = sqlite_path(url)
-        self._busy_timeout = float(busy_timeout)
-        self._local = _Local()
-        self._conns: weakref.WeakSet[_Holder] = weakref.WeakSet()
-        self._conns_lock = threading.Lock()
+        self._connections = Connections(self.path, float(busy_timeout))
         self._closed = False
         self._last_purge = 0.0
         self._subscribers = LocalSubscribers()
@@ -292,65 +92,14 @@ class SQLiteStore:
 
     # -- connections ------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use in each thread and process)."""
         if self._closed:
             raise StoreUnavailable("SQLite store is closed")
-        local = self._local
-        pid = os.getpid()
-        holder = local.holder
-        if holder is not None and holder.pid == pid:
-            return holder.conn
-        # A connection inherited across fork() must not be used (or closed) by the
-        # child: SQLite's POSIX locks belong to the parent. Open a fresh one.
-        _create_private(self.path)
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self._busy_timeout,
-            isolation_level=None,  # autocommit; explicit BEGIN IMMEDIATE where needed
-            check_same_thread=False,  # only `close()` touches it from another thread
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            self._enable_wal(conn)
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-        except BaseException:
-            conn.close()
-            raise
-        holder = local.holder = _Holder(conn, pid)
-        with self._conns_lock:
-            self._conns.add(holder)
-        return conn
-
-    def _enable_wal(self, conn: sqlite3.Connection) -> None:
-        # Switching to WAL takes an exclusive lock and does not always wait on the busy
-        # handler, so retry briefly when several processes open a new file together.
-        deadline = time.monotonic() + max(self._busy_timeout, 0.1)
-        while True:
-            try:
-                row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            except sqlite3.OperationalError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.01)
-                continue
-            if row is None or str(row[0]).lower() != "wal":
-                raise sqlite3.OperationalError("cannot switch the database to WAL mode")
-            return
+        return self._connections.get()
 
     def _exec_script(self, conn: sqlite3.Connection) -> None:
         with self._transaction(conn):
-            for stmt in _SCHEMA:
-                conn.execute(stmt)
-            # Files made by an older bearerguard gain the columns added since, in place.
-            for table, added in (("bg_keys", _KEY_COLUMNS), ("bg_tokens", _TOKEN_COLUMNS)):
-                have = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
-                for column, decl in added:
-                    if column not in have:
-                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
-            conn.execute("CREATE INDEX IF NOT EXISTS bg_keys_account ON bg_keys (account)")
-            conn.execute(
-                "CREATE INDEX IF NOT EXISTS bg_keys_created ON bg_keys (created_at, key_id)"
-            )
+            create_or_migrate(conn)
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[None]:
@@ -388,7 +137,7 @@ class SQLiteStore:
             apis, introspect=introspect, now=now, account=account, name=name, expires_at=expires_at
         )
         with self._errors("create_key"):
-            self._conn().execute(_SQL_PUT_KEY, _key_to_row(record))
+            self._conn().execute(SQL_PUT_KEY, key_to_row(record))
         return record, secret
 
     def rotate_key(
@@ -398,7 +147,7 @@ class SQLiteStore:
         with self._errors("rotate_key"):
             conn = self._conn()
             with self._transaction(conn):
-                row = conn.execute(_SQL_GET_KEY, (key_id,)).fetchone()
+                row = conn.execute(SQL_GET_KEY, (key_id,)).fetchone()
                 if row is None:
                     return None
                 record, secret = rotated(_key_from_row(row), grace, now)
@@ -416,9 +165,9 @@ class SQLiteStore:
 
     def get_key(self, key_id: str) -> KeyRecord | None:
         with self._errors("get_key"):
-            row = self._conn().execute(_SQL_GET_KEY, (key_id,)).fetchone()
+            row = self._conn().execute(SQL_GET_KEY, (key_id,)).fetchone()
             if row is None:
-                _key_from_row(_ABSENT_KEY_ROW)
+                _key_from_row(ABSENT_KEY_ROW)
                 return None
             return _key_from_row(row)
 
@@ -434,7 +183,7 @@ class SQLiteStore:
             created, key_id = parse_key_cursor(after)
             where.append("(created_at > ? OR (created_at = ? AND key_id > ?))")
             params += [created, created, key_id]
-        sql = f"SELECT {_KEY_FIELDS} FROM bg_keys"  # noqa: S608
+        sql = f"SELECT {KEY_FIELDS} FROM bg_keys"  # noqa: S608
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at, key_id"
@@ -448,12 +197,12 @@ class SQLiteStore:
     def create_account(self, record: AccountRecord) -> bool:
         with self._errors("create_account"):
             cursor = self._conn().execute(
-                f"INSERT OR IGNORE INTO bg_accounts ({_ACCOUNT_FIELDS}) "  # noqa: S608
+                f"INSERT OR IGNORE INTO bg_accounts ({ACCOUNT_FIELDS}) "  # noqa: S608
                 "VALUES (?, ?, ?, ?, ?)",
                 (
                     record.name,
                     record.password_hash,
-                    _apis_to_db(record.apis),
+                    apis_to_db(record.apis),
                     int(record.disabled),
                     record.created_at,
                 ),
@@ -465,28 +214,28 @@ class SQLiteStore:
             row = (
                 self._conn()
                 .execute(
-                    f"SELECT {_ACCOUNT_FIELDS} FROM bg_accounts WHERE name = ?",  # noqa: S608
+                    f"SELECT {ACCOUNT_FIELDS} FROM bg_accounts WHERE name = ?",  # noqa: S608
                     (name,),
                 )
                 .fetchone()
             )
-            return None if row is None else _account_from_row(row)
+            return None if row is None else account_from_row(row)
 
     def list_accounts(self) -> list[AccountRecord]:
         with self._errors("list_accounts"):
             rows = (
                 self._conn()
                 .execute(
-                    f"SELECT {_ACCOUNT_FIELDS} FROM bg_accounts ORDER BY created_at, name"  # noqa: S608
+                    f"SELECT {ACCOUNT_FIELDS} FROM bg_accounts ORDER BY created_at, name"  # noqa: S608
                 )
                 .fetchall()
             )
-            return [_account_from_row(r) for r in rows]
+            return [account_from_row(r) for r in rows]
 
     def set_account_apis(self, name: str, apis: Iterable[str]) -> bool:
         with self._errors("set_account_apis"):
             cursor = self._conn().execute(
-                "UPDATE bg_accounts SET apis = ? WHERE name = ?", (_apis_to_db(apis), name)
+                "UPDATE bg_accounts SET apis = ? WHERE name = ?", (apis_to_db(apis), name)
             )
             return cursor.rowcount > 0
 
@@ -516,7 +265,7 @@ class SQLiteStore:
         with self._errors("put_session"):
             conn = self._conn()
             conn.execute(
-                f"INSERT OR REPLACE INTO bg_sessions ({_SESSION_FIELDS}) "  # noqa: S608
+                f"INSERT OR REPLACE INTO bg_sessions ({SESSION_FIELDS}) "  # noqa: S608
                 "VALUES (?, ?, ?, ?, ?)",
                 (
                     record.digest,
@@ -533,7 +282,7 @@ class SQLiteStore:
             row = (
                 self._conn()
                 .execute(
-                    f"SELECT {_SESSION_FIELDS} FROM bg_sessions "  # noqa: S608
+                    f"SELECT {SESSION_FIELDS} FROM bg_sessions "  # noqa: S608
                     "WHERE digest = ? AND expires_at > ?",
                     (digest, now),
                 )
@@ -570,16 +319,16 @@ class SQLiteStore:
         with self._errors("put_token"):
             conn = self._conn()
             conn.execute(
-                _SQL_PUT,
+                SQL_PUT,
                 (
                     record.digest,
                     record.key_id,
-                    _apis_to_db(record.apis),
+                    apis_to_db(record.apis),
                     record.bound_ip,
                     record.issued_at,
                     record.ttl,
                     record.expires_at,
-                    _apis_to_db(record.audience),
+                    apis_to_db(record.audience),
                     record.key_id,
                 ),
             )
@@ -601,18 +350,18 @@ class SQLiteStore:
     ) -> TokenRecord | None:
         with self._errors("touch_token"):
             conn = self._conn()
-            if _HAS_RETURNING:
-                row = conn.execute(_SQL_TOUCH_RETURNING, (now, digest, client_ip)).fetchone()
+            if HAS_RETURNING:
+                row = conn.execute(SQL_TOUCH_RETURNING, (now, digest, client_ip)).fetchone()
             else:  # pragma: no cover - SQLite < 3.35: one IMMEDIATE transaction instead
                 with self._transaction(conn):
-                    conn.execute(_SQL_TOUCH, (now, digest, client_ip))
-                    row = conn.execute(_SQL_GET, (digest, now)).fetchone()
-            return None if row is None else _token_from_row(row)
+                    conn.execute(SQL_TOUCH, (now, digest, client_ip))
+                    row = conn.execute(SQL_GET, (digest, now)).fetchone()
+            return None if row is None else token_from_row(row)
 
     def get_token(self, digest: str, now: float) -> TokenRecord | None:
         with self._errors("get_token"):
-            row = self._conn().execute(_SQL_GET, (digest, now)).fetchone()
-            return None if row is None else _token_from_row(row)
+            row = self._conn().execute(SQL_GET, (digest, now)).fetchone()
+            return None if row is None else token_from_row(row)
 
     def revoke_token(self, digest: str) -> bool:
         with self._errors("revoke_token"):
@@ -637,60 +386,17 @@ class SQLiteStore:
     def close(self) -> None:
         """Close every connection this store opened (in any thread)."""
         self._closed = True
-        with self._conns_lock:
-            conns = list(self._conns)
-            self._conns.clear()
-        for holder in conns:
-            with suppress(sqlite3.Error):
-                holder.conn.close()
-        self._local.holder = None
+        self._connections.close_all()
 
     # -- async face: the same calls in a worker thread, so the loop never blocks -----
-    async def acreate_key(
-        self,
-        apis: Iterable[str],
-        *,
-        introspect: bool = False,
-        now: float | None = None,
-        account: str = "",
-        name: str = "",
-        expires_at: float | None = None,
-    ) -> tuple[KeyRecord, str]:
-        return await asyncio.to_thread(
-            self.create_key,
-            list(apis),
-            introspect=introspect,
-            now=now,
-            account=account,
-            name=name,
-            expires_at=expires_at,
-        )
-
-    async def aget_key(self, key_id: str) -> KeyRecord | None:
-        return await asyncio.to_thread(self.get_key, key_id)
-
-    async def alist_keys(self, account: str | None = None) -> list[KeyRecord]:
-        return await asyncio.to_thread(self.list_keys, account)
-
-    async def arevoke_key(self, key_id: str) -> bool:
-        return await asyncio.to_thread(self.revoke_key, key_id)
-
-    async def aput_token(self, record: TokenRecord) -> None:
-        await asyncio.to_thread(self.put_token, record)
-
-    async def atouch_token(
-        self, digest: str, now: float, client_ip: str | None = None
-    ) -> TokenRecord | None:
-        return await asyncio.to_thread(self.touch_token, digest, now, client_ip)
-
-    async def aget_token(self, digest: str, now: float) -> TokenRecord | None:
-        return await asyncio.to_thread(self.get_token, digest, now)
-
-    async def arevoke_token(self, digest: str) -> bool:
-        return await asyncio.to_thread(self.revoke_token, digest)
-
-    async def aping(self) -> None:
-        await asyncio.to_thread(self.ping)
-
-    async def aclose(self) -> None:
-        self.close()
+    acreate_key = threaded(create_key)
+    aget_key = threaded(get_key)
+    alist_keys = threaded(list_keys)
+    arevoke_key = threaded(revoke_key)
+    aput_token = threaded(put_token)
+    atouch_token = threaded(touch_token)
+    aget_token = threaded(get_token)
+    arevoke_token = threaded(revoke_token)
+    aping = threaded(ping)
+    # Closing only flags the store and closes connections: no need for a thread.
+    aclose = inline(close)

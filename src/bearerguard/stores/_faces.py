@@ -1,0 +1,55 @@
+"""How a sync store method becomes its async twin: written once, for every store.
+
+A store with no I/O (memory) answers inline; a store whose calls block (SQLite) runs
+them in a worker thread so the event loop never waits on them::
+
+    class MemoryStore:
+        def get_key(self, key_id: str) -> KeyRecord | None: ...
+        aget_key = inline(get_key)
+
+The twin calls the method by name on the instance, so it always runs what
+``store.get_key`` is at call time, as a hand-written ``return self.get_key(...)`` did.
+mypy sees the twin's exact signature, returning an awaitable of the same type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+__all__ = ["inline", "threaded"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S")
+
+_Sync = Callable[Concatenate[S, P], R]
+_Async = Callable[Concatenate[S, P], Coroutine[Any, Any, R]]
+
+
+def _twin(method: _Sync[S, P, R], in_thread: bool) -> _Async[S, P, R]:
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def face(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        call: Callable[P, R] = getattr(self, name)
+        if in_thread:
+            return await asyncio.to_thread(call, *args, **kwargs)
+        return call(*args, **kwargs)
+
+    face.__name__ = "a" + name
+    owner, _, _ = method.__qualname__.rpartition(".")
+    face.__qualname__ = f"{owner}.a{name}" if owner else face.__name__
+    return face
+
+
+def inline(method: _Sync[S, P, R]) -> _Async[S, P, R]:
+    """The async twin of `method` that calls it directly (for stores without I/O)."""
+    return _twin(method, in_thread=False)
+
+
+def threaded(method: _Sync[S, P, R]) -> _Async[S, P, R]:
+    """The async twin of `method` that runs it in a worker thread (`asyncio.to_thread`)."""
+    return _twin(method, in_thread=True)

@@ -1,0 +1,370 @@
+"""`RedisStore`: its construction, error boundary, sync face and lifecycle.
+
+The async face is `AsyncFace` (module `aio`); the Lua scripts and their arguments are
+in `scripts`, the record codecs in `codecs`, the key names in `keys`, the pub/sub
+listener in `listener`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+import redis.asyncio as aredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ...errors import ConfigurationError
+from ...tokens import Invalidation
+from ..accounts import AccountRecord, SessionRecord
+from ..base import (
+    KeyRecord,
+    StoreUnavailable,
+    TokenRecord,
+    new_key,
+    page_of,
+    parse_key_cursor,
+    rotated,
+)
+from .aio import AsyncFace, close_on_loop
+from .codecs import (
+    apis_json,
+    decode_account,
+    decode_key,
+    decode_session,
+    encode_session,
+    read_token,
+    sorted_keys,
+    text,
+    touched,
+    ttl_ms,
+)
+from .keys import (
+    DEFAULT_PREFIX,
+    account_key,
+    account_keys_key,
+    account_sessions_key,
+    accounts_index_key,
+    apikey_key,
+    invalidation_channel,
+    keys_index_key,
+    session_key,
+    token_key,
+)
+from .listener import Listener
+from .scripts import (
+    Scripts,
+    disable_account_args,
+    queue_key,
+    revoke_key_args,
+    revoke_token_args,
+    token_args,
+)
+
+__all__ = ["RedisStore"]
+
+
+def _check_url(url: str) -> None:
+    """ConfigurationError unless `url` is ``redis[s]://[user:pass@]host[:port][/db]``."""
+    parts = urlsplit(url)
+    problem = None
+    if parts.scheme.lower() not in ("redis", "rediss"):
+        problem = "the scheme must be redis:// or rediss://"
+    elif not parts.hostname:
+        problem = "no host name"
+    elif parts.path not in ("", "/") and not parts.path[1:].isdigit():
+        problem = "the database must be a number, as in redis://host:6379/0"
+    if problem is not None:
+        # The URL may carry a password: never echo it.
+        raise ConfigurationError(f"bad Redis store URL: {problem}")
+
+
+class RedisStore(AsyncFace):
+    """A store in Redis; sync face on `redis.Redis`, async face on `redis.asyncio.Redis`.
+
+    ``RedisStore("redis://127.0.0.1:6379/0", timeout=2.0, prefix="bearerguard")``.
+    `timeout` bounds connecting and each reply (seconds); a call fails over to one
+    reconnect, then raises StoreUnavailable. No I/O happens at construction: call
+    `ping()` to check the server is there.
+
+    The async client is created on first use inside a running event loop and belongs
+    to that loop: close it with ``await store.aclose()`` from the same loop. Each loop
+    that uses the store gets its own client.
+
+    `subscribe(callback)` starts a background thread listening on the invalidation
+    channel; it sees revocations from every process using the same Redis, reconnects
+    with backoff after Redis restarts (revocations published while it is disconnected
+    are missed: the middleware's cache lifetime bounds those), and stops when the
+    returned function is called or the store is closed.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 2.0, prefix: str = DEFAULT_PREFIX) -> None:
+        if not timeout > 0:
+            raise ConfigurationError("Redis timeout must be a positive number of seconds")
+        if not prefix or any(c.isspace() for c in prefix):
+            raise ConfigurationError("Redis key prefix must be non-empty, without spaces")
+        _check_url(url)
+        self.url = url
+        self.prefix = prefix
+        self.timeout = float(timeout)
+        self._options: dict[str, Any] = {
+            "socket_connect_timeout": self.timeout,
+            "socket_timeout": self.timeout,
+        }
+        try:
+            self._client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **self._options)
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"bad Redis store URL: {exc}") from None
+        self._scripts = Scripts(self._client)
+        self._aclients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[aredis.Redis, Scripts]
+        ] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._listeners: set[Listener] = set()
+        self._closed = False
+
+    # -- plumbing ---------------------------------------------------------------------
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Translate driver errors at one boundary: all become StoreUnavailable."""
+        if self._closed:
+            raise StoreUnavailable("Redis store is closed")
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis store {what} failed: {type(exc).__name__}") from exc
+        except OSError as exc:
+            raise StoreUnavailable(f"Redis store {what} failed: {exc}") from exc
+        except (ValueError, TypeError, KeyError) as exc:
+            raise StoreUnavailable(f"Redis store {what} returned bad data") from exc
+
+    # -- keys -------------------------------------------------------------------------
+    def create_key(
+        self,
+        apis: Iterable[str],
+        *,
+        introspect: bool = False,
+        now: float | None = None,
+        account: str = "",
+        name: str = "",
+        expires_at: float | None = None,
+    ) -> tuple[KeyRecord, str]:
+        record, secret = new_key(
+            apis, introspect=introspect, now=now, account=account, name=name, expires_at=expires_at
+        )
+        with self._errors("create_key"):
+            pipe = self._client.pipeline(transaction=True)
+            queue_key(pipe, record, self.prefix)
+            pipe.execute()
+        return record, secret
+
+    def rotate_key(
+        self, key_id: str, *, grace: float, now: float | None = None
+    ) -> tuple[KeyRecord, str] | None:
+        now = time.time() if now is None else now
+        with self._errors("rotate_key"):
+            record = self.get_key(key_id)
+            if record is None:
+                return None
+            record, secret = rotated(record, grace, now)
+            done = self._scripts.rotate(
+                keys=[apikey_key(key_id, self.prefix)],
+                args=[
+                    record.secret_digest,
+                    "1" if grace > 0 else "0",
+                    repr(record.old_secret_until),
+                ],
+            )
+            if not done:
+                return None
+            fresh = self.get_key(key_id)
+        return (fresh, secret) if fresh is not None else None
+
+    # -- accounts and panel sessions ----------------------------------------------------
+    def create_account(self, record: AccountRecord) -> bool:
+        fields = {
+            "password_hash": record.password_hash,
+            "apis": apis_json(record.apis),
+            "disabled": "1" if record.disabled else "0",
+            "created_at": repr(record.created_at),
+        }
+        pairs = [item for kv in fields.items() for item in kv]
+        with self._errors("create_account"):
+            return bool(
+                self._scripts.create_account(
+                    keys=[account_key(record.name, self.prefix), accounts_index_key(self.prefix)],
+                    args=[record.name, repr(record.created_at), *pairs],
+                )
+            )
+
+    def get_account(self, name: str) -> AccountRecord | None:
+        with self._errors("get_account"):
+            return decode_account(name, self._client.hgetall(account_key(name, self.prefix)))
+
+    def list_accounts(self) -> list[AccountRecord]:
+        with self._errors("list_accounts"):
+            names = [text(n) for n in self._client.zrange(accounts_index_key(self.prefix), 0, -1)]
+            pipe = self._client.pipeline(transaction=False)
+            for name in names:
+                pipe.hgetall(account_key(name, self.prefix))
+            found = pipe.execute() if names else []
+            records = [decode_account(n, f) for n, f in zip(names, found, strict=True)]
+            present = [r for r in records if r is not None]
+            return sorted(present, key=lambda a: (a.created_at, a.name))
+
+    def set_account_apis(self, name: str, apis: Iterable[str]) -> bool:
+        with self._errors("set_account_apis"):
+            return bool(
+                self._scripts.set_account(
+                    keys=[account_key(name, self.prefix)], args=["apis", apis_json(apis)]
+                )
+            )
+
+    def disable_account(self, name: str) -> bool:
+        keys, args = disable_account_args(name, self.prefix)
+        with self._errors("disable_account"):
+            # The account's key ids stay in KEYS[2]: the keys still exist (disabled).
+            return bool(self._scripts.disable_account(keys=keys, args=args))
+
+    def put_session(self, record: SessionRecord) -> None:
+        value = encode_session(record)
+        lifetime_ms = ttl_ms(max(record.expires_at - time.time(), 0.001))
+        with self._errors("put_session"):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.set(session_key(record.digest, self.prefix), value, px=lifetime_ms)
+            pipe.sadd(account_sessions_key(record.account, self.prefix), record.digest)
+            pipe.execute()
+
+    def get_session(self, digest: str, now: float) -> SessionRecord | None:
+        with self._errors("get_session"):
+            value = self._client.get(session_key(digest, self.prefix))
+            if value is None:
+                return None
+            record = decode_session(digest, value)
+        return record if now < record.expires_at else None
+
+    def delete_session(self, digest: str) -> None:
+        with self._errors("delete_session"):
+            self._client.delete(session_key(digest, self.prefix))
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        with self._errors("get_key"):
+            return decode_key(key_id, self._client.hgetall(apikey_key(key_id, self.prefix)))
+
+    def list_keys(
+        self, account: str | None = None, *, after: str | None = None, limit: int | None = None
+    ) -> list[KeyRecord]:
+        raw: list[Any]
+        with self._errors("list_keys"):
+            if account is not None:
+                raw = list(self._client.smembers(account_keys_key(account, self.prefix)))
+            elif after is None and limit is None:
+                raw = list(self._client.zrange(keys_index_key(self.prefix), 0, -1))
+            else:
+                # By score from the cursor's creation time on; members sharing that exact
+                # score are filtered below, so fetch a few more than a page.
+                low = repr(parse_key_cursor(after)[0]) if after is not None else "-inf"
+                num = -1 if limit is None else limit + 8
+                raw = list(
+                    self._client.zrangebyscore(
+                        keys_index_key(self.prefix), low, "+inf", start=0, num=num
+                    )
+                )
+            ids = [text(i) for i in raw]
+            pipe = self._client.pipeline(transaction=False)
+            for key_id in ids:
+                pipe.hgetall(apikey_key(key_id, self.prefix))
+            found = pipe.execute() if ids else []
+            return page_of(sorted_keys(ids, found), after, limit)
+
+    def revoke_key(self, key_id: str) -> bool:
+        keys, args = revoke_key_args(key_id, self.prefix)
+        with self._errors("revoke_key"):
+            found, _n = self._scripts.revoke_key(keys=keys, args=args)
+        return bool(found)
+
+    # -- tokens -----------------------------------------------------------------------
+    def put_token(self, record: TokenRecord) -> None:
+        """Store a newly issued token (TTL = its `ttl`), unless its key is gone."""
+        keys, args = token_args(record, self.prefix)
+        with self._errors("put_token"):
+            self._scripts.put(keys=keys, args=args)
+
+    def touch_token(
+        self, digest: str, now: float, client_ip: str | None = None
+    ) -> TokenRecord | None:
+        with self._errors("touch_token"):
+            reply = self._scripts.touch(
+                keys=[token_key(digest, self.prefix)], args=[client_ip or ""]
+            )
+            return touched(digest, reply, now)
+
+    def get_token(self, digest: str, now: float) -> TokenRecord | None:
+        with self._errors("get_token"):
+            pipe = self._client.pipeline(transaction=True)
+            key = token_key(digest, self.prefix)
+            pipe.get(key)
+            pipe.pttl(key)
+            value, pttl = pipe.execute()
+            return read_token(digest, value, pttl, now)
+
+    def revoke_token(self, digest: str) -> bool:
+        keys, args = revoke_token_args(digest, self.prefix)
+        with self._errors("revoke_token"):
+            return bool(self._scripts.revoke_token(keys=keys, args=args))
+
+    # -- invalidations ----------------------------------------------------------------
+    def subscribe(self, callback: Callable[[Invalidation], None]) -> Callable[[], None]:
+        """Call `callback(Invalidation)` from a background thread for every revocation.
+
+        Returns after the first attempt to subscribe (at most about `timeout` seconds),
+        whether or not Redis answered: the thread keeps retrying with backoff.
+        """
+        if self._closed:
+            raise StoreUnavailable("Redis store is closed")
+        client = redis.Redis.from_url(self.url, **self._options)
+        listener = Listener(client, invalidation_channel(self.prefix), callback)
+        with self._lock:
+            self._listeners.add(listener)
+        listener.start()
+        listener.first_attempt.wait(self.timeout * 2 + 1)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._listeners.discard(listener)
+            listener.stop()
+
+        return unsubscribe
+
+    # -- lifecycle --------------------------------------------------------------------
+    def ping(self) -> None:
+        with self._errors("ping"):
+            self._client.ping()
+
+    def close(self) -> None:
+        """Stop listeners, close the sync client and, where possible, the async ones.
+
+        An async client is closed on its own loop: directly when that loop is idle,
+        through the loop when it runs in another thread, as a task when it runs in this
+        one. A client whose loop is already closed cannot be closed cleanly any more:
+        call `aclose` (or `close`) before closing a loop that used the store.
+        """
+        self._closed = True
+        with self._lock:
+            listeners = list(self._listeners)
+            self._listeners.clear()
+            aclients = list(self._aclients.items())
+            self._aclients.clear()
+        for listener in listeners:
+            listener.stop()
+        with suppress(redis.RedisError, OSError):
+            self._client.close()
+        for loop, (client, _) in aclients:
+            close_on_loop(loop, client, self.timeout)
