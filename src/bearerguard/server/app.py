@@ -48,10 +48,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from ..clientip import ClientIPResolver, normalize_ip
+from ..clientip import ClientIPResolver
 from ..credentials import DEFAULT_MAX_TOKEN_LENGTH
 from ..errors import BackendUnavailable, ConfigurationError, log_safe, quote_param
 from ..metrics import ServiceMetrics
+from ..rfc7662 import introspection_answer, introspection_request, whole_seconds
 from ..stores.base import (
     AsyncTokenStore,
     KeyRecord,
@@ -388,7 +389,7 @@ class _Service:
         )
         body: dict[str, Any] = {
             "access_token": token,
-            "expires_in": _seconds(self.token_ttl),
+            "expires_in": whole_seconds(self.token_ttl),
             "token_type": "bearer",
         }
         if requested is not None:
@@ -405,44 +406,15 @@ class _Service:
         if not key.introspect:
             # RFC 7662 §2.1: the endpoint MUST require authorization of the caller.
             raise self._invalid_client("This key may not introspect tokens")
-        token = form.get("token")
-        if token is None:
-            raise BadRequest("invalid_request", "Missing token")
-        # token_type_hint is accepted and ignored (RFC 7662 §2.1: "MAY ignore").
-        # client_ip (extension, H4): the address of the request being checked; the
-        # introspection extends the token only if that is the token's own address.
-        client_ip = form.get("client_ip")
-        if client_ip is not None:
-            client_ip = normalize_ip(client_ip)
-            if client_ip is None:
-                raise BadRequest("invalid_request", "client_ip is not an IP address")
+        try:
+            token, client_ip = introspection_request(form)
+        except ValueError as exc:
+            raise BadRequest("invalid_request", str(exc)) from None
         record = None
         if len(token) <= self.max_token_length:
             record = await self.store.touch_token(token_digest(token), self.clock(), client_ip)
-        if record is None:
-            self.metrics.introspections["inactive"] += 1
-            # RFC 7662 §2.2: no detail about why a token is not active.
-            return JSONResponse({"active": False}, headers=_NO_STORE)
-        self.metrics.introspections["active"] += 1
-        extra: dict[str, Any] = {}
-        if record.audience:
-            # RFC 7662 §2.2: aud is a string or an array of strings.
-            aud = record.audience
-            extra["aud"] = aud[0] if len(aud) == 1 else list(aud)
-        return JSONResponse(
-            {
-                **extra,
-                "active": True,
-                "client_id": record.key_id,
-                "scope": " ".join(sorted(record.apis)),
-                "exp": int(record.expires_at),
-                "iat": int(record.issued_at),
-                "token_type": "bearer",
-                "ip": record.bound_ip,
-                "ttl": _seconds(record.ttl),
-            },
-            headers=_NO_STORE,
-        )
+        self.metrics.introspections["inactive" if record is None else "active"] += 1
+        return JSONResponse(introspection_answer(record), headers=_NO_STORE)
 
     async def revoke(self, request: Request) -> Response:
         return await self._guarded(request, self._revoke)
@@ -500,10 +472,6 @@ class _Service:
         except BackendUnavailable:
             return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
-
-
-def _seconds(value: float) -> int:
-    return max(1, round(value))
 
 
 _KEY_ID = re.compile(r"key_[0-9a-f]{1,64}")
