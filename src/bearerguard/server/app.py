@@ -33,11 +33,10 @@ and secrets are never logged: a token appears in logs only as its fingerprint.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -64,12 +63,13 @@ from ..stores.base import (
 )
 from ..tokens import fingerprint, token_digest
 from .forms import (
+    MAX_HEADER_BYTES,
     BadRequest,
-    check_form_content_type,
     client_credentials,
-    parse_form,
     parse_resources,
     parse_scope,
+    read_body,
+    read_form,
     too_long,
 )
 from .throttle import LoginThrottle
@@ -101,9 +101,6 @@ def token_body_limit(max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH) -> int:
 
 TOKEN_BODY_LIMIT = token_body_limit()
 """`token_body_limit` for the middleware's default ``max_token_length`` (14,336 bytes)."""
-
-MAX_HEADER_BYTES = 16384
-"""Largest total of request header names and values on the POST endpoints (431)."""
 
 DEFAULT_BODY_TIMEOUT = 10.0
 """Seconds a client has to send the whole request body (then 408)."""
@@ -186,37 +183,6 @@ def _error(
     )
 
 
-async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The request body, refusing more than `limit` bytes before reading them all.
-
-    A body not received within `timeout` seconds gets 408: a client sending a byte at
-    a time must not hold a request open for ever (uvicorn sets no such deadline).
-    """
-    try:
-        return await asyncio.wait_for(_collect_body(request, limit), timeout)
-    except asyncio.TimeoutError:
-        raise BadRequest("invalid_request", "Request body not received in time", 408) from None
-
-
-async def _collect_body(request: Request, limit: int) -> bytes:
-    length = request.headers.getlist("content-length")
-    if len(length) > 1:
-        raise BadRequest("invalid_request", "More than one Content-Length header")
-    if length:
-        if not length[0].isdigit():
-            raise BadRequest("invalid_request", "Bad Content-Length")
-        if int(length[0]) > limit:
-            raise BadRequest("invalid_request", "Request body too large", 413)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest("invalid_request", "Request body too large", 413)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 class _Service:
     def __init__(
         self,
@@ -250,19 +216,12 @@ class _Service:
 
     # -- shared steps -----------------------------------------------------------------
     async def _form(self, request: Request, limit: int | None = None) -> dict[str, str]:
-        header_bytes = sum(len(k) + len(v) for k, v in request.scope["headers"])
-        if header_bytes > MAX_HEADER_BYTES:
-            raise BadRequest("invalid_request", "Request headers too large", 431)
-        check_form_content_type(request.headers.get("content-type"))
-        body = await _read_body(request, limit or self.max_body, self.body_timeout)
-        return parse_form(body, repeatable=_REPEATABLE)
+        limit = limit or self.max_body
+        return await read_form(request, limit, self.body_timeout, repeatable=_REPEATABLE)
 
     async def read_body(self, request: Request) -> bytes:
         """The body (size and time bounded, headers too) for the admin API and the panel."""
-        header_bytes = sum(len(k) + len(v) for k, v in request.scope["headers"])
-        if header_bytes > MAX_HEADER_BYTES:
-            raise BadRequest("invalid_request", "Request headers too large", 431)
-        return await _read_body(request, self.max_body, self.body_timeout)
+        return await read_body(request, self.max_body, self.body_timeout)
 
     def _invalid_client(self, description: str = "Invalid credentials") -> BadRequest:
         return BadRequest("invalid_client", description, 401)
@@ -316,38 +275,26 @@ class _Service:
         peer = request.client.host if request.client else None
         return self.resolver.resolve(peer, request.headers.getlist("x-forwarded-for"))
 
-    async def guarded(
-        self, request: Request, handler: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """`handler`'s answer, with BadRequest and a failing store as JSON errors."""
-        return await self._guarded(request, handler)
+    # -- errors: exception handlers of the whole app (the admin API's too) ------------
+    async def bad_request(self, request: Request, exc: Exception) -> Response:
+        """A `BadRequest` as an RFC 6749 §5.2 JSON error (401: with a Basic challenge)."""
+        assert isinstance(exc, BadRequest)
+        headers: dict[str, str] = {}
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = self.basic_challenge
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
+        return _error(exc.error, exc.description, exc.status, headers)
 
-    async def _guarded(
-        self, request: Request, handler: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        try:
-            return await handler(request)
-        except BadRequest as exc:
-            headers: dict[str, str] = {}
-            if exc.status == 401:
-                headers["WWW-Authenticate"] = self.basic_challenge
-            if exc.retry_after is not None:
-                headers["Retry-After"] = str(exc.retry_after)
-            return _error(exc.error, exc.description, exc.status, headers)
-        except BackendUnavailable:
-            self.metrics.store_errors += 1
-            return _error(
-                "temporarily_unavailable",
-                "The token store is unavailable",
-                503,
-                {"Retry-After": "5"},
-            )
+    async def unavailable(self, request: Request, exc: Exception) -> Response:
+        """A failing store (`StoreUnavailable`, any `BackendUnavailable`): 503."""
+        self.metrics.store_errors += 1
+        return _error(
+            "temporarily_unavailable", "The token store is unavailable", 503, {"Retry-After": "5"}
+        )
 
     # -- endpoints --------------------------------------------------------------------
     async def login(self, request: Request) -> Response:
-        return await self._guarded(request, self._login)
-
-    async def _login(self, request: Request) -> Response:
         form = await self._form(request)
         grant = form.get("grant_type")
         if grant is None:
@@ -398,9 +345,6 @@ class _Service:
         return JSONResponse(body, headers=_NO_STORE)
 
     async def introspect(self, request: Request) -> Response:
-        return await self._guarded(request, self._introspect)
-
-    async def _introspect(self, request: Request) -> Response:
         form = await self._form(request, self.token_body)
         key = await self._authenticate(request, form)
         if not key.introspect:
@@ -417,9 +361,6 @@ class _Service:
         return JSONResponse(introspection_answer(record), headers=_NO_STORE)
 
     async def revoke(self, request: Request) -> Response:
-        return await self._guarded(request, self._revoke)
-
-    async def _revoke(self, request: Request) -> Response:
         form = await self._form(request, self.token_body)
         key = await self._authenticate(request, form)
         token = form.get("token")
@@ -592,7 +533,11 @@ def create_app(
                 app=panel_app(service, secure_cookies=panel_secure_cookies, api_url=panel_api_url),
             ),
         ],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={
+            HTTPException: http_error,
+            BadRequest: service.bad_request,
+            BackendUnavailable: service.unavailable,  # StoreUnavailable too
+        },
         lifespan=lifespan,
     )
     app.state.bearerguard = service
