@@ -34,14 +34,12 @@ and secrets are never logged: a token appears in logs only as its fingerprint.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -53,25 +51,21 @@ from ..errors import BackendUnavailable, ConfigurationError, log_safe, quote_par
 from ..metrics import ServiceMetrics
 from ..rfc7662 import introspection_answer, introspection_request, whole_seconds
 from ..stores.base import (
-    AsyncTokenStore,
-    KeyRecord,
-    StoreUnavailable,
     TokenRecord,
     TokenStore,
     new_token,
-    verify_secret,
 )
 from ..tokens import fingerprint, token_digest
+from .clients import ClientAuthenticator, invalid_client
 from .forms import (
     MAX_HEADER_BYTES,
     BadRequest,
-    client_credentials,
     parse_resources,
     parse_scope,
     read_body,
     read_form,
-    too_long,
 )
+from .store import ServiceStore
 from .throttle import LoginThrottle
 
 __all__ = [
@@ -107,69 +101,6 @@ DEFAULT_BODY_TIMEOUT = 10.0
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _REPEATABLE = frozenset({"resource"})
-_T = TypeVar("_T")
-
-
-class _Store:
-    """The store's async face when it has one, else its sync face in a thread.
-
-    Every failure becomes StoreUnavailable: a store that breaks its contract by raising
-    its driver's own error still yields 503, not 500. Only the exception type is
-    logged, since a driver's message could quote arguments.
-    """
-
-    def __init__(self, store: TokenStore) -> None:
-        self.store = store
-        self.astore: AsyncTokenStore | None = store if isinstance(store, AsyncTokenStore) else None
-
-    async def _call(self, name: str, *args: Any) -> Any:
-        try:
-            if self.astore is not None:
-                return await getattr(self.astore, "a" + name)(*args)
-            return await run_in_threadpool(getattr(self.store, name), *args)
-        except BackendUnavailable:
-            raise
-        except Exception as exc:
-            logger.error("store %s failed: %s", name, type(exc).__name__)
-            raise StoreUnavailable(f"store {name} raised {type(exc).__name__}") from exc
-
-    async def get_key(self, key_id: str) -> KeyRecord | None:
-        result: KeyRecord | None = await self._call("get_key", key_id)
-        return result
-
-    async def put_token(self, record: TokenRecord) -> None:
-        await self._call("put_token", record)
-
-    async def touch_token(
-        self, digest: str, now: float, client_ip: str | None = None
-    ) -> TokenRecord | None:
-        result: TokenRecord | None = await self._call("touch_token", digest, now, client_ip)
-        return result
-
-    async def get_token(self, digest: str, now: float) -> TokenRecord | None:
-        result: TokenRecord | None = await self._call("get_token", digest, now)
-        return result
-
-    async def revoke_token(self, digest: str) -> bool:
-        return bool(await self._call("revoke_token", digest))
-
-    async def ping(self) -> None:
-        await self._call("ping")
-
-    async def call_sync(self, op: str, /, *args: Any, **kwargs: Any) -> Any:
-        """A sync-only store operation (accounts, sessions) in a worker thread."""
-        try:
-            return await run_in_threadpool(getattr(self.store, op), *args, **kwargs)
-        except BackendUnavailable:
-            raise
-        except Exception as exc:
-            logger.error("store %s failed: %s", op, type(exc).__name__)
-            raise StoreUnavailable(f"store {op} raised {type(exc).__name__}") from exc
-
-    async def close(self) -> None:
-        if self.astore is not None:
-            await self.astore.aclose()
-        await run_in_threadpool(self.store.close)
 
 
 def _error(
@@ -200,7 +131,7 @@ class _Service:
         metrics: ServiceMetrics,
         rotation_grace: float = 86400.0,
     ) -> None:
-        self.store = _Store(store)
+        self.store = ServiceStore(store)
         self.rotation_grace = float(rotation_grace)
         self.metrics = metrics
         self.token_ttl = float(token_ttl)
@@ -213,6 +144,9 @@ class _Service:
         self.throttle = throttle
         self.clock = clock
         self.basic_challenge = f"Basic realm={quote_param(realm)}"
+        self.clients = ClientAuthenticator(
+            self.store, throttle=throttle, metrics=metrics, clock=clock, resolver=resolver
+        )
 
     # -- shared steps -----------------------------------------------------------------
     async def _form(self, request: Request, limit: int | None = None) -> dict[str, str]:
@@ -223,57 +157,8 @@ class _Service:
         """The body (size and time bounded, headers too) for the admin API and the panel."""
         return await read_body(request, self.max_body, self.body_timeout)
 
-    def _invalid_client(self, description: str = "Invalid credentials") -> BadRequest:
-        return BadRequest("invalid_client", description, 401)
-
-    async def _authenticate(self, request: Request, form: dict[str, str]) -> KeyRecord:
-        """Check the client's key; raise BadRequest (401, 429) unless it is good.
-
-        RFC 6749 §2.3.1: the key id and secret may be sent as Basic credentials or as
-        ``client_id``/``client_secret`` form fields.
-        """
-        creds = client_credentials(request.headers.getlist("authorization"), form)
-        if creds is None:
-            raise self._invalid_client("Client authentication required")
-        source = self.client_ip(request)
-        if too_long(creds):
-            # No real key looks like this: only the source address is counted.
-            verify_secret(None, creds.secret[:256])
-            key = None
-        else:
-            key = await self.store.get_key(creds.key_id)
-            # H3: the secret is checked on every attempt, throttled or not, in
-            # constant time; the right one is always accepted.
-            self.metrics.secret_checks += 1
-            if verify_secret(key, creds.secret, self.clock()) and key is not None:
-                if key.account:
-                    # A disabled (or deleted) account's keys no longer log in.
-                    owner = await self.store.call_sync("get_account", key.account)
-                    if owner is None or owner.disabled:
-                        raise self._invalid_client()
-                return key
-        # A wrong guess. The same steps whether or not the key id exists (J).
-        wait = self.throttle.retry_after(creds.key_id, source)
-        if wait is not None:
-            self.metrics.throttled += 1
-            logger.warning(
-                "throttled authentication for key %s from %s",
-                _printable(creds.key_id),
-                source or "?",
-            )
-            raise BadRequest(
-                "invalid_client", "Too many failed attempts; try again later", 429, wait
-            )
-        self.throttle.failed(creds.key_id, source, known=key is not None)
-        self.metrics.login_failures += 1
-        logger.info(
-            "failed authentication for key %s from %s", _printable(creds.key_id), source or "?"
-        )
-        raise self._invalid_client()
-
     def client_ip(self, request: Request) -> str | None:
-        peer = request.client.host if request.client else None
-        return self.resolver.resolve(peer, request.headers.getlist("x-forwarded-for"))
+        return self.clients.client_ip(request)
 
     # -- errors: exception handlers of the whole app (the admin API's too) ------------
     async def bad_request(self, request: Request, exc: Exception) -> Response:
@@ -301,7 +186,7 @@ class _Service:
             raise BadRequest("invalid_request", "Missing grant_type")
         # Authenticate before judging the grant type, so a bad key always reads the
         # same whatever else the request says.
-        key = await self._authenticate(request, form)
+        key = await self.clients.authenticate(request, form)
         if grant != "client_credentials":
             raise BadRequest("unsupported_grant_type", "Only client_credentials is supported")
         requested = parse_scope(form.get("scope"))
@@ -346,10 +231,10 @@ class _Service:
 
     async def introspect(self, request: Request) -> Response:
         form = await self._form(request, self.token_body)
-        key = await self._authenticate(request, form)
+        key = await self.clients.authenticate(request, form)
         if not key.introspect:
             # RFC 7662 §2.1: the endpoint MUST require authorization of the caller.
-            raise self._invalid_client("This key may not introspect tokens")
+            raise invalid_client("This key may not introspect tokens")
         try:
             token, client_ip = introspection_request(form)
         except ValueError as exc:
@@ -362,7 +247,7 @@ class _Service:
 
     async def revoke(self, request: Request) -> Response:
         form = await self._form(request, self.token_body)
-        key = await self._authenticate(request, form)
+        key = await self.clients.authenticate(request, form)
         token = form.get("token")
         if token is None:
             raise BadRequest("invalid_request", "Missing token")
@@ -413,18 +298,6 @@ class _Service:
         except BackendUnavailable:
             return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
-
-
-_KEY_ID = re.compile(r"key_[0-9a-f]{1,64}")
-
-
-def _printable(text: str) -> str:
-    """A key id as presented by a client, safe to log.
-
-    Only text shaped like a key id is logged: a client that puts its secret or a token
-    in the user-name field must not get it written to the log.
-    """
-    return text if _KEY_ID.fullmatch(text) else "(not a key id)"
 
 
 def create_app(
