@@ -37,8 +37,8 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from urllib.parse import urlsplit, urlunsplit
 
+from ._shell import DEFAULT_STORE, STORE, listen, one_line, redact_url, uvicorn_config
 from .errors import BearerGuardError, ConfigurationError
 from .stores import open_store
 from .stores.accounts import (
@@ -55,7 +55,6 @@ from .stores.base import TokenStore
 
 __all__ = ["DEFAULT_STORE", "build_parser", "main"]
 
-DEFAULT_STORE = "sqlite:///bearerguard.db"
 EXIT_USAGE = 2
 
 
@@ -64,20 +63,7 @@ class CLIError(Exception):
 
 
 def _default_store() -> str:
-    return os.environ.get("BEARERGUARD_STORE") or DEFAULT_STORE
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password replaced by ``***`` (store URLs may carry one)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-    except ValueError:
-        return "<unparsable URL>"
+    return os.environ.get(STORE) or DEFAULT_STORE
 
 
 def _open(url: str) -> TokenStore:
@@ -85,14 +71,14 @@ def _open(url: str) -> TokenStore:
     try:
         store = open_store(url)
     except ConfigurationError as exc:
-        raise CLIError(_one_line(exc, url)) from None
+        raise CLIError(one_line(exc, url)) from None
     except Exception as exc:  # a store's constructor that breaks its contract
-        raise CLIError(f"cannot open store {redact_url(url)!r}: {_one_line(exc, url)}") from None
+        raise CLIError(f"cannot open store {redact_url(url)!r}: {one_line(exc, url)}") from None
     try:
         store.ping()
     except Exception as exc:
         _close_quietly(store)
-        raise CLIError(f"store {redact_url(url)!r} unavailable: {_one_line(exc, url)}") from None
+        raise CLIError(f"store {redact_url(url)!r} unavailable: {one_line(exc, url)}") from None
     return store
 
 
@@ -102,35 +88,14 @@ def _close_quietly(store: TokenStore) -> None:
         store.close()
 
 
-def _one_line(exc: BaseException, url: str | None = None) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if url is not None:
-        # A store's own message may quote its URL, password included.
-        text = text.replace(url, redact_url(url))
-        with contextlib.suppress(ValueError):
-            password = urlsplit(url).password
-            if password:
-                text = text.replace(password, "***")
-    return text[:300]
-
-
 # -- serve ----------------------------------------------------------------------------
 def _listen(host: str, port: int) -> socket.socket:
-    """Bind the listening socket ourselves, so "address in use" is a clean error."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        return listen(host, port)
     except socket.gaierror as exc:
         raise CLIError(f"cannot resolve host {host!r}: {exc.strerror}") from None
-    family, kind, proto, _, addr = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        # Not SO_REUSEPORT: a second server on the same port must fail, not share it.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
     except OSError as exc:
-        sock.close()
         raise CLIError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return sock
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -153,23 +118,13 @@ def _serve(args: argparse.Namespace) -> int:
         )
     except BearerGuardError as exc:
         _close_quietly(store)
-        raise CLIError(_one_line(exc)) from None
+        raise CLIError(one_line(exc)) from None
     try:
         sock = _listen(args.host, args.port)
     except CLIError:
         _close_quietly(store)
         raise
-    config = uvicorn.Config(
-        app,
-        # docs/design.md R11: never let uvicorn rewrite the peer address from
-        # X-Forwarded-For; trusted proxies are configured with --trusted-proxy only.
-        proxy_headers=False,
-        forwarded_allow_ips="",
-        server_header=False,
-        access_log=args.access_log,
-        lifespan="on",
-        log_level=args.log_level,
-    )
+    config = uvicorn_config(app, access_log=args.access_log, log_level=args.log_level)
     _log_to_stderr(args.log_level)
     server = uvicorn.Server(config)
     host, port = sock.getsockname()[:2]
@@ -238,7 +193,7 @@ def _keys_create(args: argparse.Namespace) -> int:
     except CLIError:
         raise
     except Exception as exc:
-        raise CLIError(f"cannot create key: {_one_line(exc)}") from None
+        raise CLIError(f"cannot create key: {one_line(exc)}") from None
     finally:
         _close_quietly(store)
     if args.json:
@@ -267,7 +222,7 @@ def _keys_list(args: argparse.Namespace) -> int:
     try:
         keys = store.list_keys()
     except Exception as exc:
-        raise CLIError(f"cannot list keys: {_one_line(exc)}") from None
+        raise CLIError(f"cannot list keys: {one_line(exc)}") from None
     finally:
         _close_quietly(store)
     if args.json:
@@ -293,7 +248,7 @@ def _keys_revoke(args: argparse.Namespace) -> int:
     try:
         found = store.revoke_key(args.key_id)
     except Exception as exc:
-        raise CLIError(f"cannot revoke key: {_one_line(exc)}") from None
+        raise CLIError(f"cannot revoke key: {one_line(exc)}") from None
     finally:
         _close_quietly(store)
     if args.json:
@@ -312,7 +267,7 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     try:
         done = _account_store(store).rotate_key(args.key_id, grace=args.grace)
     except Exception as exc:
-        raise CLIError(f"cannot rotate key: {_one_line(exc)}") from None
+        raise CLIError(f"cannot rotate key: {one_line(exc)}") from None
     finally:
         _close_quietly(store)
     if done is None:
@@ -361,7 +316,7 @@ def _accounts_create(args: argparse.Namespace) -> int:
     except CLIError:
         raise
     except Exception as exc:
-        raise CLIError(f"cannot create account: {_one_line(exc)}") from None
+        raise CLIError(f"cannot create account: {one_line(exc)}") from None
     finally:
         _close_quietly(store)
     if not created:
@@ -386,7 +341,7 @@ def _accounts_list(args: argparse.Namespace) -> int:
     except CLIError:
         raise
     except Exception as exc:
-        raise CLIError(f"cannot list accounts: {_one_line(exc)}") from None
+        raise CLIError(f"cannot list accounts: {one_line(exc)}") from None
     finally:
         _close_quietly(store)
     if args.json:
@@ -415,7 +370,7 @@ def _accounts_change(args: argparse.Namespace) -> int:
     except CLIError:
         raise
     except Exception as exc:
-        raise CLIError(f"cannot change account: {_one_line(exc)}") from None
+        raise CLIError(f"cannot change account: {one_line(exc)}") from None
     finally:
         _close_quietly(store)
     if not found:

@@ -42,6 +42,21 @@ from typing import Any
 
 import httpx
 
+from ._shell import (
+    AUDIENCE,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    DEFAULT_STORE,
+    INTROSPECTION_URL,
+    JWKS_URL,
+    JWT_ISSUER,
+    RESOURCE,
+    STORE,
+    TOKEN_FORMAT,
+    TRUSTED_PROXIES,
+    one_line,
+    redact_url,
+)
 from .backends.chain import ChainBackend
 from .backends.introspection import IntrospectionBackend
 from .backends.store import StoreBackend
@@ -52,18 +67,6 @@ from .stores import open_store
 
 __all__ = ["DEFAULT_STORE", "ENV_VARS", "EnvSettings", "from_env"]
 
-DEFAULT_STORE = "sqlite:///bearerguard.db"
-
-INTROSPECTION_URL = "BEARERGUARD_INTROSPECTION_URL"
-CLIENT_ID = "BEARERGUARD_CLIENT_ID"
-CLIENT_SECRET = "BEARERGUARD_CLIENT_SECRET"  # noqa: S105  (a variable name)
-STORE = "BEARERGUARD_STORE"
-TRUSTED_PROXIES = "BEARERGUARD_TRUSTED_PROXIES"
-JWT_ISSUER = "BEARERGUARD_JWT_ISSUER"
-JWKS_URL = "BEARERGUARD_JWKS_URL"
-AUDIENCE = "BEARERGUARD_AUDIENCE"
-RESOURCE = "BEARERGUARD_RESOURCE"
-TOKEN_FORMAT = "BEARERGUARD_TOKEN_FORMAT"  # noqa: S105  (a variable name)
 _TOKEN_FORMATS = {"bearerguard": "bearerguard", "any": None}
 
 ENV_VARS = (
@@ -227,21 +230,11 @@ def _other_backend(environ: Mapping[str, str], *, default_store: bool) -> tuple[
     except BearerGuardError as exc:
         # StoreUnavailable (cannot open the file, no Redis) is reported the same way:
         # at start-up, with the variable to fix.
-        raise ConfigurationError(f"{STORE}: {exc}") from None
+        raise ConfigurationError(f"{STORE}: {one_line(exc, url)}") from None
     try:
         backend = StoreBackend(store)
     except BaseException:
         with contextlib.suppress(Exception):
             store.close()
         raise
-    return backend, f"store {_redact(url)}"
-
-
-def _redact(url: str) -> str:
-    # Store URLs may carry a password (redis://:pw@host); it is not for printing.
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        creds, _, host = rest.partition("@")
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
+    return backend, f"store {redact_url(url)}"

@@ -37,6 +37,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ._shell import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    INTROSPECTION_URL,
+    STORE,
+    TRUSTED_PROXIES,
+    listen,
+    one_line,
+    redact_url,
+    uvicorn_config,
+)
 from .errors import BearerGuardError
 
 __all__ = ["DEMO_APIS", "DEMO_STORE", "add_arguments", "run"]
@@ -81,18 +92,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _listen(port: int, what: str, flag: str) -> socket.socket:
     if not 0 <= port <= 65535:
         raise DemoError(f"{flag} {port}: not a port number")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, port))
+        return listen(HOST, port)
     except OSError as exc:
-        sock.close()
         in_use = exc.errno == errno.EADDRINUSE
         reason = "is already in use" if in_use else f"cannot be used: {exc.strerror}"
         raise DemoError(
             f"port {port} for the {what} {reason} (choose another with {flag} PORT)"
         ) from None
-    return sock
 
 
 def _find_example(path: str | None) -> Path:
@@ -113,14 +120,9 @@ def _load_example(path: Path, store_url: str) -> ModuleType:
     """Import the example app configured as its README says (``BEARERGUARD_STORE``)."""
     # The demo always runs over its own store: whatever the shell says about
     # introspection or proxies is not for the demo.
-    for name in (
-        "BEARERGUARD_INTROSPECTION_URL",
-        "BEARERGUARD_CLIENT_ID",
-        "BEARERGUARD_CLIENT_SECRET",
-        "BEARERGUARD_TRUSTED_PROXIES",
-    ):
+    for name in (INTROSPECTION_URL, CLIENT_ID, CLIENT_SECRET, TRUSTED_PROXIES):
         os.environ.pop(name, None)
-    os.environ["BEARERGUARD_STORE"] = store_url
+    os.environ[STORE] = store_url
     spec = importlib.util.spec_from_file_location("bearerguard_demo_example", path)
     if spec is None or spec.loader is None:
         raise DemoError(f"cannot load {path}")
@@ -128,14 +130,10 @@ def _load_example(path: Path, store_url: str) -> ModuleType:
     try:
         spec.loader.exec_module(module)
     except BearerGuardError as exc:
-        raise DemoError(f"the example app cannot start: {_one_line(exc)}") from None
+        raise DemoError(f"the example app cannot start: {one_line(exc)}") from None
     if not callable(getattr(module, "app", None)):
         raise DemoError(f"{path} has no ASGI app named 'app'")
     return module
-
-
-def _one_line(exc: BaseException) -> str:
-    return (" ".join(str(exc).split()) or type(exc).__name__)[:300]
 
 
 def instructions(key_id: str, secret: str, auth_url: str, api_url: str) -> str:
@@ -176,19 +174,7 @@ def _server_class() -> type[Any]:
 
 
 def _config(app: Any) -> Any:
-    import uvicorn
-
-    return uvicorn.Config(
-        app,
-        # docs/design.md R11: uvicorn must not rewrite the peer address from
-        # X-Forwarded-For, or tokens would be bound to whatever a client claims.
-        proxy_headers=False,
-        forwarded_allow_ips="",
-        server_header=False,
-        access_log=False,
-        log_level="warning",
-        lifespan="on",
-    )
+    return uvicorn_config(app, access_log=False, log_level="warning")
 
 
 async def _serve(servers: list[Any], sockets: list[socket.socket], banner: str) -> bool:
@@ -254,7 +240,9 @@ def _run(args: argparse.Namespace) -> int:
             store = open_store(args.store)
             store.ping()
         except BearerGuardError as exc:
-            raise DemoError(f"store {args.store!r}: {_one_line(exc)}") from None
+            raise DemoError(
+                f"store {redact_url(args.store)!r}: {one_line(exc, args.store)}"
+            ) from None
         module = _load_example(example, args.store)
         record, secret = store.create_key(list(DEMO_APIS))
         demo_key = record.key_id
@@ -271,7 +259,7 @@ def _run(args: argparse.Namespace) -> int:
         banner = "\n".join(
             [
                 "bearerguard demo is running:",
-                f"  auth service  {auth_url}   (bearerguard serve, store {args.store})",
+                f"  auth service  {auth_url}   (bearerguard serve, store {redact_url(args.store)})",
                 f"  example API   {api_url}   ({example})",
                 f"Demo key with APIs {' and '.join(DEMO_APIS)} (the secret is shown only now).",
                 "Paste these lines into another terminal (they need curl and jq):",
@@ -300,7 +288,7 @@ def _run(args: argparse.Namespace) -> int:
                     print(f"bearerguard demo: demo key {demo_key} revoked.", flush=True)
                 except Exception as exc:
                     print(
-                        f"bearerguard demo: could not revoke demo key {demo_key}: {_one_line(exc)}",
+                        f"bearerguard demo: could not revoke demo key {demo_key}: {one_line(exc)}",
                         file=sys.stderr,
                         flush=True,
                     )

@@ -33,6 +33,7 @@ status and ``WWW-Authenticate`` challenge, but FastAPI wraps the body as
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import FastAPI, Security
@@ -42,8 +43,9 @@ from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
+from ._types import Scope
 from .errors import Challenge, quote_param
-from .starlette import challenge_for, challenge_response
+from .starlette import challenge_for, challenge_headers, challenge_response
 from .tokens import Identity
 
 __all__ = [
@@ -60,6 +62,8 @@ __all__ = [
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 """FastAPI's documentation routes, to list in the middleware's ``public_paths``."""
 
+_BODY_HEADERS = ("content-type", "content-length")
+
 DESCRIPTION = (
     "Access token from the auth service: POST /login with grant_type=client_credentials "
     "and the API key (Key ID and secret) as HTTP Basic."
@@ -69,22 +73,19 @@ DESCRIPTION = (
 class BearerChallenge(HTTPException):
     """A per-route refusal, carrying the `Challenge` and the realm to render it in."""
 
-    def __init__(self, challenge: Challenge, realm: str) -> None:
+    def __init__(self, challenge: Challenge, realm: str, scope: Scope | None = None) -> None:
+        # The one renderer: FastAPI's default handler writes its own JSON body, so the
+        # body's content headers are left out here.
         headers = {
-            "WWW-Authenticate": challenge.to_header(realm),
-            "Cache-Control": "no-store",
+            name: value
+            for name, value in challenge_headers(scope or {}, challenge, realm)
+            if name not in _BODY_HEADERS
         }
-        if challenge.retry_after is not None:
-            headers["Retry-After"] = str(challenge.retry_after)
-        body = {
-            "error": challenge.error or "unauthorized",
-            "error_description": challenge.description or "Bearer token required",
-        }
-        if challenge.scope:
-            body["scope"] = challenge.scope
+        body = json.loads(challenge.to_body())
         super().__init__(challenge.status, detail=body, headers=headers)
         self.challenge = challenge
         self.realm = realm
+        self.scope = scope
 
 
 class BearerAuth(SecurityBase):
@@ -117,7 +118,7 @@ class BearerAuth(SecurityBase):
             return identity
         if conn.scope["type"] == "websocket":
             raise WebSocketException(code=1008, reason=challenge.error or "unauthorized")
-        raise BearerChallenge(challenge, realm)
+        raise BearerChallenge(challenge, realm, conn.scope)
 
 
 bearer_auth = BearerAuth()
@@ -135,7 +136,7 @@ def require_api(api: str) -> BearerAuth:
 async def challenge_handler(request: Request, exc: Exception) -> Response:
     """Render a `BearerChallenge` as the middleware would (RFC 6750 JSON body)."""
     assert isinstance(exc, BearerChallenge)
-    return challenge_response(exc.challenge, exc.realm)
+    return challenge_response(exc.challenge, exc.realm, exc.scope)
 
 
 def add_challenge_handler(app: FastAPI) -> None:

@@ -34,14 +34,14 @@ from starlette.websockets import WebSocket
 from ._types import Scope
 from .errors import MISSING, Challenge, quote_param
 from .flow import Guard
-from .policy import insufficient_scope
 from .tokens import Identity
 
 __all__ = ["challenge_for", "guard_for", "identity_of", "refuse", "require_api"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEFAULT_REALM = "api"
+_NO_GUARD = Guard()
+"""Stands in when no middleware ran: its default realm and its `check_api` rule."""
 
 
 def identity_of(conn: HTTPConnection) -> Identity | None:
@@ -65,23 +65,29 @@ def challenge_for(scope: Scope, api: str | None) -> tuple[Challenge | None, str]
     `api` None asks only for an identity (any valid token).
     No identity (the path is public, or no middleware ran) is a 401: fail closed.
     """
-    guard = guard_for(scope)
-    realm = guard.realm if guard is not None else DEFAULT_REALM
+    guard = guard_for(scope) or _NO_GUARD
     identity = scope.get("bearerguard")
     if not isinstance(identity, Identity):
-        return MISSING, realm
-    if api is None:
-        return None, realm
-    if guard is not None:
-        return guard.check_api(identity, api), realm
-    return (None if api in identity.apis else insufficient_scope(api)), realm
+        return MISSING, guard.realm
+    return (None if api is None else guard.check_api(identity, api)), guard.realm
 
 
-def challenge_response(challenge: Challenge, realm: str) -> Response:
+def challenge_headers(scope: Scope, challenge: Challenge, realm: str) -> list[tuple[str, str]]:
+    """The headers of a per-route refusal, rendered as the middleware renders its own.
+
+    The middleware's `Guard` renders them (a 401 names the RFC 9728 metadata); without
+    one, or for another realm, the `Challenge` renders them itself.
+    """
+    guard = guard_for(scope)
+    if guard is not None and guard.realm == realm:
+        return guard.challenge_headers(challenge)
+    return challenge.to_headers(realm)
+
+
+def challenge_response(challenge: Challenge, realm: str, scope: Scope | None = None) -> Response:
     """`challenge` as a Starlette response: status, ``WWW-Authenticate``, JSON body."""
-    return Response(
-        challenge.to_body(), status_code=challenge.status, headers=dict(challenge.to_headers(realm))
-    )
+    headers = challenge_headers(scope or {}, challenge, realm)
+    return Response(challenge.to_body(), status_code=challenge.status, headers=dict(headers))
 
 
 async def refuse(conn: HTTPConnection, challenge: Challenge, realm: str) -> Response | None:
@@ -92,11 +98,11 @@ async def refuse(conn: HTTPConnection, challenge: Challenge, realm: str) -> Resp
     """
     if isinstance(conn, WebSocket):
         if "websocket.http.response" in conn.scope.get("extensions", {}):
-            await conn.send_denial_response(challenge_response(challenge, realm))
+            await conn.send_denial_response(challenge_response(challenge, realm, conn.scope))
         else:
             await conn.close(1008, reason=challenge.error or "unauthorized")
         return None
-    return challenge_response(challenge, realm)
+    return challenge_response(challenge, realm, conn.scope)
 
 
 def _connection(args: tuple[Any, ...], kwargs: dict[str, Any]) -> HTTPConnection:

@@ -139,6 +139,29 @@ def test_require_api_allows_and_refuses_with_the_challenge(store: MemoryStore) -
     run(make_app(store, realm="star"), check)
 
 
+def test_per_route_refusals_are_rendered_as_the_middleware_renders_them(
+    store: MemoryStore,
+) -> None:
+    """Issue 13 item 9: one renderer; a per-route 401 names the RFC 9728 metadata too."""
+    vps = issue(store, ("vps",))
+    meta = {"resource": "http://star/", "authorization_servers": ["http://auth"]}
+
+    async def check(c: httpx.AsyncClient) -> None:
+        by_middleware = await c.get("/dns/zones")
+        per_route = await c.get("/open/dns")
+        assert per_route.status_code == by_middleware.status_code == 401
+        for name in ("www-authenticate", "cache-control", "content-type"):
+            assert per_route.headers[name] == by_middleware.headers[name], name
+        assert "resource_metadata=" in per_route.headers["www-authenticate"]
+        assert per_route.content == by_middleware.content
+        # a 403 names the API, never the metadata (RFC 9728 §5.1 is for 401s)
+        r = await c.get("/dns/zones", headers=bearer(vps.token))
+        assert "resource_metadata" not in r.headers["www-authenticate"]
+        assert_challenge(r, 403, "insufficient_scope", scope="dns", realm="api")
+
+    run(make_app(store, resource_metadata=meta), check)
+
+
 def test_require_api_when_the_middleware_wraps_from_outside(store: MemoryStore) -> None:
     # The guard is not in the Starlette app's stack: the default realm is used.
     inner = Starlette(routes=[Route("/dns/zones", zones)])

@@ -95,3 +95,13 @@ class Service:
     def key(self, apis: tuple[str, ...] = ("dns",), introspect: bool = False) -> tuple[str, str]:
         record, secret = self.store.create_key(apis, introspect=introspect, now=self.clock())
         return record.key_id, remember_secret(secret)
+
+
+def scrape(base_url: str) -> dict[str, float]:
+    text = httpx.get(base_url + "/metrics", timeout=10).text
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from server_helpers import scrape
 
 from live_service import LiveService
 from redis_server import RedisServer
@@ -30,6 +31,9 @@ def test_redis_down_gives_503_then_recovers(own_redis: RedisServer) -> None:
                 assert r.status_code == 503, r.text
                 assert r.json()["error"] == "temporarily_unavailable"
                 assert r.headers["retry-after"].isdigit()
+                assert r.headers["cache-control"] == "no-store"
+            # Each 503 of a failing store is counted once.
+            assert scrape(live.base_url)["bearerguard_service_store_errors_total"] == 2
             r = c.get("/ready")
             assert r.status_code == 503
             assert r.json() == {"status": "unavailable"}

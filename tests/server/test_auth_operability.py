@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import httpx
-from server_helpers import Service
+from server_helpers import Service, scrape
 
 from helpers import remember_secret
 from live_service import LiveService
-
-
-def scrape(base_url: str) -> dict[str, float]:
-    text = httpx.get(base_url + "/metrics", timeout=10).text
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
 
 
 def test_metrics_after_a_scripted_session(live: LiveService) -> None:

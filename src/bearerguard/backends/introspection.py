@@ -1,10 +1,10 @@
 """`IntrospectionBackend`: ask an RFC 7662 token introspection endpoint.
 
 Works with any RFC 7662 server (``bearerguard serve``'s ``/introspect``, Authlib,
-Keycloak, …). The pure parts are plain functions: `introspection_form` builds the
-request body, `parse_introspection_response` checks and decodes the answer and
-`token_info_from_introspection` maps its members onto `TokenInfo`. The class adds the
-HTTP client and the resilience around it.
+Keycloak, …). The pure parts live in `bearerguard.rfc7662` (and are re-exported here):
+`introspection_form` builds the request body, `parse_introspection_response` checks and
+decodes the answer and `token_info_from_introspection` maps its members onto
+`TokenInfo`. The class adds the HTTP client and the resilience around it.
 
 Resilience defaults (all options of `IntrospectionBackend`):
 
@@ -34,7 +34,6 @@ cannot open it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import random
@@ -45,8 +44,12 @@ from typing import Any, Literal
 
 import httpx
 
-from ..clientip import normalize_ip
 from ..errors import BackendUnavailable, ConfigurationError
+from ..rfc7662 import (
+    introspection_form,
+    parse_introspection_response,
+    token_info_from_introspection,
+)
 from ..tokens import TokenInfo
 from .breaker import CircuitBreaker
 
@@ -70,126 +73,6 @@ _STALE_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 # Answers about the request itself, i.e. about this one token (too long, malformed):
 # the token is refused; the service is up (H1).
 _REFUSES_TOKEN = frozenset({400, 413, 414, 431})
-
-
-def introspection_form(token: str, client_ip: str | None = None) -> dict[str, str]:
-    """The RFC 7662 §2.1 request body (sent as application/x-www-form-urlencoded).
-
-    `client_ip`, the address of the request being checked, is an extension member:
-    ``bearerguard serve`` counts the introspection as a use of the token only when it
-    is the token's own address (H4); other servers ignore members they do not know.
-    """
-    form = {"token": token, "token_type_hint": "access_token"}
-    if client_ip is not None:
-        form["client_ip"] = client_ip
-    return form
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
-
-
-def parse_introspection_response(status: int, content_type: str, body: bytes) -> dict[str, Any]:
-    """Check an introspection answer and return its JSON object.
-
-    Raises BackendUnavailable for a status other than 200, a content type that is not
-    JSON, a body that is not UTF-8 JSON, or JSON that is not an object. The message
-    never quotes the body (a broken server might echo the token).
-    """
-    if status != 200:
-        hint = " (check the backend's client_id and client_secret)" if status in (401, 403) else ""
-        raise BackendUnavailable(f"introspection endpoint answered HTTP {status}{hint}")
-    # RFC 7662 §2.2: the server responds with "application/json".
-    if not _is_json(content_type):
-        raise BackendUnavailable("introspection answer is not JSON (content type)")
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BackendUnavailable("introspection answer is malformed JSON") from exc
-    if not isinstance(data, dict):
-        raise BackendUnavailable("introspection answer is not a JSON object")
-    return data
-
-
-def _number(data: Mapping[str, Any], name: str) -> float | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BackendUnavailable(f"introspection member {name!r} is not a number")
-    return float(value)
-
-
-def _string(data: Mapping[str, Any], name: str) -> str | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BackendUnavailable(f"introspection member {name!r} is not a string")
-    return value
-
-
-def token_info_from_introspection(
-    data: Mapping[str, Any], *, require_ip: bool = False, now: float | None = None
-) -> TokenInfo | None:
-    """Map an RFC 7662 §2.2 answer to `TokenInfo`, or None for an inactive token.
-
-    - ``active`` false or missing → None (RFC 7662: "active" is REQUIRED; anything but
-      true is not active);
-    - ``client_id`` (else ``sub``) → key_id; ``scope`` (space-separated) → apis;
-      ``exp`` → expires_at; ``aud`` (a string or an array of strings) → audience;
-      the extension member ``ip`` → bound_ip (normalised);
-    - ``ttl`` or ``expires_in`` (extension members, seconds) → ttl, the sliding
-      lifetime. Without them ttl is ``exp - now``: an introspection counts as a use, so
-      for a sliding token that is its full lifetime, and the cache refreshes the token
-      at a third of it (a fixed-lifetime token just gets refreshed a little more often).
-    - no ``ip``: None when `require_ip`, else bound_ip None (binding not enforced).
-
-    Raises BackendUnavailable when a member has the wrong JSON type, an ``ip`` is not
-    an address, or an active token names no client.
-    """
-    active = data.get("active")
-    if active is None or active is False:
-        return None
-    if active is not True:
-        raise BackendUnavailable("introspection member 'active' is not a boolean")
-    key_id = _string(data, "client_id") or _string(data, "sub")
-    if not key_id:
-        raise BackendUnavailable("active token without client_id")
-    scope = _string(data, "scope")
-    apis = frozenset(scope.split()) if scope else frozenset()
-    exp = _number(data, "exp")
-    ttl = _number(data, "ttl")
-    if ttl is None:
-        ttl = _number(data, "expires_in")
-    if ttl is None and exp is not None:
-        remaining = exp - (time.time() if now is None else now)
-        ttl = remaining if remaining > 0 else None
-    if ttl is not None and ttl <= 0:
-        ttl = None
-    ip_text = _string(data, "ip")
-    bound_ip: str | None = None
-    if ip_text is None:
-        if require_ip:
-            return None
-    else:
-        bound_ip = normalize_ip(ip_text)
-        if bound_ip is None:
-            raise BackendUnavailable("introspection member 'ip' is not an IP address")
-    return TokenInfo(key_id, apis, bound_ip, exp, ttl, dict(data), _audience(data))
-
-
-def _audience(data: Mapping[str, Any]) -> frozenset[str]:
-    aud = data.get("aud")
-    if aud is None:
-        return frozenset()
-    names = [aud] if isinstance(aud, str) else aud
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise BackendUnavailable("introspection member 'aud' is not a string or strings")
-    return frozenset(names)
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rnd: float) -> float:

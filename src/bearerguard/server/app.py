@@ -33,44 +33,39 @@ and secrets are never logged: a token appears in logs only as its fingerprint.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from ..clientip import ClientIPResolver, normalize_ip
+from ..clientip import ClientIPResolver
 from ..credentials import DEFAULT_MAX_TOKEN_LENGTH
 from ..errors import BackendUnavailable, ConfigurationError, log_safe, quote_param
 from ..metrics import ServiceMetrics
+from ..rfc7662 import introspection_answer, introspection_request, whole_seconds
 from ..stores.base import (
-    AsyncTokenStore,
-    KeyRecord,
-    StoreUnavailable,
     TokenRecord,
     TokenStore,
     new_token,
-    verify_secret,
 )
 from ..tokens import fingerprint, token_digest
+from .clients import ClientAuthenticator, invalid_client
 from .forms import (
+    MAX_HEADER_BYTES,
     BadRequest,
-    check_form_content_type,
-    client_credentials,
-    parse_form,
     parse_resources,
     parse_scope,
-    too_long,
+    read_body,
+    read_form,
 )
+from .store import ServiceStore
 from .throttle import LoginThrottle
 
 __all__ = [
@@ -101,77 +96,11 @@ def token_body_limit(max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH) -> int:
 TOKEN_BODY_LIMIT = token_body_limit()
 """`token_body_limit` for the middleware's default ``max_token_length`` (14,336 bytes)."""
 
-MAX_HEADER_BYTES = 16384
-"""Largest total of request header names and values on the POST endpoints (431)."""
-
 DEFAULT_BODY_TIMEOUT = 10.0
 """Seconds a client has to send the whole request body (then 408)."""
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _REPEATABLE = frozenset({"resource"})
-_T = TypeVar("_T")
-
-
-class _Store:
-    """The store's async face when it has one, else its sync face in a thread.
-
-    Every failure becomes StoreUnavailable: a store that breaks its contract by raising
-    its driver's own error still yields 503, not 500. Only the exception type is
-    logged, since a driver's message could quote arguments.
-    """
-
-    def __init__(self, store: TokenStore) -> None:
-        self.store = store
-        self.astore: AsyncTokenStore | None = store if isinstance(store, AsyncTokenStore) else None
-
-    async def _call(self, name: str, *args: Any) -> Any:
-        try:
-            if self.astore is not None:
-                return await getattr(self.astore, "a" + name)(*args)
-            return await run_in_threadpool(getattr(self.store, name), *args)
-        except BackendUnavailable:
-            raise
-        except Exception as exc:
-            logger.error("store %s failed: %s", name, type(exc).__name__)
-            raise StoreUnavailable(f"store {name} raised {type(exc).__name__}") from exc
-
-    async def get_key(self, key_id: str) -> KeyRecord | None:
-        result: KeyRecord | None = await self._call("get_key", key_id)
-        return result
-
-    async def put_token(self, record: TokenRecord) -> None:
-        await self._call("put_token", record)
-
-    async def touch_token(
-        self, digest: str, now: float, client_ip: str | None = None
-    ) -> TokenRecord | None:
-        result: TokenRecord | None = await self._call("touch_token", digest, now, client_ip)
-        return result
-
-    async def get_token(self, digest: str, now: float) -> TokenRecord | None:
-        result: TokenRecord | None = await self._call("get_token", digest, now)
-        return result
-
-    async def revoke_token(self, digest: str) -> bool:
-        return bool(await self._call("revoke_token", digest))
-
-    async def ping(self) -> None:
-        await self._call("ping")
-
-    async def call_sync(self, op: str, /, *args: Any, **kwargs: Any) -> Any:
-        """A sync-only store operation (accounts, sessions) in a worker thread."""
-        try:
-            return await run_in_threadpool(getattr(self.store, op), *args, **kwargs)
-        except BackendUnavailable:
-            raise
-        except Exception as exc:
-            logger.error("store %s failed: %s", op, type(exc).__name__)
-            raise StoreUnavailable(f"store {op} raised {type(exc).__name__}") from exc
-
-    async def close(self) -> None:
-        if self.astore is not None:
-            await self.astore.aclose()
-        await run_in_threadpool(self.store.close)
 
 
 def _error(
@@ -183,37 +112,6 @@ def _error(
         status_code=status,
         headers={**_NO_STORE, **(headers or {})},
     )
-
-
-async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The request body, refusing more than `limit` bytes before reading them all.
-
-    A body not received within `timeout` seconds gets 408: a client sending a byte at
-    a time must not hold a request open for ever (uvicorn sets no such deadline).
-    """
-    try:
-        return await asyncio.wait_for(_collect_body(request, limit), timeout)
-    except asyncio.TimeoutError:
-        raise BadRequest("invalid_request", "Request body not received in time", 408) from None
-
-
-async def _collect_body(request: Request, limit: int) -> bytes:
-    length = request.headers.getlist("content-length")
-    if len(length) > 1:
-        raise BadRequest("invalid_request", "More than one Content-Length header")
-    if length:
-        if not length[0].isdigit():
-            raise BadRequest("invalid_request", "Bad Content-Length")
-        if int(length[0]) > limit:
-            raise BadRequest("invalid_request", "Request body too large", 413)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest("invalid_request", "Request body too large", 413)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class _Service:
@@ -233,7 +131,7 @@ class _Service:
         metrics: ServiceMetrics,
         rotation_grace: float = 86400.0,
     ) -> None:
-        self.store = _Store(store)
+        self.store = ServiceStore(store)
         self.rotation_grace = float(rotation_grace)
         self.metrics = metrics
         self.token_ttl = float(token_ttl)
@@ -246,114 +144,49 @@ class _Service:
         self.throttle = throttle
         self.clock = clock
         self.basic_challenge = f"Basic realm={quote_param(realm)}"
+        self.clients = ClientAuthenticator(
+            self.store, throttle=throttle, metrics=metrics, clock=clock, resolver=resolver
+        )
 
     # -- shared steps -----------------------------------------------------------------
     async def _form(self, request: Request, limit: int | None = None) -> dict[str, str]:
-        header_bytes = sum(len(k) + len(v) for k, v in request.scope["headers"])
-        if header_bytes > MAX_HEADER_BYTES:
-            raise BadRequest("invalid_request", "Request headers too large", 431)
-        check_form_content_type(request.headers.get("content-type"))
-        body = await _read_body(request, limit or self.max_body, self.body_timeout)
-        return parse_form(body, repeatable=_REPEATABLE)
+        limit = limit or self.max_body
+        return await read_form(request, limit, self.body_timeout, repeatable=_REPEATABLE)
 
     async def read_body(self, request: Request) -> bytes:
         """The body (size and time bounded, headers too) for the admin API and the panel."""
-        header_bytes = sum(len(k) + len(v) for k, v in request.scope["headers"])
-        if header_bytes > MAX_HEADER_BYTES:
-            raise BadRequest("invalid_request", "Request headers too large", 431)
-        return await _read_body(request, self.max_body, self.body_timeout)
-
-    def _invalid_client(self, description: str = "Invalid credentials") -> BadRequest:
-        return BadRequest("invalid_client", description, 401)
-
-    async def _authenticate(self, request: Request, form: dict[str, str]) -> KeyRecord:
-        """Check the client's key; raise BadRequest (401, 429) unless it is good.
-
-        RFC 6749 §2.3.1: the key id and secret may be sent as Basic credentials or as
-        ``client_id``/``client_secret`` form fields.
-        """
-        creds = client_credentials(request.headers.getlist("authorization"), form)
-        if creds is None:
-            raise self._invalid_client("Client authentication required")
-        source = self.client_ip(request)
-        if too_long(creds):
-            # No real key looks like this: only the source address is counted.
-            verify_secret(None, creds.secret[:256])
-            key = None
-        else:
-            key = await self.store.get_key(creds.key_id)
-            # H3: the secret is checked on every attempt, throttled or not, in
-            # constant time; the right one is always accepted.
-            self.metrics.secret_checks += 1
-            if verify_secret(key, creds.secret, self.clock()) and key is not None:
-                if key.account:
-                    # A disabled (or deleted) account's keys no longer log in.
-                    owner = await self.store.call_sync("get_account", key.account)
-                    if owner is None or owner.disabled:
-                        raise self._invalid_client()
-                return key
-        # A wrong guess. The same steps whether or not the key id exists (J).
-        wait = self.throttle.retry_after(creds.key_id, source)
-        if wait is not None:
-            self.metrics.throttled += 1
-            logger.warning(
-                "throttled authentication for key %s from %s",
-                _printable(creds.key_id),
-                source or "?",
-            )
-            raise BadRequest(
-                "invalid_client", "Too many failed attempts; try again later", 429, wait
-            )
-        self.throttle.failed(creds.key_id, source, known=key is not None)
-        self.metrics.login_failures += 1
-        logger.info(
-            "failed authentication for key %s from %s", _printable(creds.key_id), source or "?"
-        )
-        raise self._invalid_client()
+        return await read_body(request, self.max_body, self.body_timeout)
 
     def client_ip(self, request: Request) -> str | None:
-        peer = request.client.host if request.client else None
-        return self.resolver.resolve(peer, request.headers.getlist("x-forwarded-for"))
+        return self.clients.client_ip(request)
 
-    async def guarded(
-        self, request: Request, handler: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """`handler`'s answer, with BadRequest and a failing store as JSON errors."""
-        return await self._guarded(request, handler)
+    # -- errors: exception handlers of the whole app (the admin API's too) ------------
+    async def bad_request(self, request: Request, exc: Exception) -> Response:
+        """A `BadRequest` as an RFC 6749 §5.2 JSON error (401: with a Basic challenge)."""
+        assert isinstance(exc, BadRequest)
+        headers: dict[str, str] = {}
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = self.basic_challenge
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
+        return _error(exc.error, exc.description, exc.status, headers)
 
-    async def _guarded(
-        self, request: Request, handler: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        try:
-            return await handler(request)
-        except BadRequest as exc:
-            headers: dict[str, str] = {}
-            if exc.status == 401:
-                headers["WWW-Authenticate"] = self.basic_challenge
-            if exc.retry_after is not None:
-                headers["Retry-After"] = str(exc.retry_after)
-            return _error(exc.error, exc.description, exc.status, headers)
-        except BackendUnavailable:
-            self.metrics.store_errors += 1
-            return _error(
-                "temporarily_unavailable",
-                "The token store is unavailable",
-                503,
-                {"Retry-After": "5"},
-            )
+    async def unavailable(self, request: Request, exc: Exception) -> Response:
+        """A failing store (`StoreUnavailable`, any `BackendUnavailable`): 503."""
+        self.metrics.store_errors += 1
+        return _error(
+            "temporarily_unavailable", "The token store is unavailable", 503, {"Retry-After": "5"}
+        )
 
     # -- endpoints --------------------------------------------------------------------
     async def login(self, request: Request) -> Response:
-        return await self._guarded(request, self._login)
-
-    async def _login(self, request: Request) -> Response:
         form = await self._form(request)
         grant = form.get("grant_type")
         if grant is None:
             raise BadRequest("invalid_request", "Missing grant_type")
         # Authenticate before judging the grant type, so a bad key always reads the
         # same whatever else the request says.
-        key = await self._authenticate(request, form)
+        key = await self.clients.authenticate(request, form)
         if grant != "client_credentials":
             raise BadRequest("unsupported_grant_type", "Only client_credentials is supported")
         requested = parse_scope(form.get("scope"))
@@ -388,7 +221,7 @@ class _Service:
         )
         body: dict[str, Any] = {
             "access_token": token,
-            "expires_in": _seconds(self.token_ttl),
+            "expires_in": whole_seconds(self.token_ttl),
             "token_type": "bearer",
         }
         if requested is not None:
@@ -397,59 +230,24 @@ class _Service:
         return JSONResponse(body, headers=_NO_STORE)
 
     async def introspect(self, request: Request) -> Response:
-        return await self._guarded(request, self._introspect)
-
-    async def _introspect(self, request: Request) -> Response:
         form = await self._form(request, self.token_body)
-        key = await self._authenticate(request, form)
+        key = await self.clients.authenticate(request, form)
         if not key.introspect:
             # RFC 7662 §2.1: the endpoint MUST require authorization of the caller.
-            raise self._invalid_client("This key may not introspect tokens")
-        token = form.get("token")
-        if token is None:
-            raise BadRequest("invalid_request", "Missing token")
-        # token_type_hint is accepted and ignored (RFC 7662 §2.1: "MAY ignore").
-        # client_ip (extension, H4): the address of the request being checked; the
-        # introspection extends the token only if that is the token's own address.
-        client_ip = form.get("client_ip")
-        if client_ip is not None:
-            client_ip = normalize_ip(client_ip)
-            if client_ip is None:
-                raise BadRequest("invalid_request", "client_ip is not an IP address")
+            raise invalid_client("This key may not introspect tokens")
+        try:
+            token, client_ip = introspection_request(form)
+        except ValueError as exc:
+            raise BadRequest("invalid_request", str(exc)) from None
         record = None
         if len(token) <= self.max_token_length:
             record = await self.store.touch_token(token_digest(token), self.clock(), client_ip)
-        if record is None:
-            self.metrics.introspections["inactive"] += 1
-            # RFC 7662 §2.2: no detail about why a token is not active.
-            return JSONResponse({"active": False}, headers=_NO_STORE)
-        self.metrics.introspections["active"] += 1
-        extra: dict[str, Any] = {}
-        if record.audience:
-            # RFC 7662 §2.2: aud is a string or an array of strings.
-            aud = record.audience
-            extra["aud"] = aud[0] if len(aud) == 1 else list(aud)
-        return JSONResponse(
-            {
-                **extra,
-                "active": True,
-                "client_id": record.key_id,
-                "scope": " ".join(sorted(record.apis)),
-                "exp": int(record.expires_at),
-                "iat": int(record.issued_at),
-                "token_type": "bearer",
-                "ip": record.bound_ip,
-                "ttl": _seconds(record.ttl),
-            },
-            headers=_NO_STORE,
-        )
+        self.metrics.introspections["inactive" if record is None else "active"] += 1
+        return JSONResponse(introspection_answer(record), headers=_NO_STORE)
 
     async def revoke(self, request: Request) -> Response:
-        return await self._guarded(request, self._revoke)
-
-    async def _revoke(self, request: Request) -> Response:
         form = await self._form(request, self.token_body)
-        key = await self._authenticate(request, form)
+        key = await self.clients.authenticate(request, form)
         token = form.get("token")
         if token is None:
             raise BadRequest("invalid_request", "Missing token")
@@ -500,22 +298,6 @@ class _Service:
         except BackendUnavailable:
             return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
-
-
-def _seconds(value: float) -> int:
-    return max(1, round(value))
-
-
-_KEY_ID = re.compile(r"key_[0-9a-f]{1,64}")
-
-
-def _printable(text: str) -> str:
-    """A key id as presented by a client, safe to log.
-
-    Only text shaped like a key id is logged: a client that puts its secret or a token
-    in the user-name field must not get it written to the log.
-    """
-    return text if _KEY_ID.fullmatch(text) else "(not a key id)"
 
 
 def create_app(
@@ -624,7 +406,11 @@ def create_app(
                 app=panel_app(service, secure_cookies=panel_secure_cookies, api_url=panel_api_url),
             ),
         ],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={
+            HTTPException: http_error,
+            BadRequest: service.bad_request,
+            BackendUnavailable: service.unavailable,  # StoreUnavailable too
+        },
         lifespan=lifespan,
     )
     app.state.bearerguard = service

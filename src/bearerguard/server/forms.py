@@ -1,13 +1,15 @@
-"""Strict parsing of what a client sends to the auth service: forms and Basic auth.
+"""Strict reading of what a client sends to the auth service: bodies, forms, Basic auth.
 
-Pure functions, no I/O. Everything is bounded: the caller limits the body size, these
-limit the number and size of fields. Every refusal is a `BadRequest` carrying the RFC
+`read_body` and `read_form` are the only I/O: they take the body off the request with
+a size limit, a time limit and a limit on the headers. The rest are pure functions
+that limit the number and size of fields. Every refusal is a `BadRequest` carrying the RFC
 6749 §5.2 error code and a short description, never the offending value (it may be a
 secret).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
@@ -15,9 +17,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes, urlsplit
 
+from starlette.requests import Request
+
 __all__ = [
     "MAX_AUTHORIZATION_LENGTH",
     "MAX_FIELDS",
+    "MAX_HEADER_BYTES",
     "BadRequest",
     "ClientCredentials",
     "check_form_content_type",
@@ -26,6 +31,8 @@ __all__ = [
     "parse_form",
     "parse_resources",
     "parse_scope",
+    "read_body",
+    "read_form",
     "too_long",
 ]
 
@@ -34,6 +41,9 @@ MAX_FIELDS = 16
 
 MAX_AUTHORIZATION_LENGTH = 1024
 """Longest ``Authorization`` header value accepted (key ids and secrets are short)."""
+
+MAX_HEADER_BYTES = 16384
+"""Largest total of request header names and values on the POST endpoints (431)."""
 
 MAX_CLIENT_ID_LENGTH = 128
 MAX_SECRET_LENGTH = 256
@@ -88,6 +98,58 @@ def check_form_content_type(value: str | None) -> None:
             "utf8",
         ):
             raise BadRequest("invalid_request", "Only the UTF-8 charset is supported")
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The request body, refusing more than `limit` bytes before reading them all.
+
+    Headers beyond `MAX_HEADER_BYTES` get 431. A body not received within `timeout`
+    seconds gets 408: a client sending a byte at a time must not hold a request open
+    for ever (uvicorn sets no such deadline).
+    """
+    _check_headers(request)
+    return await _bounded_body(request, limit, timeout)
+
+
+def _check_headers(request: Request) -> None:
+    header_bytes = sum(len(k) + len(v) for k, v in request.scope["headers"])
+    if header_bytes > MAX_HEADER_BYTES:
+        raise BadRequest("invalid_request", "Request headers too large", 431)
+
+
+async def _bounded_body(request: Request, limit: int, timeout: float) -> bytes:
+    try:
+        return await asyncio.wait_for(_collect_body(request, limit), timeout)
+    except asyncio.TimeoutError:
+        raise BadRequest("invalid_request", "Request body not received in time", 408) from None
+
+
+async def _collect_body(request: Request, limit: int) -> bytes:
+    length = request.headers.getlist("content-length")
+    if len(length) > 1:
+        raise BadRequest("invalid_request", "More than one Content-Length header")
+    if length:
+        if not length[0].isdigit():
+            raise BadRequest("invalid_request", "Bad Content-Length")
+        if int(length[0]) > limit:
+            raise BadRequest("invalid_request", "Request body too large", 413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest("invalid_request", "Request body too large", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_form(
+    request: Request, limit: int, timeout: float, *, repeatable: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """The form of a POST: `read_body`'s limits, `check_form_content_type`, `parse_form`."""
+    _check_headers(request)
+    check_form_content_type(request.headers.get("content-type"))
+    return parse_form(await _bounded_body(request, limit, timeout), repeatable=repeatable)
 
 
 def _decode_component(raw: bytes) -> str:
