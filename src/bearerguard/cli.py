@@ -36,7 +36,8 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._shell import DEFAULT_STORE, STORE, listen, one_line, redact_url, uvicorn_config
 from .errors import BearerGuardError, ConfigurationError
@@ -408,6 +409,24 @@ def _add_store(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _store_command(
+    sub: Any,
+    name: str,
+    help_text: str,
+    func: Callable[[argparse.Namespace], int],
+    *positional: str,
+) -> argparse.ArgumentParser:
+    """A ``keys``/``accounts`` action: its positional (dest, metavar), --json, --store."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+    if positional:
+        dest, metavar = positional
+        parser.add_argument(dest, metavar=metavar)
+    parser.add_argument("--json", action="store_true")
+    _add_store(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser(demo: object | None = None) -> argparse.ArgumentParser:
     """The argument parser; `demo` is the loaded demo module, if the demo was asked for."""
     from . import __version__
@@ -451,7 +470,7 @@ def build_parser(demo: object | None = None) -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="manage API keys")
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    create = ksub.add_parser("create", help="create a key and print its secret once")
+    create = _store_command(ksub, "create", "create a key and print its secret once", _keys_create)
     create.add_argument("--api", action="append", default=[], metavar="NAME")
     create.add_argument(
         "--introspect", action="store_true", help="allow this key to call /introspect"
@@ -460,51 +479,37 @@ def build_parser(demo: object | None = None) -> argparse.ArgumentParser:
     create.add_argument("--name", default="", metavar="TEXT", help="a name for the key")
     create.add_argument("--admin", action="store_true", help="allow this key to call /admin")
     create.add_argument("--expires-in", type=float, default=None, metavar="S")
-    create.add_argument("--json", action="store_true")
-    _add_store(create)
-    create.set_defaults(func=_keys_create)
-    lst = ksub.add_parser("list", help="list keys (never their secrets)")
-    lst.add_argument("--json", action="store_true")
-    _add_store(lst)
-    lst.set_defaults(func=_keys_list)
-    revoke = ksub.add_parser("revoke", help="delete a key and every token of it")
-    revoke.add_argument("key_id", metavar="KEY_ID")
-    revoke.add_argument("--json", action="store_true")
-    _add_store(revoke)
-    revoke.set_defaults(func=_keys_revoke)
-    rotate = ksub.add_parser("rotate", help="give a key a new secret, printed once")
-    rotate.add_argument("key_id", metavar="KEY_ID")
+    _store_command(ksub, "list", "list keys (never their secrets)", _keys_list)
+    _store_command(
+        ksub, "revoke", "delete a key and every token of it", _keys_revoke, "key_id", "KEY_ID"
+    )
+    rotate = _store_command(
+        ksub, "rotate", "give a key a new secret, printed once", _keys_rotate, "key_id", "KEY_ID"
+    )
     rotate.add_argument(
         "--grace", type=float, default=86400.0, metavar="S", help="old secret lives on (86400)"
     )
-    rotate.add_argument("--json", action="store_true")
-    _add_store(rotate)
-    rotate.set_defaults(func=_keys_rotate)
 
     accounts = sub.add_parser("accounts", help="manage customer accounts")
     asub = accounts.add_subparsers(dest="accounts_command", metavar="ACTION", required=True)
-    acreate = asub.add_parser("create", help="create an account and print its password once")
-    acreate.add_argument("name", metavar="NAME")
+    acreate = _store_command(
+        asub,
+        "create",
+        "create an account and print its password once",
+        _accounts_create,
+        "name",
+        "NAME",
+    )
     acreate.add_argument("--api", action="append", required=True, metavar="NAME")
     acreate.add_argument("--password-stdin", action="store_true")
-    acreate.add_argument("--json", action="store_true")
-    _add_store(acreate)
-    acreate.set_defaults(func=_accounts_create)
-    alist = asub.add_parser("list", help="list accounts")
-    alist.add_argument("--json", action="store_true")
-    _add_store(alist)
-    alist.set_defaults(func=_accounts_list)
-    for action, text in (
-        ("disable", "disable an account, revoking its tokens"),
-        ("set-apis", "set the APIs an account may grant"),
-    ):
-        change = asub.add_parser(action, help=text)
-        change.add_argument("name", metavar="NAME")
-        if action == "set-apis":
-            change.add_argument("--api", action="append", required=True, metavar="NAME")
-        change.add_argument("--json", action="store_true")
-        _add_store(change)
-        change.set_defaults(func=_accounts_change)
+    _store_command(asub, "list", "list accounts", _accounts_list)
+    _store_command(
+        asub, "disable", "disable an account, revoking its tokens", _accounts_change, "name", "NAME"
+    )
+    set_apis = _store_command(
+        asub, "set-apis", "set the APIs an account may grant", _accounts_change, "name", "NAME"
+    )
+    set_apis.add_argument("--api", action="append", required=True, metavar="NAME")
 
     demo_parser = sub.add_parser("demo", help="auth service plus an example API on localhost")
     add_arguments = getattr(demo, "add_arguments", None)
