@@ -9,17 +9,17 @@ from typing import Any
 
 import httpx
 
-from bench import apps
+from bench import apps, plumbing
 
 
-def _intro_calls(env: apps.Env) -> int:
+def _intro_calls(env: plumbing.Env) -> int:
     assert env.intro_url is not None
     stats = env.intro_url.rsplit("/", 1)[0] + "/stats"
     with httpx.Client(trust_env=False, timeout=5.0) as c:
         return int(c.get(stats).json()["calls"])
 
 
-async def single_flight(env: apps.Env, n: int = 50) -> dict[str, Any]:
+async def single_flight(env: plumbing.Env, n: int = 50) -> dict[str, Any]:
     """N concurrent requests with one uncached token: how many introspection calls?"""
     from starlette.middleware import Middleware
 
@@ -31,8 +31,9 @@ async def single_flight(env: apps.Env, n: int = 50) -> dict[str, Any]:
     backend = apps._intro_backend(env)
     try:
         token = env.intro_token()
-        app = apps.starlette_app([Middleware(BearerGuardMiddleware, backend=backend, api="dns")])
-        _, check = apps.asgi_call(app, token)
+        mw = Middleware(BearerGuardMiddleware, backend=backend, api="dns")
+        app = plumbing.starlette_app([mw])
+        _, check = plumbing.asgi_call(app, token)
         before = _intro_calls(env)
         results = await asyncio.gather(*(check() for _ in range(n)))
         out["asgi_backend_calls"] = _intro_calls(env) - before
@@ -43,10 +44,10 @@ async def single_flight(env: apps.Env, n: int = 50) -> dict[str, Any]:
     backend = apps._intro_backend(env)
     try:
         token = env.intro_token()
-        flask = apps.flask_app()
+        flask = plumbing.flask_app()
         mw = WSGIBearerGuard(flask.wsgi_app, backend=backend, api="dns")
         flask.wsgi_app = mw
-        _, scheck = apps.wsgi_call(flask, token)
+        _, scheck = plumbing.wsgi_call(flask, token)
         threads_n = 8
         barrier = threading.Barrier(threads_n)
         statuses: list[int] = []
@@ -70,7 +71,7 @@ async def single_flight(env: apps.Env, n: int = 50) -> dict[str, Any]:
     return out
 
 
-def redis_round_trips(env: apps.Env, n: int = 200) -> dict[str, Any]:
+def redis_round_trips(env: plumbing.Env, n: int = 200) -> dict[str, Any]:
     """Commands Redis executes per cold lookup (INFO commandstats before/after)."""
     import redis
 
@@ -121,7 +122,7 @@ def redis_round_trips(env: apps.Env, n: int = 200) -> dict[str, Any]:
 _literals = re.compile(r"'[^']*'|\b\d+(?:\.\d+)?\b")
 
 
-def sqlite_statements(env: apps.Env, n: int = 50) -> dict[str, Any]:
+def sqlite_statements(env: plumbing.Env, n: int = 50) -> dict[str, Any]:
     """SQL statements per cold lookup on the SQLite store (sqlite3 trace callback)."""
     from bearerguard import StoreBackend
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.apps import Variant
+from bench.plumbing import Variant
 
 perf_ns = time.perf_counter_ns
 

@@ -10,7 +10,8 @@ import os
 from typing import Any
 
 from bearerguard import BearerGuardMiddleware, WSGIBearerGuard
-from bench.apps import _memory_backend, flask_app, starlette_app
+from bench.apps import _memory_backend
+from bench.plumbing import flask_app, starlette_app
 
 _TOKEN = os.environ.get("BENCH_TOKEN", "")
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import sys
 
-from bench import apps, harness
+from bearerguard import tokens
+from bench import apps, harness, plumbing
 
 NAMES = (
     "starlette",
@@ -39,19 +39,19 @@ def _hot_path(rounds: int, n: int = 20_000) -> None:
     from bearerguard.flow import RequestFacts
     from bearerguard.otel import TracedGuard
 
-    token = secrets.token_urlsafe(32)
+    token = tokens.generate()
     backend = apps._memory_backend(token)
     provider = TracerProvider()
     guards = {"plain": Guard(api="dns"), "otel": TracedGuard(api="dns", tracer_provider=provider)}
     auth = f"Bearer {token}"
     for guard in guards.values():  # one decision through the core fills the cache
-        flow = guard.authenticate(RequestFacts("/whoami", (auth,), (), apps.PEER[0]))
+        flow = guard.authenticate(RequestFacts("/whoami", (auth,), (), plumbing.PEER[0]))
         with contextlib.suppress(StopIteration):
             flow.send(backend.lookup(next(flow).token))
-        assert guard.cached_identity(auth.encode(), apps.PEER[0]) is not None
+        assert guard.cached_identity(auth.encode(), plumbing.PEER[0]) is not None
 
     def batch(guard: Guard) -> float:
-        f, a, peer = guard.cached_identity, auth.encode(), apps.PEER[0]
+        f, a, peer = guard.cached_identity, auth.encode(), plumbing.PEER[0]
         t0 = time.perf_counter_ns()
         for _ in range(n):
             f(a, peer)
@@ -79,8 +79,8 @@ def _hot_path(rounds: int, n: int = 20_000) -> None:
 
 
 async def main(rounds: int) -> None:
-    env = apps.Env(token=secrets.token_urlsafe(32))
-    built = await apps.build_all(env)
+    env = plumbing.Env(token=tokens.generate())
+    built = await plumbing.build_all(env)
     variants = [v for v in built if v.name in NAMES]
     try:
         await harness.verify(variants)
@@ -98,7 +98,7 @@ async def main(rounds: int) -> None:
             base = r["baseline"] or ""
             print(f"| {r['name']} | {r['median_us']:.2f} | {base} | {delta} | {spread} |")
     finally:
-        await apps.close_all(built)
+        await plumbing.close_all(built)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import apps
+from bench import apps, plumbing
 
 SRC = os.sep + os.path.join("src", "bearerguard") + os.sep
 
@@ -84,7 +84,7 @@ def _drive(gen: Any) -> Any:
     raise RuntimeError("bench: cached path asked for a lookup")
 
 
-async def steps(env: apps.Env) -> dict[str, float | str]:
+async def steps(env: plumbing.Env) -> dict[str, float | str]:
     """Per-request µs of each step of bearerguard's cached path (best of 5).
 
     Internal steps are looked up by name and skipped ("n/a") when the core changed
@@ -100,13 +100,13 @@ async def steps(env: apps.Env) -> dict[str, float | str]:
 
     mw = BearerGuardMiddleware(app, backend=apps._memory_backend(env.token), api="dns")
     guard: Any = mw.guard
-    scope = apps.asgi_scope(env.token)
+    scope = plumbing.asgi_scope(env.token)
     assert isinstance(await mw.decide(dict(scope)), Allow)
     header = "Bearer " + env.token
     auth_bytes = header.encode()
     facts = RequestFacts("/whoami", (header,), (), "127.0.0.1", ())
     raw_key = hashlib.sha256(env.token.encode()).digest()
-    environ = apps.wsgi_environ(env.token)
+    environ = plumbing.wsgi_environ(env.token)
     wmw = WSGIBearerGuard(lambda e, s: [], backend=apps._memory_backend(env.token), api="dns")
     assert isinstance(wmw.decide(dict(environ)), Allow)
 
@@ -170,13 +170,13 @@ async def steps(env: apps.Env) -> dict[str, float | str]:
     ]
     out: dict[str, float | str] = {
         "asgi: BearerGuardMiddleware.__call__ (whole, app is a no-op)": await _atimeit(
-            lambda: mw(dict(scope), apps._receive, apps._send)
+            lambda: mw(dict(scope), plumbing._receive, plumbing._send)
         ),
         "asgi: mw.decide(scope) (full flow, used on refresh/miss)": await _atimeit(
             lambda: mw.decide(dict(scope))
         ),
         "wsgi: WSGIBearerGuard.__call__ (whole, app is a no-op)": _timeit(
-            lambda: wmw(dict(environ), apps._start_response)
+            lambda: wmw(dict(environ), plumbing._start_response)
         ),
         "wsgi: mw.decide(environ) (full flow)": _timeit(lambda: wmw.decide(dict(environ))),
         "asgi: header loop (as in __call__)": _timeit(headers_loop),
@@ -198,12 +198,12 @@ async def steps(env: apps.Env) -> dict[str, float | str]:
     return out
 
 
-async def profile(env: apps.Env, n: int = 20_000) -> dict[str, Any]:
+async def profile(env: plumbing.Env, n: int = 20_000) -> dict[str, Any]:
     """cProfile the cached ASGI and WSGI variants over `n` requests each."""
     out: dict[str, Any] = {"requests": n}
     for name in ("bg_asgi", "bg_wsgi"):
-        build = next(b for b in apps.BUILDERS if b[0] == name)
-        v = apps.Variant(*build[:5])
+        build = next(b for b in plumbing.BUILDERS if b[0] == name)
+        v = plumbing.Variant(*build[:5])
         v = await build[5](env, v)
         assert v.call is not None
         call = v.call
@@ -227,6 +227,6 @@ async def profile(env: apps.Env, n: int = 20_000) -> dict[str, Any]:
                 call()
             prof.disable()
         out[name] = _top(prof, n)
-        await apps.close_all([v])
+        await plumbing.close_all([v])
     out["steps_us"] = await steps(env)
     return out

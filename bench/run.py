@@ -19,10 +19,11 @@ import sys
 import time
 from typing import Any
 
-from bench import apps, checks, harness, report, servers
+from bearerguard import tokens
+from bench import apps, checks, harness, plumbing, report, servers
 
 
-def _start_introspection(env: apps.Env) -> servers.Proc | None:
+def _start_introspection(env: plumbing.Env) -> servers.Proc | None:
     env.intro_prefix = "bench" + secrets.token_hex(8)
     client = ("bench-rs", secrets.token_urlsafe(24))
     try:
@@ -42,7 +43,7 @@ def _start_introspection(env: apps.Env) -> servers.Proc | None:
     return proc
 
 
-def _start_redis(env: apps.Env) -> servers.RedisServer | None:
+def _start_redis(env: plumbing.Env) -> servers.RedisServer | None:
     try:
         server = servers.RedisServer()
     except Exception as exc:
@@ -52,7 +53,7 @@ def _start_redis(env: apps.Env) -> servers.RedisServer | None:
     return server
 
 
-async def _inprocess(env: apps.Env, args: argparse.Namespace) -> dict[str, Any]:
+async def _inprocess(env: plumbing.Env, args: argparse.Namespace) -> dict[str, Any]:
     variants = await apps.build_all(env)
     try:
         await harness.verify(variants)
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     _ensure_matplotlib(args.install_missing)
     t0 = time.monotonic()
     load_before = os.getloadavg()
-    env = apps.Env(token=secrets.token_urlsafe(32))
+    env = plumbing.Env(token=tokens.generate())
     intro = _start_introspection(env)
     redis_server = _start_redis(env)
     try:
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print("loopback: uvicorn/gunicorn under load", file=sys.stderr, flush=True)
         try:
             results["loopback"] = loopback.run(
-                secrets.token_urlsafe(32),
+                tokens.generate(),
                 seconds=1.0 if args.quick else 3.0,
                 reps=1 if args.quick else 3,
                 install=args.install_missing,

@@ -1,0 +1,304 @@
+"""Plumbing for the in-process bench: the variant record and registry, synthetic ASGI and
+WSGI requests, the tiny app ("GET /whoami" -> small JSON) and the reference middlewares.
+
+Each variant is one callable that serves one request in-process: ASGI apps get a
+synthetic HTTP scope with prebuilt receive/send coroutines, WSGI apps a prepared
+environ and a no-op start_response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Every request carries the same headers, bare apps included.
+HOST_HEADER = (b"host", b"bench.local")
+ACCEPT_HEADER = (b"accept", b"*/*")
+UA_HEADER = (b"user-agent", b"bench/1")
+PEER = ("127.0.0.1", 50000)
+APIS = ("dns", "vps")
+KEY_ID = "key_bench"
+
+
+@dataclass
+class Variant:
+    """One thing measured: `call()` serves one request (async when `is_async`)."""
+
+    name: str
+    label: str
+    group: str  # baseline | floor | peer | bearerguard | cold | raw
+    baseline: str | None
+    is_async: bool
+    call: Callable[[], Any] | None = None
+    check: Callable[[], Any] | None = None  # returns (status, body)
+    compare_to: str | None = None  # for cold introspection: the raw POST variant
+    note: str = ""
+    unavailable: str | None = None
+    expect_status: int = 200
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+
+# -- request plumbing -----------------------------------------------------------------
+
+_REQUEST_MSG = {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _receive() -> dict[str, Any]:
+    return _REQUEST_MSG
+
+
+async def _send(message: dict[str, Any]) -> None:
+    return None
+
+
+def asgi_scope(token: str | None, path: str = "/whoami") -> dict[str, Any]:
+    headers = [HOST_HEADER, UA_HEADER, ACCEPT_HEADER]
+    if token is not None:
+        headers.append((b"authorization", b"Bearer " + token.encode()))
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": PEER,
+        "server": ("127.0.0.1", 8000),
+        "extensions": {},
+    }
+
+
+def asgi_call(app: Any, token: str | None) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """(call, check) for an ASGI app; the scope is copied per call (apps write to it)."""
+    template = asgi_scope(token)
+    receive, send = _receive, _send
+
+    async def call() -> None:
+        await app(template.copy(), receive, send)
+
+    async def check() -> tuple[int, bytes]:
+        status: list[int] = []
+        body: list[bytes] = []
+
+        async def rec(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            elif message["type"] == "http.response.body":
+                body.append(message.get("body", b""))
+
+        await app(template.copy(), receive, rec)
+        return (status[0] if status else 0), b"".join(body)
+
+    return call, check
+
+
+def wsgi_environ(token: str | None, path: str = "/whoami") -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": PEER[0],
+        "REMOTE_PORT": str(PEER[1]),
+        "HTTP_HOST": "bench.local",
+        "HTTP_USER_AGENT": "bench/1",
+        "HTTP_ACCEPT": "*/*",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    if token is not None:
+        env["HTTP_AUTHORIZATION"] = "Bearer " + token
+    return env
+
+
+def _write(data: bytes) -> None:
+    return None
+
+
+def _start_response(status: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], None]:
+    return _write
+
+
+def wsgi_call(app: Any, token: str | None) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    template = wsgi_environ(token)
+    sr = _start_response
+
+    def call() -> None:
+        result = app(template.copy(), sr)
+        for _ in result:
+            pass
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+
+    def check() -> tuple[int, bytes]:
+        seen: list[str] = []
+
+        def rec(status: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], None]:
+            seen.append(status)
+            return _write
+
+        result = app(template.copy(), rec)
+        body = b"".join(result)
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+        return (int(seen[0].split()[0]) if seen else 0), body
+
+    return call, check
+
+
+# -- the tiny apps ---------------------------------------------------------------------
+
+
+def starlette_app(middleware: list[Any] | None = None) -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def whoami(request: Request) -> JSONResponse:
+        user = request.scope.get("user")
+        name = user.display_name if user is not None and user.is_authenticated else "anonymous"
+        return JSONResponse({"key_id": name})
+
+    return Starlette(routes=[Route("/whoami", whoami)], middleware=middleware or [])
+
+
+def flask_app(decorate: Callable[[Any], Any] | None = None) -> Any:
+    from flask import Flask, request
+
+    app = Flask("bench")
+
+    def whoami() -> dict[str, str]:
+        ident = request.environ.get("bearerguard.identity")
+        return {"key_id": ident.key_id if ident is not None else "anonymous"}
+
+    view = decorate(whoami) if decorate is not None else whoami
+    app.add_url_rule("/whoami", "whoami", view, methods=["GET"])
+    return app
+
+
+class NoopMiddleware:
+    """The floor: a pure ASGI middleware that does nothing."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+class MinimalCheckMiddleware:
+    """The unavoidable work, as a reference: find the header, hash, dict, clock."""
+
+    def __init__(self, app: Any, *, table: dict[str, float]) -> None:
+        self.app = app
+        self.table = table
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    digest = hashlib.sha256(value[7:]).hexdigest()
+                    exp = self.table.get(digest)
+                    if exp is not None and time.time() < exp:
+                        break
+            else:
+                raise RuntimeError("bench: token not accepted")
+        await self.app(scope, receive, send)
+
+
+class TTLCacheMiddleware:
+    """Reference from the issue: a pure ASGI middleware with a cachetools TTLCache hit."""
+
+    def __init__(self, app: Any, *, cache: Any) -> None:
+        self.app = app
+        self.cache = cache
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            token = None
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    token = value.decode("latin-1")
+            if token is None or not token[:7].lower() == "bearer ":
+                raise RuntimeError("bench: no token")
+            info = self.cache.get(hashlib.sha256(token[7:].encode()).hexdigest())
+            if info is None:
+                raise RuntimeError("bench: token not accepted")
+            scope["user"] = info
+        await self.app(scope, receive, send)
+
+
+# -- environment shared by the variants -------------------------------------------------
+
+
+@dataclass
+class Env:
+    token: str
+    intro_url: str | None = None
+    intro_client: tuple[str, str] | None = None
+    intro_prefix: str = ""
+    intro_error: str | None = None
+    redis_url: str | None = None
+    redis_error: str | None = None
+    tmpdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bg-bench-")))
+
+    def intro_token(self) -> str:
+        return self.intro_prefix + secrets.token_urlsafe(24)
+
+
+def issue_token(store: Any, token: str, apis: tuple[str, ...] = APIS, ttl: float = 3600.0) -> str:
+    """Create a key and store `token` for it, bound to 127.0.0.1; return the key id."""
+    from bearerguard.stores.base import TokenRecord
+    from bearerguard.tokens import token_digest
+
+    key, _secret = store.create_key(apis)
+    now = time.time()
+    store.put_token(
+        TokenRecord(
+            digest=token_digest(token),
+            key_id=key.key_id,
+            apis=frozenset(apis),
+            bound_ip=PEER[0],
+            issued_at=now,
+            ttl=ttl,
+            expires_at=now + ttl,
+        )
+    )
+    return str(key.key_id)
+
+
+Builder = Callable[[Env, Variant], Awaitable[Variant]]
+BUILDERS: list[tuple[str, str, str, str | None, bool, Builder]] = []
+
+
+def variant(
+    name: str, label: str, group: str, baseline: str | None, is_async: bool
+) -> Callable[[Builder], Builder]:
+    def deco(fn: Builder) -> Builder:
+        BUILDERS.append((name, label, group, baseline, is_async, fn))
+        return fn
+
+    return deco
