@@ -13,6 +13,7 @@ from ._types import ASGIApp, Receive, Scope, Send
 from .credentials import query_tokens
 from .errors import BackendUnavailable, Challenge
 from .flow import Allow, Decision, Guard, RequestFacts
+from .ratelimit import LimitedASGI, RateLimit, rate_limiter
 from .tokens import ANONYMOUS
 
 __all__ = ["BearerGuardMiddleware"]
@@ -32,8 +33,10 @@ class BearerGuardMiddleware:
     `backend` has `alookup` and/or `lookup` (a sync-only backend runs in a worker
     thread). `backend_timeout` (default 5 s) bounds each call to a backend that is not
     self-timed (the built-in ones bound their own calls: `bearerguard.backends.base`) and
-    `max_in_flight` (default 16) the calls outstanding at once. The other keyword
-    options are `Guard`'s.
+    `max_in_flight` (default 16) the calls outstanding at once. `rate_limit` (a
+    `bearerguard.ratelimit.RateLimit`, requests per second, or (rate, burst)) limits
+    each API key; 429 beyond it (shared through Redis with a `StoreBackend` over a
+    `RedisStore`, per process otherwise). The other keyword options are `Guard`'s.
 
     An allowed request carries its `Identity` in ``scope["bearerguard"]``, and in
     ``scope["user"]``/``scope["auth"]`` for Starlette's ``request.user`` and
@@ -53,9 +56,12 @@ class BearerGuardMiddleware:
         backend_timeout: float = 5.0,
         max_in_flight: int = 16,
         guard: Guard | None = None,
+        rate_limit: RateLimit | float | tuple[float, int] | None = None,
         **options: Any,
     ) -> None:
-        self.app = app
+        # rate_limit (bearerguard.ratelimit) wraps the app: nothing runs when unset.
+        self.limiter = rate_limiter(rate_limit, backend)
+        self.app = app if self.limiter is None else LimitedASGI(app, self.limiter)
         self.backend = backend
         self.guard = guard or Guard(**guard_options(backend, options))
         self._caller = AsyncCaller(

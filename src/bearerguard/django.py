@@ -61,6 +61,7 @@ from django.utils.module_loading import import_string
 from .asgi import BearerGuardMiddleware as _ASGIGuard
 from .errors import MISSING, Challenge, ConfigurationError, quote_param
 from .flow import Deny, Guard
+from .ratelimit import RateLimiter, Verdict
 from .tokens import Identity
 from .wsgi import WSGIBearerGuard
 
@@ -151,6 +152,15 @@ def challenge_response(challenge: Challenge, realm: str) -> HttpResponse:
     return response
 
 
+def _limited(limiter: RateLimiter, verdict: Verdict) -> HttpResponse:
+    """The ``RATE_LIMIT`` refusal (429) as a Django response."""
+    headers, body = limiter.refusal(verdict)
+    response = HttpResponse(body, status=429)
+    for name, value in headers:
+        response[name] = value
+    return response
+
+
 class BearerGuardMiddleware:
     """Django middleware: check the bearer token of every request (sync or async).
 
@@ -180,6 +190,7 @@ class BearerGuardMiddleware:
         except (ConfigurationError, TypeError) as exc:
             raise ImproperlyConfigured(f"settings.BEARERGUARD: {exc}") from exc
         self.guard: Guard = self.edge.guard
+        self.limiter = self.edge.limiter
         self._fast = not self.guard.query_token and self.guard.on_decision is None
 
     def __call__(self, request: HttpRequest) -> Any:
@@ -193,6 +204,10 @@ class BearerGuardMiddleware:
             if isinstance(decision, Deny):
                 return challenge_response(decision.challenge, self.guard.realm)
             identity = decision.identity
+        if self.limiter is not None and identity is not None:
+            verdict = self.limiter.check(identity.key_id)
+            if not verdict.allowed:
+                return _limited(self.limiter, verdict)
         self._attach(request, identity)
         return self.get_response(request)
 
@@ -204,6 +219,10 @@ class BearerGuardMiddleware:
             if isinstance(decision, Deny):
                 return challenge_response(decision.challenge, self.guard.realm)
             identity = decision.identity
+        if self.limiter is not None and identity is not None:
+            verdict = await self.limiter.acheck(identity.key_id)
+            if not verdict.allowed:
+                return _limited(self.limiter, verdict)
         self._attach(request, identity)
         response = self.get_response(request)
         return await cast("Awaitable[HttpResponseBase]", response)

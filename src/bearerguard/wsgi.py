@@ -10,6 +10,7 @@ from ._edge import SyncCaller, guard_options, wire_invalidations
 from .credentials import query_tokens
 from .errors import BackendUnavailable, Challenge, ConfigurationError
 from .flow import Allow, Decision, Guard, RequestFacts
+from .ratelimit import LimitedWSGI, RateLimit, rate_limiter
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -26,8 +27,9 @@ class WSGIBearerGuard:
 
     ``app.wsgi_app = WSGIBearerGuard(app.wsgi_app, backend=…, api="dns")``. `backend`
     needs a sync `lookup`; an async-only backend is refused here with
-    ConfigurationError. `backend_timeout` and `max_in_flight` bound backend calls as
-    in `BearerGuardMiddleware`; the other options are `Guard`'s (``token_format``
+    ConfigurationError. `backend_timeout` and `max_in_flight` bound backend calls and
+    `rate_limit` limits each API key, as in `BearerGuardMiddleware`; the other options
+    are `Guard`'s (``token_format``
     defaults to the backend's, as there).
 
     An allowed request carries its `Identity` in ``environ["bearerguard.identity"]``.
@@ -43,6 +45,7 @@ class WSGIBearerGuard:
         backend_timeout: float = 5.0,
         max_in_flight: int = 16,
         guard: Guard | None = None,
+        rate_limit: RateLimit | float | tuple[float, int] | None = None,
         **options: Any,
     ) -> None:
         lookup = getattr(backend, "lookup", None)
@@ -51,7 +54,9 @@ class WSGIBearerGuard:
                 f"{type(backend).__name__} has no sync lookup(token): WSGI cannot use an "
                 "async-only backend; give it a lookup method or use the ASGI middleware"
             )
-        self.app = app
+        # rate_limit (bearerguard.ratelimit) wraps the app: nothing runs when unset.
+        self.limiter = rate_limiter(rate_limit, backend)
+        self.app = app if self.limiter is None else LimitedWSGI(app, self.limiter)
         self.backend = backend
         self.guard = guard or Guard(**guard_options(backend, options))
         self._caller = SyncCaller(

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from .app import DEFAULT_MAX_BODY, create_app
-from .throttle import LoginThrottle
+from .throttle import LoginThrottle, SharedLoginThrottle
 
-__all__ = ["DEFAULT_MAX_BODY", "LoginThrottle", "create_app"]
+__all__ = ["DEFAULT_MAX_BODY", "LoginThrottle", "SharedLoginThrottle", "create_app"]

@@ -66,7 +66,7 @@ from .forms import (
     read_form,
 )
 from .store import ServiceStore
-from .throttle import LoginThrottle
+from .throttle import Throttle, default_throttle
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -125,7 +125,7 @@ class _Service:
         max_body: int,
         max_token_length: int,
         body_timeout: float,
-        throttle: LoginThrottle,
+        throttle: Throttle,
         realm: str,
         clock: Callable[[], float],
         metrics: ServiceMetrics,
@@ -309,7 +309,7 @@ def create_app(
     max_body: int = DEFAULT_MAX_BODY,
     max_token_length: int = DEFAULT_MAX_TOKEN_LENGTH,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
-    login_throttle: LoginThrottle | None = None,
+    login_throttle: Throttle | None = None,
     realm: str = "bearerguard",
     clock: Callable[[], float] = time.time,
     close_store: bool = False,
@@ -330,7 +330,8 @@ def create_app(
     middleware with that `max_token_length` accepts fits (H1). `body_timeout` bounds
     the time to receive a body (408 after), and headers beyond `MAX_HEADER_BYTES` get
     431. `login_throttle` slows down wrong secrets per key id and per source address
-    (default: 5 failures within 60 s, per process; the right secret always passes).
+    (default: 5 failures within 60 s, kept in Redis and so shared by every replica when
+    the store is Redis, per process otherwise; the right secret always passes).
     `clock` gives
     wall-clock seconds. With `close_store`, the store is closed on shutdown. `metrics`
     collects the service's counters (a fresh `ServiceMetrics` by default, at
@@ -363,7 +364,7 @@ def create_app(
         max_body=max_body,
         max_token_length=max_token_length,
         body_timeout=body_timeout,
-        throttle=login_throttle or LoginThrottle(),
+        throttle=login_throttle or default_throttle(store),
         realm=realm,
         clock=clock,
         metrics=metrics or ServiceMetrics(),

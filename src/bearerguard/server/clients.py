@@ -13,7 +13,7 @@ from ..metrics import ServiceMetrics
 from ..stores.base import KeyRecord, verify_secret
 from .forms import BadRequest, client_credentials, too_long
 from .store import ServiceStore
-from .throttle import LoginThrottle
+from .throttle import Throttle
 
 __all__ = ["ClientAuthenticator", "invalid_client"]
 
@@ -32,7 +32,7 @@ class ClientAuthenticator:
         self,
         store: ServiceStore,
         *,
-        throttle: LoginThrottle,
+        throttle: Throttle,
         metrics: ServiceMetrics,
         clock: Callable[[], float],
         resolver: ClientIPResolver,
@@ -70,7 +70,7 @@ class ClientAuthenticator:
                         raise invalid_client()
                 return key
         # A wrong guess. The same steps whether or not the key id exists (J).
-        wait = self.throttle.retry_after(creds.key_id, source)
+        wait = await self.throttle.awrong_guess(creds.key_id, source, known=key is not None)
         if wait is not None:
             self.metrics.throttled += 1
             logger.warning(
@@ -81,7 +81,6 @@ class ClientAuthenticator:
             raise BadRequest(
                 "invalid_client", "Too many failed attempts; try again later", 429, wait
             )
-        self.throttle.failed(creds.key_id, source, known=key is not None)
         self.metrics.login_failures += 1
         logger.info(
             "failed authentication for key %s from %s", _printable(creds.key_id), source or "?"

@@ -23,21 +23,54 @@ Failures are counted when an attempt completes: a burst of parallel attempts can
 the limit by as many as are in flight at once. (Secrets have 256 random bits; the
 throttle is a brake on noise and log spam, not the thing that makes guessing hopeless.)
 State lives in this process's memory: with several service processes each keeps its
-own count.
+own count: that is what `LoginThrottle` does.
+
+`SharedLoginThrottle` keeps the same two tables in Redis when the store is Redis, so N
+service replicas enforce one limit: each subject (an existing key id, a source address,
+an account name) is one Redis list of failure times under its own hash tag (each
+script touches one key, so it runs on Redis Cluster too), expiring `window` seconds
+after its last failure. Times come from the Redis server's clock, so replicas with
+skewed clocks agree. If Redis fails while a wrong guess is being recorded, the guess
+gets 503 ``temporarily_unavailable`` (it is refused either way, and nothing is heard
+from it); the right secret was checked before the throttle was asked, so a Redis
+failure can never turn it away. `default_throttle(store)` picks the shared throttle
+for a Redis store and the per-process one for any other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..errors import ConfigurationError
 
-__all__ = ["LoginThrottle"]
+__all__ = ["LoginThrottle", "SharedLoginThrottle", "Throttle", "default_throttle"]
+
+
+class Throttle(Protocol):
+    """What the auth service asks a throttle (per process or shared)."""
+
+    async def awrong_guess(
+        self, key_id: str | None, source: str | None = None, *, known: bool = True
+    ) -> int | None:
+        """A wrong guess: seconds to wait if throttled (not counted), else count it, None."""
+        ...
+
+
+class ScriptRunner(Protocol):
+    """A store that runs Lua scripts on Redis (`RedisStore`)."""
+
+    prefix: str
+
+    async def arun_script(self, lua: str, keys: list[str], args: list[str]) -> Any:
+        """Run `lua` with `keys` and `args`; StoreUnavailable when Redis fails."""
+        ...
 
 
 class _Window:
@@ -148,3 +181,113 @@ class LoginThrottle:
     def succeeded(self, key_id: str) -> None:
         """A right secret for `key_id`: nothing to do (a success clears no count)."""
         return None
+
+    async def awrong_guess(
+        self, key_id: str | None, source: str | None = None, *, known: bool = True
+    ) -> int | None:
+        """`retry_after`, and when it is None `failed`: the service's one call."""
+        wait = self.retry_after(key_id, source)
+        if wait is None:
+            self.failed(key_id, source, known=known)
+        return wait
+
+
+# KEYS[1] one subject's failure times, oldest first (ms); ARGV[1] 'wait' or 'add',
+# ARGV[2] max failures, ARGV[3] window (ms), ARGV[4] now (ms; '' = the server's clock).
+# 'wait' returns the ms before a wrong guess is heard again, or -1; 'add' appends now,
+# keeps the newest max failures, and lets the list expire a window after it. Times
+# older than the window are dropped first.
+_LUA_THROTTLE = """
+local now = tonumber(ARGV[4])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local window = tonumber(ARGV[3])
+local max = tonumber(ARGV[2])
+while true do
+  local first = redis.call('LINDEX', KEYS[1], 0)
+  if not first or tonumber(first) > now - window then break end
+  redis.call('LPOP', KEYS[1])
+end
+if ARGV[1] == 'add' then
+  redis.call('RPUSH', KEYS[1], string.format('%d', now))
+  redis.call('LTRIM', KEYS[1], -max, -1)
+  redis.call('PEXPIRE', KEYS[1], window)
+  return -1
+end
+if redis.call('LLEN', KEYS[1]) < max then return -1 end
+return tonumber(redis.call('LINDEX', KEYS[1], 0)) + window - now
+"""
+
+
+def throttle_key(prefix: str, table: str, kind: str, subject: str) -> str:
+    """Redis key of one throttled subject: its own hash tag, so one slot per script.
+
+    The subject appears only as a digest: key ids, account names and addresses of any
+    length or character make a key of fixed shape (and braces in a name cannot move
+    the hash tag).
+    """
+    digest = hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{prefix}:throttle:{table}:{kind}:{{{digest}}}"
+
+
+class SharedLoginThrottle:
+    """`LoginThrottle`'s rules with its tables in Redis, shared by every replica.
+
+    `store` is the service's `RedisStore`; `table` separates the ``/login`` throttle
+    (``"login"``) from the panel's sign-in throttle (``"panel"``). `clock` (seconds)
+    replaces the Redis server's clock, for tests only. Memory: one short list per
+    subject that failed in the last `window` seconds, each expiring on its own; made-up
+    key ids are never written (only their source is).
+    """
+
+    def __init__(
+        self,
+        store: ScriptRunner,
+        *,
+        table: str = "login",
+        max_failures: int = 5,
+        window: float = 60.0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if max_failures < 1 or not window >= 0.001:
+            raise ConfigurationError("login throttle needs max_failures >= 1 and window > 0")
+        self.store = store
+        self.table = table
+        self.max_failures = max_failures
+        self.window = float(window)
+        self._window_ms = str(math.ceil(self.window * 1000))
+        self._clock = clock
+
+    async def _run(self, mode: str, kind: str, subject: str) -> int:
+        now = "" if self._clock is None else str(int(self._clock() * 1000))
+        key = throttle_key(self.store.prefix, self.table, kind, subject)
+        args = [mode, str(self.max_failures), self._window_ms, now]
+        return int(await self.store.arun_script(_LUA_THROTTLE, [key], args))
+
+    async def awrong_guess(
+        self, key_id: str | None, source: str | None = None, *, known: bool = True
+    ) -> int | None:
+        """As `LoginThrottle.awrong_guess`; StoreUnavailable (503) if Redis fails."""
+        subjects: list[tuple[str, str]] = []
+        if key_id is not None and known:
+            subjects.append(("key", key_id))
+        if source:
+            subjects.append(("src", _source_name(source)))
+        waits = [w for w in [await self._run("wait", k, s) for k, s in subjects] if w >= 0]
+        if waits:
+            return max(1, math.ceil(max(waits) / 1000))
+        for kind, subject in subjects:
+            await self._run("add", kind, subject)
+        return None
+
+
+def default_throttle(store: object, table: str = "login") -> Throttle:
+    """The shared throttle for a store that runs Redis scripts, else a per-process one."""
+    if callable(getattr(store, "arun_script", None)) and isinstance(
+        getattr(store, "prefix", None), str
+    ):
+        shared: Any = store
+        return SharedLoginThrottle(shared, table=table)
+    return LoginThrottle()

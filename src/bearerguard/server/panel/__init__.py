@@ -20,8 +20,9 @@ Security (docs/design.md, "Accounts, keys and the control panel"):
   secret again;
 * every answer has a Content-Security-Policy without inline script and with
   ``frame-ancestors 'none'``, ``nosniff``, ``no-referrer`` and ``no-store``;
-* sign-in is throttled like ``/login`` (`LoginThrottle`, per account name): the right
-  password is always accepted, wrong guesses beyond the limit get 429;
+* sign-in is throttled like ``/login`` (per account name and per source address, shared
+  through Redis when the store is Redis, `default_throttle`): the right password is
+  always accepted, wrong guesses beyond the limit get 429;
 * templates are autoescaped (Jinja2), so key names and every other text are escaped;
 * a new secret is rendered into the one answer that creates it and kept nowhere else:
   not in a cookie, not in the session, not in a log line.
@@ -55,7 +56,7 @@ from ...stores.accounts import (
 )
 from ...tokens import token_digest
 from ..forms import BadRequest
-from ..throttle import LoginThrottle
+from ..throttle import default_throttle
 
 if TYPE_CHECKING:
     from ..app import _Service
@@ -144,7 +145,7 @@ class _Panel:
         self.store = service.store
         self.secure = secure_cookies
         self.api_url = api_url
-        self.throttle = LoginThrottle()
+        self.throttle = default_throttle(service.store.store, table="panel")
         self._checks = asyncio.Semaphore(_PASSWORD_CHECKS)
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"),
@@ -248,7 +249,7 @@ class _Panel:
             ok = await asyncio.to_thread(verify_password, account, password)
         source = self.service.client_ip(request)
         if not ok:
-            wait = self.throttle.retry_after(name, source)
+            wait = await self.throttle.awrong_guess(name, source, known=account is not None)
             if wait is not None:
                 self.service.metrics.throttled += 1
                 response = await self.signin_page(
@@ -256,13 +257,11 @@ class _Panel:
                 )
                 response.headers["Retry-After"] = str(wait)
                 return response
-            self.throttle.failed(name, source, known=account is not None)
             logger.info("failed panel sign-in from %s", source or "?")
             return await self.signin_page(
                 request, error="Wrong account name or password.", status=401
             )
         assert account is not None
-        self.throttle.succeeded(name)
         # A new session id at every sign-in; any session this browser had ends.
         old = request.cookies.get(SESSION_COOKIE, "")
         if old and len(old) <= 128:

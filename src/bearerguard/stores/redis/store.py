@@ -343,6 +343,21 @@ class RedisStore(AsyncFace):
 
         return unsubscribe
 
+    # -- scripts of the shared limits (server.throttle, ratelimit) ---------------------
+    def run_script(self, lua: str, keys: list[str], args: list[str]) -> Any:
+        """Run a Lua script of another part, atomically; StoreUnavailable if Redis fails.
+
+        Every key the script touches must be in `keys`, all in one hash slot.
+        """
+        with self._errors("script"):
+            return self._client.register_script(lua)(keys=keys, args=args)
+
+    async def arun_script(self, lua: str, keys: list[str], args: list[str]) -> Any:
+        """`run_script` on this event loop's async client."""
+        with self._errors("script"):
+            client, _ = self._aclient()
+            return await client.register_script(lua)(keys=keys, args=args)
+
     # -- lifecycle --------------------------------------------------------------------
     def ping(self) -> None:
         with self._errors("ping"):
