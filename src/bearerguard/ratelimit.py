@@ -59,6 +59,8 @@ __all__ = [
 
 logger = logging.getLogger("bearerguard")
 
+_SLACK = 1e-9
+
 POLICY = "per-key"
 """The policy's name in ``RateLimit-Policy`` and ``RateLimit``."""
 
@@ -136,7 +138,8 @@ def gcra(tat: float | None, now: float, limit: RateLimit) -> tuple[float | None,
     base = now if tat is None or tat < now else tat
     new_tat = base + t
     allow_at = new_tat - limit.burst * t
-    if now < allow_at:
+    # A nanosecond of slack: burst * t - t is not exactly (burst - 1) * t in floats.
+    if allow_at - now > _SLACK:
         return None, Verdict(False, 0, allow_at - now)
     return new_tat, Verdict(True, int((now - allow_at) / t + 1e-9), 0.0)
 
@@ -156,8 +159,8 @@ local tat = tonumber(redis.call('GET', KEYS[1]))
 if not tat or tat < now then tat = now end
 local new_tat = tat + t
 local allow_at = new_tat - burst * t
-if now < allow_at then return {0, 0, math.ceil(allow_at - now)} end
-redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now))
+if allow_at - now > 0.000001 then return {0, 0, math.ceil(allow_at - now)} end
+redis.call('SET', KEYS[1], string.format('%.6f', new_tat), 'PX', math.ceil(new_tat - now))
 return {1, math.floor((now - allow_at) / t + 1e-9), 0}
 """
 
