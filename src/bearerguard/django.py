@@ -32,7 +32,8 @@ zero-argument factory; unset: `bearerguard.config.from_env`, whose trusted proxi
 used unless ``TRUSTED_PROXIES`` is given), ``USER`` (bool), and the keyword options of
 `Guard` and the middleware in upper case (``API``, ``PUBLIC_PATHS``,
 ``TRUSTED_PROXIES``, ``REALM``, ``CACHE_TTL``, ``BACKEND_TIMEOUT``, …). Public paths
-match ``request.path_info`` (without a ``SCRIPT_NAME`` prefix).
+match ``request.path_info`` (without a ``SCRIPT_NAME`` prefix). ``RATE_LIMIT``
+(`bearerguard.ratelimit`) answers 429 to an API key over its rate, before the view runs.
 
 Django REST framework (``BearerGuardAuthentication``, ``HasAPI``, imported from here
 but loaded only when used)::

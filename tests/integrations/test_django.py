@@ -134,3 +134,17 @@ def test_api_key_user_has_no_django_permissions(store: MemoryStore) -> None:
     assert (user.username, user.pk, str(user)) == ("k1", "k1", "k1")
     assert not user.has_perm("auth.add_user")
     assert not user.has_module_perms("auth")
+
+
+def test_rate_limit_setting_gives_429_with_the_fields(
+    django_harness: Make, store: MemoryStore
+) -> None:
+    tok = issue(store, ("dns",))
+    h = django_harness(StoreBackend(store), rate_limit=(0.01, 2))
+    assert [h.get("/dns/zones", bearer(tok.token)).status_code for _ in range(2)] == [200, 200]
+    r = h.get("/dns/zones", bearer(tok.token))
+    assert r.status_code == 429 and r.json()["error"] == "rate_limited"
+    assert r.headers["retry-after"] == "100"
+    assert r.headers["ratelimit"] == '"per-key";r=0;t=100'
+    assert r.headers["ratelimit-policy"] == '"per-key";q=2;w=200'
+    assert h.calls.count == 2
