@@ -23,7 +23,8 @@ Security: tokens are 256-bit random strings stored only as SHA-256 digests, boun
 the address that obtained them (resolved with `ClientIPResolver`, so proxy trust is
 configured in one place), and slide: each use moves expiry to ``now + token_ttl``.
 Wrong secrets are throttled per existing key id and per source address (`LoginThrottle`,
-or `SharedLoginThrottle` in Redis when the store is Redis: 5 failures within 60 s, then a wrong guess gets 429 with ``Retry-After``);
+or `SharedLoginThrottle` in Redis when the store is Redis: 5 failures within 60 s,
+then a wrong guess gets 429 with ``Retry-After``);
 the right secret is checked on every attempt and always accepted, so nobody can lock
 a key's owner out (H3). Bodies are read with a hard size limit (on ``/introspect`` and
 ``/revoke`` large enough for any token the middleware accepts, H1) and parsed
