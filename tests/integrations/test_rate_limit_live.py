@@ -20,7 +20,7 @@ from bearerguard.ratelimit import RateLimit, RateLimiter
 from bearerguard.stores import SQLiteStore
 from bearerguard.stores.redis import RedisStore
 from helpers import FakeClock, issue
-from integration_support import ExampleServer, bearer, free_port
+from integration_support import ExampleServer, RawWebSocket, bearer, free_port, served_asgi
 from redis_server import RedisServer
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -158,3 +158,31 @@ def test_a_failing_redis_degrades_to_counting_in_the_process(
         dead.close()
     warnings = [r for r in caplog.records if "counting in this process" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_websockets_over_the_limit_are_refused_before_accept() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    from bearerguard import BearerGuardMiddleware, StoreBackend
+    from bearerguard.stores import MemoryStore
+
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text(websocket.user.display_name)
+        await websocket.close()
+
+    store = MemoryStore()
+    who = issue(store)
+    app = BearerGuardMiddleware(
+        Starlette(routes=[WebSocketRoute("/ws", ws)]),
+        backend=StoreBackend(store),
+        rate_limit=(0.01, 1),
+    )
+    with served_asgi(app) as port:
+        with RawWebSocket(port, "/ws", bearer(who.token)) as sock:
+            assert sock.status == 101
+            assert sock.frame() == (0x1, who.key_id.encode())
+        with RawWebSocket(port, "/ws", bearer(who.token)) as sock:
+            assert sock.status == 429  # the denial response: no upgrade
