@@ -122,7 +122,7 @@ class APIKeyUser:
         return f"APIKeyUser({self.key_id!r})"
 
 
-def _resolve_backend(value: object) -> object:
+def _resolve_backend(value: Any) -> Any:
     if isinstance(value, str):
         value = import_string(value)
         if callable(value) and not hasattr(value, "lookup") and not hasattr(value, "alookup"):
@@ -130,8 +130,12 @@ def _resolve_backend(value: object) -> object:
     return value
 
 
-def _options(conf: Mapping[str, Any]) -> tuple[object, dict[str, Any]]:
-    """(backend, keyword options) from ``settings.BEARERGUARD``."""
+def _options(conf: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """(backend, keyword options) from ``settings.BEARERGUARD``.
+
+    Settings are untyped: the middlewares check the backend's faces and the options
+    when they are built, and a bad one becomes ImproperlyConfigured.
+    """
     options = {k.lower(): v for k, v in conf.items() if k not in _LOCAL}
     if "BACKEND" in conf:
         return _resolve_backend(conf["BACKEND"]), options

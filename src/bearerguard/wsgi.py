@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._edge import SyncCaller, guard_options, wire_invalidations
 from .credentials import query_tokens
@@ -13,6 +13,10 @@ from .flow import Allow, Decision, Guard, RequestFacts
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from typing_extensions import Unpack
+
+    from .backends.base import TokenBackend
+    from .options import MiddlewareOptions
 
 __all__ = ["WSGIBearerGuard"]
 
@@ -39,11 +43,11 @@ class WSGIBearerGuard:
         self,
         app: WSGIApplication,
         *,
-        backend: object,
+        backend: TokenBackend,
         backend_timeout: float = 5.0,
         max_in_flight: int = 16,
         guard: Guard | None = None,
-        **options: Any,
+        **options: Unpack[MiddlewareOptions],
     ) -> None:
         lookup = getattr(backend, "lookup", None)
         if not callable(lookup):

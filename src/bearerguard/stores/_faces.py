@@ -1,4 +1,5 @@
-"""How a sync store method becomes its async twin: written once, for every store.
+"""The one face adapter: how a sync method gets its async twin, and how to close
+whatever faces an object has. Written once, for every store, backend and config.
 
 A store with no I/O (memory) answers inline; a store whose calls block (SQLite) runs
 them in a worker thread so the event loop never waits on them::
@@ -10,6 +11,10 @@ them in a worker thread so the event loop never waits on them::
 The twin calls the method by name on the instance, so it always runs what
 ``store.get_key`` is at call time, as a hand-written ``return self.get_key(...)`` did.
 mypy sees the twin's exact signature, returning an awaitable of the same type.
+
+Code that holds a store or backend of unknown faces closes it with `close` (its sync
+face, if any) or ``await aclose(obj)`` (its async face if it has one, so async clients
+close on their own loop, else its sync face).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-__all__ = ["inline", "threaded"]
+__all__ = ["aclose", "close", "inline", "threaded"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -53,3 +58,19 @@ def inline(method: _Sync[S, P, R]) -> _Async[S, P, R]:
 def threaded(method: _Sync[S, P, R]) -> _Async[S, P, R]:
     """The async twin of `method` that runs it in a worker thread (`asyncio.to_thread`)."""
     return _twin(method, in_thread=True)
+
+
+def close(obj: object) -> None:
+    """Call ``obj.close()`` if `obj` has one."""
+    method = getattr(obj, "close", None)
+    if callable(method):
+        method()
+
+
+async def aclose(obj: object) -> None:
+    """Await ``obj.aclose()`` if `obj` has one, else call its ``close()`` (if any)."""
+    method = getattr(obj, "aclose", None)
+    if callable(method):
+        await method()
+    else:
+        close(obj)
