@@ -151,7 +151,7 @@ class TracedGuard(Guard):
     ) -> Generator[Lookup, TokenInfo | None, Decision]:
         """`Guard.authenticate` inside a ``bearerguard.authenticate`` span.
 
-        While the driver asks the backend, that span is the current one, so the
+        While the adapter asks the backend, that span is the current one, so the
         backend's span is its child.
         """
         span = self.tracer.start_span(DECISION_SPAN, kind=SpanKind.INTERNAL)
@@ -168,7 +168,7 @@ class TracedGuard(Guard):
                 ctx_token = otel_context.attach(trace.set_span_in_context(span))
                 try:
                     answer = yield step
-                except BackendUnavailable as exc:  # what drivers throw in
+                except BackendUnavailable as exc:  # what adapters throw in
                     thrown = exc
                 finally:
                     otel_context.detach(ctx_token)

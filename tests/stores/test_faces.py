@@ -1,11 +1,13 @@
-"""The face adapter: how a sync store method becomes its async twin (stores/_faces.py)."""
+"""The face adapter (stores/_faces.py): async twins of sync methods, and closing any faces."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 
-from bearerguard.stores import MemoryStore, SQLiteStore
+import pytest
+
+from bearerguard.stores import MemoryStore, SQLiteStore, _faces
 from bearerguard.stores._faces import inline, threaded
 
 
@@ -41,3 +43,39 @@ def test_store_twins_are_named_as_async_methods() -> None:
     assert MemoryStore.aget_key.__name__ == "aget_key"
     assert SQLiteStore.atouch_token.__qualname__ == "SQLiteStore.atouch_token"
     assert asyncio.iscoroutinefunction(MemoryStore.aclose)
+
+
+class _Closable:
+    """Records which of its faces were closed; has only the faces it is given."""
+
+    def __init__(self, faces: str) -> None:
+        self.closed: list[str] = []
+        if "sync" in faces.split():
+            self.close = lambda: self.closed.append("close")
+        if "async" in faces.split():
+
+            async def aclose() -> None:
+                self.closed.append("aclose")
+
+            self.aclose = aclose
+
+
+@pytest.mark.parametrize(
+    ("faces", "by_close", "by_aclose"),
+    [
+        ("sync", ["close"], ["close"]),
+        ("async", [], ["aclose"]),
+        ("sync async", ["close"], ["aclose"]),
+        ("", [], []),
+    ],
+    ids=["sync face only", "async face only", "both faces", "nothing to close"],
+)
+def test_close_and_aclose_use_the_faces_an_object_has(
+    faces: str, by_close: list[str], by_aclose: list[str]
+) -> None:
+    obj = _Closable(faces)
+    _faces.close(obj)
+    assert obj.closed == by_close
+    obj = _Closable(faces)
+    asyncio.run(_faces.aclose(obj))
+    assert obj.closed == by_aclose

@@ -114,7 +114,7 @@ class SQLiteStore:
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
-        """Translate driver errors at one boundary: all become StoreUnavailable."""
+        """Translate sqlite3 errors at one boundary: all become StoreUnavailable."""
         try:
             yield
         except sqlite3.Error as exc:
