@@ -24,7 +24,7 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-__all__ = ["aclose", "close", "inline", "threaded"]
+__all__ = ["aclose", "by_store", "close", "inline", "threaded"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -34,13 +34,13 @@ _Sync = Callable[Concatenate[S, P], R]
 _Async = Callable[Concatenate[S, P], Coroutine[Any, Any, R]]
 
 
-def _twin(method: _Sync[S, P, R], in_thread: bool) -> _Async[S, P, R]:
+def _twin(method: _Sync[S, P, R], in_thread: Callable[[S], bool]) -> _Async[S, P, R]:
     name = method.__name__
 
     @functools.wraps(method)
     async def face(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         call: Callable[P, R] = getattr(self, name)
-        if in_thread:
+        if in_thread(self):
             return await asyncio.to_thread(call, *args, **kwargs)
         return call(*args, **kwargs)
 
@@ -52,12 +52,18 @@ def _twin(method: _Sync[S, P, R], in_thread: bool) -> _Async[S, P, R]:
 
 def inline(method: _Sync[S, P, R]) -> _Async[S, P, R]:
     """The async twin of `method` that calls it directly (for stores without I/O)."""
-    return _twin(method, in_thread=False)
+    return _twin(method, lambda _: False)
 
 
 def threaded(method: _Sync[S, P, R]) -> _Async[S, P, R]:
     """The async twin of `method` that runs it in a worker thread (`asyncio.to_thread`)."""
-    return _twin(method, in_thread=True)
+    return _twin(method, lambda _: True)
+
+
+def by_store(method: _Sync[S, P, R]) -> _Async[S, P, R]:
+    """The async twin of `method`: in a worker thread when the store's ``blocking``
+    attribute is true (its calls wait on I/O), inline otherwise."""
+    return _twin(method, lambda store: getattr(store, "blocking", False) is True)
 
 
 def close(obj: object) -> None:
