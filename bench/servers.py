@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -60,7 +61,7 @@ class RedisServer:
                 "--save", "", "--appendonly", "no", "--protected-mode", "no",
             ])
             # fmt: on
-            if self.proc.wait_for(lambda: redis_pong(HOST, port), timeout):
+            if self.proc.wait_for(functools.partial(redis_pong, HOST, port), timeout):
                 return
             last = self.proc.tail()
             self.proc.stop()

@@ -107,7 +107,7 @@ class Process:
         self.args = list(args)
         self._log = tempfile.TemporaryFile(prefix="bearerguard-proc-")  # noqa: SIM115  (closed in stop())
         self._output: str | None = None
-        self.popen = subprocess.Popen(
+        self.popen = subprocess.Popen(  # noqa: S603  (our own argv, never a shell)
             self.args,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
