@@ -52,7 +52,7 @@ soak: $(STAMP)
 figures: $(STAMP)
 	rm -f $(VENV)/figures.jsonl
 	BEARERGUARD_FIGURES=$(CURDIR)/$(VENV)/figures.jsonl $(BIN)/pytest -q -p no:cacheprovider tests/reliability
-	$(BIN)/python tests/reliability/report.py $(VENV)/figures.jsonl
+	PYTHONPATH=. $(BIN)/python tests/reliability/report.py $(VENV)/figures.jsonl
 	$(BIN)/python tests/reliability/hostile_report.py $(VENV)/figures.jsonl
 	$(BIN)/python -m bench.report
 

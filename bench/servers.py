@@ -2,86 +2,49 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
+from tools.processes import Process, find_redis_server, redis_pong
+from tools.processes import free_port as _free_port
+
+__all__ = ["HOST", "ROOT", "Proc", "RedisServer", "find_redis_server", "free_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
-sys.path.insert(0, str(ROOT / "tests"))
-from redis_server import find_redis_server  # noqa: E402  (the tests' own choice of binary)
-
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    return _free_port(HOST)
 
 
-def _pong(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            s.settimeout(0.5)
-            return s.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
+class Proc(Process):
+    """A bench server: a `Process` in its own session and temporary directory.
 
-
-class Proc:
-    """A child process we started, stopped by its own pid only."""
+    The checkout is on its ``PYTHONPATH`` (so ``bench.…:app`` imports) and `env` adds
+    to ours; `stop` also removes the directory.
+    """
 
     def __init__(self, args: Sequence[str], *, env: dict[str, str] | None = None) -> None:
-        self.args = list(args)
         self.dir = Path(tempfile.mkdtemp(prefix="bearerguard-bench-"))
-        self.log = self.dir / "server.log"
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT), *filter(None, [full_env.get("PYTHONPATH")])]
         )
         full_env.update(env or {})
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                self.args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=str(self.dir),
-                env=full_env,
-                start_new_session=True,
-            )
+        super().__init__(args, env=full_env, cwd=str(self.dir), new_session=True)
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self) -> str:
+    def stop(self, timeout: float = 10.0) -> int:
         try:
-            return self.log.read_text(errors="replace")[-800:]
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        else:
-            self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+            return super().stop(timeout)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class RedisServer:
@@ -91,27 +54,15 @@ class RedisServer:
         binary = find_redis_server()
         last = ""
         for _ in range(5):
-            self.port = free_port()
-            self.proc = Proc(
-                [
-                    binary,
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    HOST,
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--protected-mode",
-                    "no",
-                ]
-            )
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and self.proc.alive():
-                if _pong(self.port):
-                    return
-                time.sleep(0.02)
+            self.port = port = free_port()
+            # fmt: off
+            self.proc = Proc([
+                binary, "--port", str(port), "--bind", HOST,
+                "--save", "", "--appendonly", "no", "--protected-mode", "no",
+            ])
+            # fmt: on
+            if self.proc.wait_for(functools.partial(redis_pong, HOST, port), timeout):
+                return
             last = self.proc.tail()
             self.proc.stop()
         raise RuntimeError(f"redis-server did not start: {last}")
@@ -126,16 +77,10 @@ class RedisServer:
 
 def wait_http(proc: Proc, url: str, timeout: float = 30.0) -> None:
     """Poll `url` until it answers (any status) or `proc` dies; RuntimeError then."""
-    deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2.0, trust_env=False) as client:
-        while time.monotonic() < deadline:
-            if not proc.alive():
-                raise RuntimeError(f"server exited: {proc.tail()}")
-            try:
-                client.get(url)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.05)
+    if proc.wait_for_http(url, timeout, status=None):
+        return
+    if not proc.alive():
+        raise RuntimeError(f"server exited: {proc.tail()}")
     proc.stop()
     raise RuntimeError(f"server did not answer at {url} within {timeout:g}s")
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -17,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tools.processes import Process, free_port
 
 from bearerguard.errors import Challenge
 from helpers import SECRETS
@@ -54,13 +52,6 @@ def assert_challenge(
 
 
 # -- example apps as real servers -----------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class ExampleServer:
     """An example app under a real server (uvicorn or gunicorn) as a subprocess."""
 
@@ -69,47 +60,24 @@ class ExampleServer:
     ) -> None:
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in stop())
         full_env = {
             k: v for k, v in os.environ.items() if not k.startswith(("BEARERGUARD_", "FORWARDED"))
         }
         full_env.update(env, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
-            list(cmd),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=full_env,
-            cwd=str(cwd),
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited early:\n{self.stop()}")
-                try:
-                    if client.get(self.base_url + "/health").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start:\n{self.stop()}")
-                time.sleep(0.05)
+        self._process = Process(cmd, env=full_env, cwd=str(cwd))
+        self.proc = self._process.popen
+        self._stopped = False
+        if not self._process.wait_for_http(self.base_url + "/health", START_TIMEOUT):
+            how = "exited early" if not self._process.alive() else "did not start"
+            raise RuntimeError(f"server {how}:\n{self.stop()}")
 
     def stop(self) -> str:
-        """Stop the server; return its output after checking it holds no secret."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=STOP_TIMEOUT)
-        if self._log.closed:
+        """Stop the server; return its output (once) after checking it holds no secret."""
+        self._process.stop(STOP_TIMEOUT)
+        if self._stopped:
             return ""
-        self._log.seek(0)
-        out = self._log.read().decode("utf-8", "replace")
-        self._log.close()
+        self._stopped = True
+        out = self._process.output
         assert not [s for s in SECRETS if s in out], "a token or secret in the server's output"
         return out
 

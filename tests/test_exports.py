@@ -30,6 +30,8 @@ MODULES = [
     "bearerguard.backends.jwt",
     "bearerguard.backends.chain",
     "bearerguard.resource",
+    "bearerguard.options",
+    "bearerguard.stores.local",
 ]
 
 

@@ -7,14 +7,8 @@ when the page was edited by hand or the figures file changed without the page.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-RELIABILITY = Path(__file__).resolve().parent / "reliability"
-if str(RELIABILITY) not in sys.path:
-    sys.path.insert(0, str(RELIABILITY))
-
-import report  # noqa: E402
+import report  # tests/reliability/report.py
 
 
 def test_reliability_page_matches_the_committed_figures() -> None:

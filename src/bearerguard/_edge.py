@@ -20,7 +20,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -366,11 +366,11 @@ class AsyncCaller:
             self._threaded.close()
 
 
-def guard_options(backend: object, options: dict[str, Any]) -> dict[str, Any]:
+def guard_options(backend: object, options: Mapping[str, Any]) -> dict[str, Any]:
     """`Guard` options for `backend`: ``token_format`` from the backend unless given (H2)."""
     if "token_format" not in options:
-        options = {**options, "token_format": getattr(backend, "token_format", None)}
-    return options
+        return {**options, "token_format": getattr(backend, "token_format", None)}
+    return dict(options)
 
 
 def wire_invalidations(backend: object, guard: Guard) -> Callable[[], None] | None:

@@ -6,7 +6,7 @@ touched, so streaming works as without us.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ._edge import AsyncCaller, guard_options, wire_invalidations
 from ._types import ASGIApp, Receive, Scope, Send
@@ -15,6 +15,12 @@ from .errors import BackendUnavailable, Challenge
 from .flow import Allow, Decision, Guard, RequestFacts
 from .ratelimit import LimitedASGI, RateLimit, rate_limiter
 from .tokens import ANONYMOUS
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .backends.base import AsyncTokenBackend, TokenBackend
+    from .options import MiddlewareOptions
 
 __all__ = ["BearerGuardMiddleware"]
 
@@ -52,12 +58,12 @@ class BearerGuardMiddleware:
         self,
         app: ASGIApp,
         *,
-        backend: object,
+        backend: TokenBackend | AsyncTokenBackend,
         backend_timeout: float = 5.0,
         max_in_flight: int = 16,
         guard: Guard | None = None,
         rate_limit: RateLimit | float | tuple[float, int] | None = None,
-        **options: Any,
+        **options: Unpack[MiddlewareOptions],
     ) -> None:
         # rate_limit (bearerguard.ratelimit) wraps the app: nothing runs when unset.
         self.limiter = rate_limiter(rate_limit, backend)

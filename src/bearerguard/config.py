@@ -38,7 +38,6 @@ import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 
@@ -57,13 +56,15 @@ from ._shell import (
     one_line,
     redact_url,
 )
+from .backends.base import DualBackend
 from .backends.chain import ChainBackend
 from .backends.introspection import IntrospectionBackend
 from .backends.store import StoreBackend
 from .clientip import ClientIPResolver
 from .errors import BearerGuardError, ConfigurationError
+from .options import GuardOptions
 from .resource import ResourceMetadata
-from .stores import open_store
+from .stores import _faces, open_store
 
 __all__ = ["DEFAULT_STORE", "ENV_VARS", "EnvSettings", "from_env"]
 
@@ -92,7 +93,7 @@ class EnvSettings:
     ``store <url>``; never a secret). Call `close()` / ``await aclose()`` at shutdown.
     """
 
-    backend: Any
+    backend: DualBackend
     trusted_proxies: tuple[str, ...] = ()
     source: str = field(default="", compare=False)
     audience: str | None = None
@@ -100,13 +101,13 @@ class EnvSettings:
     token_format: str = ""  # "": the backend's default; "bearerguard" or "any"
 
     @property
-    def options(self) -> dict[str, Any]:
+    def options(self) -> GuardOptions:
         """Keyword options for `BearerGuardMiddleware` / `WSGIBearerGuard` / `Guard`.
 
         ``token_format`` is there only when ``BEARERGUARD_TOKEN_FORMAT`` is set;
         otherwise the middleware takes the backend's own default.
         """
-        options: dict[str, Any] = {"trusted_proxies": self.trusted_proxies}
+        options: GuardOptions = {"trusted_proxies": self.trusted_proxies}
         if self.audience is not None:
             options["audience"] = self.audience
         if self.resource_metadata is not None:
@@ -117,17 +118,11 @@ class EnvSettings:
 
     def close(self) -> None:
         """Release the backend's connections (sync face)."""
-        close = getattr(self.backend, "close", None)
-        if callable(close):
-            close()
+        _faces.close(self.backend)
 
     async def aclose(self) -> None:
         """Release the backend's connections, async clients included."""
-        aclose = getattr(self.backend, "aclose", None)
-        if callable(aclose):
-            await aclose()
-        else:
-            self.close()
+        await _faces.aclose(self.backend)
 
 
 def _get(environ: Mapping[str, str], name: str) -> str:
@@ -188,6 +183,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> EnvSettings:
             for b in backend.backends
             if isinstance(b, IntrospectionBackend)
         ]
+    # Without an issuer, _other_backend always selects one (the store by default).
+    assert backend is not None
     metadata = None
     if resource is not None:
         try:
@@ -199,13 +196,13 @@ def from_env(environ: Mapping[str, str] | None = None) -> EnvSettings:
 
 
 def _close(backend: object) -> None:
-    close = getattr(backend, "close", None)
-    if callable(close):
-        with contextlib.suppress(Exception):
-            close()
+    with contextlib.suppress(Exception):
+        _faces.close(backend)
 
 
-def _other_backend(environ: Mapping[str, str], *, default_store: bool) -> tuple[Any, str] | None:
+def _other_backend(
+    environ: Mapping[str, str], *, default_store: bool
+) -> tuple[DualBackend, str] | None:
     """Introspection or the store, as the variables say; None when they say neither."""
     env = environ
     intro = {name: _get(env, name) for name in (INTROSPECTION_URL, CLIENT_ID, CLIENT_SECRET)}
@@ -218,7 +215,7 @@ def _other_backend(environ: Mapping[str, str], *, default_store: bool) -> tuple[
             )
         url = intro[INTROSPECTION_URL]
         try:
-            backend: Any = IntrospectionBackend(url, intro[CLIENT_ID], intro[CLIENT_SECRET])
+            backend: DualBackend = IntrospectionBackend(url, intro[CLIENT_ID], intro[CLIENT_SECRET])
         except ConfigurationError as exc:
             raise ConfigurationError(f"{INTROSPECTION_URL}: {exc}") from None
         return backend, f"introspection {url}"

@@ -6,6 +6,8 @@ import re
 from collections.abc import Sequence
 from urllib.parse import unquote_plus
 
+from .errors import RequestError
+
 __all__ = ["DEFAULT_MAX_TOKEN_LENGTH", "MalformedCredentials", "extract_token", "query_tokens"]
 
 DEFAULT_MAX_TOKEN_LENGTH = 4096
@@ -16,7 +18,7 @@ _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +(.*)", re.DOTALL)
 
 
-class MalformedCredentials(ValueError):
+class MalformedCredentials(RequestError, ValueError):
     """The request's credentials are present but unusable: RFC 6750 ``invalid_request``."""
 
 

@@ -19,9 +19,9 @@ views.py::
     def zones(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"key_id": request.bearerguard.key_id})
 
-The middleware decides every request before Django routes it, with the adapters'
-drivers: the sync chain runs `WSGIBearerGuard`'s, the async chain (ASGI Django with
-async-capable middleware around it) `BearerGuardMiddleware`'s, so a sync Django process
+The middleware decides every request before Django routes it, through one of the two
+adapters: the sync chain through `WSGIBearerGuard`, the async chain (ASGI Django with
+async-capable middleware around it) through `BearerGuardMiddleware`, so a sync Django process
 never starts an event loop and an async one never blocks it. Refusals are the same
 RFC 6750 answers (status, JSON body, ``WWW-Authenticate``) as every other adapter.
 An allowed request carries its `Identity` in ``request.bearerguard`` (None on a public
@@ -124,7 +124,7 @@ class APIKeyUser:
         return f"APIKeyUser({self.key_id!r})"
 
 
-def _resolve_backend(value: object) -> object:
+def _resolve_backend(value: Any) -> Any:
     if isinstance(value, str):
         value = import_string(value)
         if callable(value) and not hasattr(value, "lookup") and not hasattr(value, "alookup"):
@@ -132,8 +132,12 @@ def _resolve_backend(value: object) -> object:
     return value
 
 
-def _options(conf: Mapping[str, Any]) -> tuple[object, dict[str, Any]]:
-    """(backend, keyword options) from ``settings.BEARERGUARD``."""
+def _options(conf: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """(backend, keyword options) from ``settings.BEARERGUARD``.
+
+    Settings are untyped: the middlewares check the backend's faces and the options
+    when they are built, and a bad one becomes ImproperlyConfigured.
+    """
     options = {k.lower(): v for k, v in conf.items() if k not in _LOCAL}
     if "BACKEND" in conf:
         return _resolve_backend(conf["BACKEND"]), options
@@ -183,15 +187,15 @@ class BearerGuardMiddleware:
             backend, options = _options(conf)
             if self.is_async:
                 markcoroutinefunction(self)
-                self.edge: _ASGIGuard | WSGIBearerGuard = _ASGIGuard(
+                self.adapter: _ASGIGuard | WSGIBearerGuard = _ASGIGuard(
                     _unreachable_asgi, backend=backend, **options
                 )
             else:
-                self.edge = WSGIBearerGuard(_unreachable_wsgi, backend=backend, **options)
+                self.adapter = WSGIBearerGuard(_unreachable_wsgi, backend=backend, **options)
         except (ConfigurationError, TypeError) as exc:
             raise ImproperlyConfigured(f"settings.BEARERGUARD: {exc}") from exc
-        self.guard: Guard = self.edge.guard
-        self.limiter = self.edge.limiter
+        self.guard: Guard = self.adapter.guard
+        self.limiter = self.adapter.limiter
         self._fast = not self.guard.query_token and self.guard.on_decision is None
 
     def __call__(self, request: HttpRequest) -> Any:
@@ -200,8 +204,8 @@ class BearerGuardMiddleware:
         meta = request.META
         identity = self._cached(meta)
         if identity is None:
-            assert isinstance(self.edge, WSGIBearerGuard)
-            decision = self.edge.decide(_environ(request))
+            assert isinstance(self.adapter, WSGIBearerGuard)
+            decision = self.adapter.decide(_environ(request))
             if isinstance(decision, Deny):
                 return challenge_response(decision.challenge, self.guard.realm)
             identity = decision.identity
@@ -215,8 +219,8 @@ class BearerGuardMiddleware:
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
         identity = self._cached(request.META)
         if identity is None:
-            assert isinstance(self.edge, _ASGIGuard)
-            decision = await self.edge.decide(_scope(request))
+            assert isinstance(self.adapter, _ASGIGuard)
+            decision = await self.adapter.decide(_scope(request))
             if isinstance(decision, Deny):
                 return challenge_response(decision.challenge, self.guard.realm)
             identity = decision.identity
@@ -247,7 +251,7 @@ class BearerGuardMiddleware:
 
     def close(self) -> None:
         """Stop listening for revocations and release worker threads."""
-        self.edge.close()
+        self.adapter.close()
 
 
 def _environ(request: HttpRequest) -> dict[str, Any]:

@@ -3,9 +3,18 @@
 Exceptions::
 
     BearerGuardError
-    ├── BackendUnavailable   a backend failed transiently (timeout, refused, garbage):
-    │                        the request gets 503, or a stale cache entry if allowed
-    └── ConfigurationError   bad options, raised at construction, never per request
+    ├── BackendUnavailable           a backend failed transiently (timeout, refused,
+    │   │                            garbage): the request gets 503, or a stale cache
+    │   │                            entry if allowed
+    │   └── StoreUnavailable         (stores.base) a store's I/O failed
+    ├── ConfigurationError           bad options, raised at construction, never per
+    │                                request (also a ValueError)
+    └── RequestError                 the request as sent cannot be served; caught where
+        │                            it is parsed and answered with a 4xx, never a 500
+        ├── MalformedCredentials     (credentials) RFC 6750 ``invalid_request``: 400
+        │                            (also a ValueError)
+        └── BadRequest               (server.forms) the auth service's RFC 6749 §5.2
+                                     error code and status
 
 A refusal is not an exception: it is a `Challenge`, rendered once for both adapters as
 an RFC 6750 §3 ``WWW-Authenticate`` header plus a JSON body.
@@ -22,6 +31,7 @@ __all__ = [
     "BearerGuardError",
     "Challenge",
     "ConfigurationError",
+    "RequestError",
     "log_safe",
     "quote_param",
 ]
@@ -37,6 +47,10 @@ class BackendUnavailable(BearerGuardError):
 
 class ConfigurationError(BearerGuardError, ValueError):
     """Options that cannot work; raised when the middleware or backend is built."""
+
+
+class RequestError(BearerGuardError):
+    """A request that cannot be served as sent; the code that parses it answers 4xx."""
 
 
 def _check_quotable(value: str) -> None:

@@ -46,6 +46,10 @@ from .wsgi import WSGIBearerGuard
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
+    from typing_extensions import Unpack
+
+    from .backends.base import TokenBackend
+    from .options import AdapterOptions
 
 __all__ = ["BearerGuard", "current_identity", "get_identity", "require_api"]
 
@@ -82,12 +86,11 @@ class BearerGuard:
         self,
         app: Flask | None = None,
         *,
-        backend: object,
-        api: str | None = None,
-        **options: Any,
+        backend: TokenBackend,
+        **options: Unpack[AdapterOptions],
     ) -> None:
         self.backend = backend
-        self.api = api
+        self.api = options.get("api")
         self.options = options
         if app is not None:
             self.init_app(app)
@@ -99,7 +102,6 @@ class BearerGuard:
         middleware = WSGIBearerGuard(
             cast("WSGIApplication", app.wsgi_app),
             backend=self.backend,
-            api=self.api,
             **self.options,
         )
         app.wsgi_app = middleware  # type: ignore[method-assign]

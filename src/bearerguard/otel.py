@@ -40,7 +40,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Generator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -50,6 +50,12 @@ from . import __version__
 from .errors import BackendUnavailable
 from .flow import Allow, Decision, Guard, Lookup, RequestFacts
 from .tokens import Identity, TokenInfo, fingerprint, token_key
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .backends.base import AsyncTokenBackend, TokenBackend
+    from .options import GuardOptions
 
 __all__ = [
     "BACKEND_LATENCY",
@@ -121,7 +127,9 @@ class TracedGuard(Guard):
     Takes `Guard`'s keyword options, plus `tracer_provider` (default: the global one).
     """
 
-    def __init__(self, *, tracer_provider: TracerProvider | None = None, **options: Any) -> None:
+    def __init__(
+        self, *, tracer_provider: TracerProvider | None = None, **options: Unpack[GuardOptions]
+    ) -> None:
         super().__init__(**options)
         self.tracer = _tracer(tracer_provider)
 
@@ -143,7 +151,7 @@ class TracedGuard(Guard):
     ) -> Generator[Lookup, TokenInfo | None, Decision]:
         """`Guard.authenticate` inside a ``bearerguard.authenticate`` span.
 
-        While the driver asks the backend, that span is the current one, so the
+        While the adapter asks the backend, that span is the current one, so the
         backend's span is its child.
         """
         span = self.tracer.start_span(DECISION_SPAN, kind=SpanKind.INTERNAL)
@@ -160,7 +168,7 @@ class TracedGuard(Guard):
                 ctx_token = otel_context.attach(trace.set_span_in_context(span))
                 try:
                     answer = yield step
-                except BackendUnavailable as exc:  # what drivers throw in
+                except BackendUnavailable as exc:  # what adapters throw in
                     thrown = exc
                 finally:
                     otel_context.detach(ctx_token)
@@ -193,7 +201,12 @@ class TracedBackend:
     lookup: Callable[[str], Any]
     alookup: Callable[[str], Any]
 
-    def __init__(self, backend: object, *, tracer_provider: TracerProvider | None = None) -> None:
+    def __init__(
+        self,
+        backend: TokenBackend | AsyncTokenBackend,
+        *,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self.backend = backend
         self.tracer = _tracer(tracer_provider)
         name = type(backend).__name__

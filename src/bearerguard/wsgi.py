@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._edge import SyncCaller, guard_options, wire_invalidations
 from .credentials import query_tokens
@@ -14,6 +14,10 @@ from .ratelimit import LimitedWSGI, RateLimit, rate_limiter
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from typing_extensions import Unpack
+
+    from .backends.base import TokenBackend
+    from .options import MiddlewareOptions
 
 __all__ = ["WSGIBearerGuard"]
 
@@ -41,12 +45,12 @@ class WSGIBearerGuard:
         self,
         app: WSGIApplication,
         *,
-        backend: object,
+        backend: TokenBackend,
         backend_timeout: float = 5.0,
         max_in_flight: int = 16,
         guard: Guard | None = None,
         rate_limit: RateLimit | float | tuple[float, int] | None = None,
-        **options: Any,
+        **options: Unpack[MiddlewareOptions],
     ) -> None:
         lookup = getattr(backend, "lookup", None)
         if not callable(lookup):

@@ -9,8 +9,10 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
+import pytest
 
 from adapter_harness import AppCalls, flask_app, starlette_app
 from bearerguard import BearerGuardMiddleware, StoreBackend, TokenInfo, WSGIBearerGuard
@@ -39,59 +41,45 @@ class SlowCounting:
         return self.inner.lookup(token)
 
 
-def test_200_concurrent_async_requests_make_one_call() -> None:
+class SyncOnly:
+    """`SlowCounting` with its sync face only: the ASGI middleware runs it in a thread."""
+
+    def __init__(self, inner: SlowCounting) -> None:
+        self.inner = inner
+
+    def lookup(self, token: str) -> TokenInfo | None:
+        return self.inner.lookup(token)
+
+
+async def whoami_all(mw: BearerGuardMiddleware, tokens: list[str]) -> list[int]:
+    """GET /whoami once per token in `tokens`, all at once; the statuses in order."""
+    transport = httpx.ASGITransport(app=mw, client=("127.0.0.1", 5555))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        rs = await asyncio.gather(
+            *(c.get("/whoami", headers={"Authorization": f"Bearer {t}"}) for t in tokens)
+        )
+    return [r.status_code for r in rs]
+
+
+@pytest.mark.parametrize(
+    ("sync_only", "n", "options"),
+    [(False, 200, {"max_in_flight": 4}), (True, 50, {})],
+    ids=["async face, 200 requests", "sync-only backend in a worker thread, 50 requests"],
+)
+def test_concurrent_asgi_requests_make_one_call(
+    sync_only: bool, n: int, options: dict[str, Any]
+) -> None:
     store = MemoryStore()
     tok = issue(store, ("dns",))
-    backend = SlowCounting(store)
+    counting = SlowCounting(store)
+    backend = SyncOnly(counting) if sync_only else counting
     calls = AppCalls()
-    mw = BearerGuardMiddleware(starlette_app(calls), backend=backend, max_in_flight=4)
-
-    async def main() -> list[int]:
-        transport = httpx.ASGITransport(app=mw, client=("127.0.0.1", 5555))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            rs = await asyncio.gather(
-                *(
-                    c.get("/whoami", headers={"Authorization": f"Bearer {tok.token}"})
-                    for _ in range(200)
-                )
-            )
-        return [r.status_code for r in rs]
-
-    statuses = asyncio.run(main())
+    mw = BearerGuardMiddleware(starlette_app(calls), backend=backend, **options)
+    statuses = asyncio.run(whoami_all(mw, [tok.token] * n))
     mw.close()
-    assert statuses == [200] * 200
-    assert backend.calls == 1
-    assert calls.count == 200
-
-
-def test_sync_only_backend_under_asgi_single_flight() -> None:
-    store = MemoryStore()
-    tok = issue(store, ("dns",))
-
-    class SyncOnly:
-        def __init__(self) -> None:
-            self.inner = SlowCounting(store)
-
-        def lookup(self, token: str) -> TokenInfo | None:
-            return self.inner.lookup(token)
-
-    backend = SyncOnly()
-    mw = BearerGuardMiddleware(starlette_app(AppCalls()), backend=backend)
-
-    async def main() -> list[int]:
-        transport = httpx.ASGITransport(app=mw, client=("127.0.0.1", 5555))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            rs = await asyncio.gather(
-                *(
-                    c.get("/whoami", headers={"Authorization": f"Bearer {tok.token}"})
-                    for _ in range(50)
-                )
-            )
-        return [r.status_code for r in rs]
-
-    assert asyncio.run(main()) == [200] * 50
-    mw.close()
-    assert backend.inner.calls == 1
+    assert statuses == [200] * n
+    assert counting.calls == 1
+    assert calls.count == n
 
 
 def test_50_threads_make_one_call() -> None:
@@ -123,20 +111,7 @@ def test_different_tokens_are_not_merged() -> None:
     toks = [issue(store, ("dns",)) for _ in range(3)]
     backend = SlowCounting(store, delay=0.05)
     mw = BearerGuardMiddleware(starlette_app(AppCalls()), backend=backend)
-
-    async def main() -> list[int]:
-        transport = httpx.ASGITransport(app=mw, client=("127.0.0.1", 5555))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            rs = await asyncio.gather(
-                *(
-                    c.get("/whoami", headers={"Authorization": f"Bearer {t.token}"})
-                    for t in toks
-                    for _ in range(10)
-                )
-            )
-        return [r.status_code for r in rs]
-
-    assert asyncio.run(main()) == [200] * 30
+    assert asyncio.run(whoami_all(mw, [t.token for t in toks for _ in range(10)])) == [200] * 30
     mw.close()
     assert backend.calls == 3
 

@@ -19,23 +19,7 @@ import pytest
 from introspection_support import Harness, ServedApp, new_token, wait_until
 
 from bearerguard.backends import IntrospectionBackend
-from helpers import remember_secret
 from live_service import LiveService
-
-
-def login(svc: LiveService, key_id: str, secret: str, ip: str = "127.0.0.1") -> str:
-    """Obtain a token with the client-credentials grant, from local address `ip`."""
-    transport = httpx.HTTPTransport(local_address=ip)
-    with httpx.Client(transport=transport, timeout=10) as c:
-        r = c.post(
-            svc.base_url + "/login",
-            data={"grant_type": "client_credentials"},
-            auth=(key_id, secret),
-        )
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["token_type"].lower() == "bearer"
-    return remember_secret(body["access_token"])
 
 
 def introspections(svc: LiveService) -> int:
@@ -80,7 +64,7 @@ def test_valid_unknown_wrong_ip_and_wrong_api(live: Live, serve: Callable[..., S
     vps_id, vps_secret = svc.create_key(["vps"])
     app = serve(live.backend(), api="dns")
 
-    tok = login(svc, dns_id, dns_secret)
+    tok = svc.token(dns_id, dns_secret)
     r = app.get("/whoami", tok)
     assert r.status_code == 200
     assert r.json() == {"key_id": dns_id, "apis": ["dns"]}
@@ -91,14 +75,14 @@ def test_valid_unknown_wrong_ip_and_wrong_api(live: Live, serve: Callable[..., S
     assert 'error="invalid_token"' in r.headers["www-authenticate"]
 
     # issued to 127.0.0.2, presented from 127.0.0.1 (and the other way round)
-    tok2 = login(svc, dns_id, dns_secret, ip="127.0.0.2")
+    tok2 = svc.token(dns_id, dns_secret, "127.0.0.2")
     assert app.get("/whoami", tok2, ip="127.0.0.2").status_code == 200
     r = app.get("/whoami", tok2, ip="127.0.0.1")
     assert r.status_code == 401
     assert "address" in r.json()["error_description"]
     assert app.get("/whoami", tok, ip="127.0.0.2").status_code == 401
 
-    vps_tok = login(svc, vps_id, vps_secret)
+    vps_tok = svc.token(vps_id, vps_secret)
     r = app.get("/dns/zones", vps_tok)
     assert r.status_code == 403
     assert 'error="insufficient_scope"' in r.headers["www-authenticate"]
@@ -116,14 +100,14 @@ def test_revoked_token_and_key(live: Live, serve: Callable[..., ServedApp]) -> N
     app = serve(live.backend(), cache_ttl=1.0, touch_interval=0.5)
 
     # revoked before first use (RFC 7009 /revoke by the owning key)
-    tok = login(svc, key_id, secret)
+    tok = svc.token(key_id, secret)
     with httpx.Client(timeout=10) as c:
         r = c.post(svc.base_url + "/revoke", data={"token": tok}, auth=(key_id, secret))
     assert r.status_code == 200
     assert app.get("/whoami", tok).status_code == 401
 
     # in use and cached, then the whole key is revoked: refused within the cache lifetime
-    tok = login(svc, key_id, secret)
+    tok = svc.token(key_id, secret)
     assert app.get("/whoami", tok).status_code == 200
     assert svc.revoke_key(key_id)
     revoked_at = time.monotonic()
@@ -134,7 +118,7 @@ def test_revoked_token_and_key(live: Live, serve: Callable[..., ServedApp]) -> N
 def test_service_down_is_503_then_recovers(live: Live, serve: Callable[..., ServedApp]) -> None:
     svc = live.svc
     key_id, secret = svc.create_key(["dns"])
-    tok = login(svc, key_id, secret)
+    tok = svc.token(key_id, secret)
     app = serve(
         live.backend(connect_timeout=0.5, read_timeout=1.0, breaker_threshold=100),
         backend_timeout=5.0,
@@ -162,7 +146,7 @@ def test_steady_use_keeps_token_alive_and_idle_token_lapses(
 ) -> None:
     svc = short_lived.svc
     key_id, secret = svc.create_key(["dns"])
-    tok = login(svc, key_id, secret)
+    tok = svc.token(key_id, secret)
     app = serve(short_lived.backend())  # default cache: ttl 10 s, touch interval 5 s
     touch = app.mw.guard.cache.touch_interval
     assert touch == 5.0
@@ -189,7 +173,7 @@ def test_stampede_against_the_real_service() -> None:
     with LiveService(token_ttl=300, extra_args=["--access-log"]) as svc:
         live = Live(svc)
         key_id, secret = svc.create_key(["dns"])
-        tok = login(svc, key_id, secret)
+        tok = svc.token(key_id, secret)
         # 100 requests through the ASGI app in one event loop: all of them are in
         # flight before the one introspection call can answer.
         h = Harness("asgi", live.backend(), api="dns")

@@ -92,7 +92,7 @@ def test_drf_never_sees_a_bad_token(django_harness: Make, store: MemoryStore) ->
 
 def test_backend_from_a_dotted_path(django_harness: Make) -> None:
     h = django_harness("django_harness.memory_backend", public_paths=["/health"])  # a factory
-    assert isinstance(h.middleware.edge.backend, StoreBackend)
+    assert isinstance(h.middleware.adapter.backend, StoreBackend)
     assert h.get("/health").json() == {"status": "ok"}
     assert_challenge(h.get("/whoami", bearer("unknown")), 401, "invalid_token")
 
@@ -103,7 +103,7 @@ def test_backend_from_the_environment(
     monkeypatch.setenv("BEARERGUARD_STORE", "memory://")
     monkeypatch.setenv("BEARERGUARD_TRUSTED_PROXIES", "10.0.0.0/8")
     h = django_harness(None)
-    assert isinstance(h.middleware.edge.backend, StoreBackend)
+    assert isinstance(h.middleware.adapter.backend, StoreBackend)
     assert h.guard.resolver.enabled
     assert_challenge(h.get("/whoami"), 401, None)
 

@@ -9,28 +9,21 @@ from its parametrize marks, not copied). The rows that need an injected backend 
 from __future__ import annotations
 
 import http.client
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import test_contract  # tests/adapters: the table's module, as pytest names it
 
-ADAPTERS = str(Path(__file__).resolve().parents[1] / "adapters")
-if ADAPTERS not in sys.path:  # the table's module, as pytest names it when collecting it
-    sys.path.append(ADAPTERS)
-import test_contract  # noqa: E402
-
-from helpers import remember_secret  # noqa: E402
-from integration_support import (  # noqa: E402
+from integration_support import (
     ExampleServer,
     assert_challenge,
     bearer,
     django_gunicorn_example,
     django_uvicorn_example,
 )
-from live_service import LiveService  # noqa: E402
+from live_service import LiveService
 
 
 def table(test: Callable[..., Any]) -> list[Any]:
@@ -61,13 +54,7 @@ class Live:
         }
 
     def login(self, key: tuple[str, str], local: str = "127.0.0.1") -> str:
-        transport = httpx.HTTPTransport(local_address=local)
-        with httpx.Client(transport=transport, timeout=10) as c:
-            r = c.post(
-                self.svc.base_url + "/login", data={"grant_type": "client_credentials"}, auth=key
-            )
-        assert r.status_code == 200, r.text
-        return remember_secret(r.json()["access_token"])
+        return self.svc.token(*key, local)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -99,33 +100,34 @@ def test_no_token_401_and_bad_token_401(client: httpx.Client) -> None:
     )
 
 
-def test_require_api_on_a_blueprint_view(client: httpx.Client, store: MemoryStore) -> None:
-    dns = issue(store, ("dns",))
-    vps = issue(store, ("vps",))
-    r = client.get("/dns/zones", headers=bearer(dns.token))
+@pytest.mark.parametrize(
+    ("path", "api", "other", "body"),
+    [
+        ("/dns/zones", "dns", "vps", lambda key_id: {"zones": ["example.com"], "key_id": key_id}),
+        ("/vps/servers", "vps", "dns", lambda key_id: {"servers": ["web-1"]}),
+    ],
+    ids=["on a blueprint view", "on a whole blueprint"],
+)
+def test_require_api(
+    client: httpx.Client,
+    store: MemoryStore,
+    path: str,
+    api: str,
+    other: str,
+    body: Callable[[str], dict[str, Any]],
+) -> None:
+    allowed, refused = issue(store, (api,)), issue(store, (other,))
+    r = client.get(path, headers=bearer(allowed.token))
     assert r.status_code == 200
-    assert r.json() == {"zones": ["example.com"], "key_id": dns.key_id}
+    assert r.json() == body(allowed.key_id)
     assert_challenge(
-        client.get("/dns/zones", headers=bearer(vps.token)),
+        client.get(path, headers=bearer(refused.token)),
         403,
         "insufficient_scope",
-        scope="dns",
+        scope=api,
         realm="flask",
     )
-    assert_challenge(client.get("/dns/zones"), 401, None, realm="flask")
-
-
-def test_require_api_on_a_whole_blueprint(client: httpx.Client, store: MemoryStore) -> None:
-    dns = issue(store, ("dns",))
-    vps = issue(store, ("vps",))
-    assert client.get("/vps/servers", headers=bearer(vps.token)).json() == {"servers": ["web-1"]}
-    assert_challenge(
-        client.get("/vps/servers", headers=bearer(dns.token)),
-        403,
-        "insufficient_scope",
-        scope="vps",
-        realm="flask",
-    )
+    assert_challenge(client.get(path), 401, None, realm="flask")
 
 
 def test_require_api_on_a_public_path_fails_closed(client: httpx.Client) -> None:

@@ -54,9 +54,6 @@ def scaled(ci: int, soak: int) -> int:
 @functools.cache
 def _commit() -> str:
     """The commit the suites run at (``+uncommitted`` if src/, bench/ or tests/ differ)."""
-    root = str(HERE.parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)
     from bench.report import git_commit
 
     return git_commit()

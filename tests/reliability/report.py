@@ -40,9 +40,7 @@ _BLOCK = re.compile(r"(<!-- generated: ([\w-]+) -->\n)(.*?)(<!-- end generated -
 
 
 def _git_commit() -> str:
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from bench.report import git_commit
+    from bench.report import git_commit  # the checkout's root is on PYTHONPATH (Makefile)
 
     return git_commit()
 

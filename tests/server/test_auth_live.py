@@ -28,18 +28,6 @@ from helpers import remember_secret, require_tools
 from live_service import LiveService, free_port
 
 
-def login(svc: LiveService, key_id: str, secret: str, local_address: str | None = None) -> str:
-    transport = httpx.HTTPTransport(local_address=local_address)
-    with httpx.Client(transport=transport, timeout=10) as c:
-        r = c.post(
-            svc.base_url + "/login",
-            data={"grant_type": "client_credentials"},
-            auth=(key_id, secret),
-        )
-    assert r.status_code == 200, r.text
-    return remember_secret(r.json()["access_token"])
-
-
 def introspect(svc: LiveService, rs: tuple[str, str], token: str) -> dict[str, object]:
     r = httpx.post(svc.base_url + "/introspect", data={"token": token}, auth=rs, timeout=10)
     assert r.status_code == 200, r.text
@@ -191,8 +179,8 @@ def get_whoami(url: str, token: str, local_address: str) -> httpx.Response:
 def test_ip_binding_for_real(live: LiveService) -> None:
     key_id, secret = live.create_key(["dns"])
     rs = live.create_key(["x"], introspect=True)
-    t1 = login(live, key_id, secret, local_address="127.0.0.1")
-    t2 = login(live, key_id, secret, local_address="127.0.0.2")
+    t1 = live.token(key_id, secret, local_address="127.0.0.1")
+    t2 = live.token(key_id, secret, local_address="127.0.0.2")
     assert introspect(live, rs, t1)["ip"] == "127.0.0.1"
     assert introspect(live, rs, t2)["ip"] == "127.0.0.2"
     # A forged X-Forwarded-For changes nothing: no proxy is trusted (and uvicorn's own
@@ -224,8 +212,8 @@ def test_cli_key_revocation_kills_every_token(live: LiveService) -> None:
     key_id, secret = live.create_key(["dns"])
     other_id, other_secret = live.create_key(["dns"])
     rs = live.create_key(["x"], introspect=True)
-    tokens = [login(live, key_id, secret) for _ in range(3)]
-    other = login(live, other_id, other_secret)
+    tokens = [live.token(key_id, secret) for _ in range(3)]
+    other = live.token(other_id, other_secret)
     done = live.cli("keys", "revoke", key_id)
     assert done.returncode == 0, done.stderr
     for t in tokens:
@@ -248,7 +236,7 @@ def test_cli_key_revocation_kills_every_token(live: LiveService) -> None:
 def test_revoke_endpoint(live: LiveService) -> None:
     key_id, secret = live.create_key(["dns"])
     rs = live.create_key(["x"], introspect=True)
-    token = login(live, key_id, secret)
+    token = live.token(key_id, secret)
     r = httpx.post(live.base_url + "/revoke", data={"token": token}, auth=(key_id, secret))
     assert r.status_code == 200
     assert introspect(live, rs, token) == {"active": False}
@@ -260,7 +248,7 @@ def test_sliding_expiry_short_ttl(persistent_url: str) -> None:
     with LiveService(persistent_url, token_ttl=ttl) as live:
         key_id, secret = live.create_key(["dns"])
         rs = live.create_key(["x"], introspect=True)
-        token = login(live, key_id, secret)
+        token = live.token(key_id, secret)
         digest = token_digest(token)
         # Used every 0.5 s for more than twice the TTL: it never expires.
         start = time.monotonic()
@@ -287,7 +275,7 @@ def test_sliding_expiry_short_ttl(persistent_url: str) -> None:
 def test_tokens_survive_a_restart(live: LiveService) -> None:
     key_id, secret = live.create_key(["dns"])
     rs = live.create_key(["x"], introspect=True)
-    token = login(live, key_id, secret)
+    token = live.token(key_id, secret)
     port = live.port
     live.stop()
     with pytest.raises(httpx.TransportError):
@@ -308,7 +296,7 @@ def test_revoked_key_is_refused_by_a_running_cached_middleware(live: LiveService
     redis = live.store_url.startswith("redis")
     cache_ttl = 120.0 if redis else 2.0
     key_id, secret = live.create_key(["dns"])
-    token = login(live, key_id, secret)
+    token = live.token(key_id, secret)
     with protected_api(live.store_url, cache_ttl=cache_ttl) as api:
         assert get_whoami(api, token, "127.0.0.1").status_code == 200
         assert get_whoami(api, token, "127.0.0.1").status_code == 200  # cached now

@@ -1,12 +1,16 @@
-"""The face adapter: how a sync store method becomes its async twin (stores/_faces.py)."""
+"""The face adapter (stores/_faces.py): async twins of sync methods, and closing any faces."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
-from bearerguard.stores import MemoryStore, SQLiteStore
+import pytest
+
+from bearerguard.stores import MemoryStore, SQLiteStore, _faces
 from bearerguard.stores._faces import inline, threaded
+from bearerguard.stores.base import KeyRecord
 
 
 class _Probe:
@@ -39,5 +43,73 @@ def test_the_twin_calls_the_method_by_name_at_call_time() -> None:
 
 def test_store_twins_are_named_as_async_methods() -> None:
     assert MemoryStore.aget_key.__name__ == "aget_key"
-    assert SQLiteStore.atouch_token.__qualname__ == "SQLiteStore.atouch_token"
+    assert SQLiteStore.atouch_token.__qualname__.endswith(".atouch_token")
     assert asyncio.iscoroutinefunction(MemoryStore.aclose)
+
+
+@pytest.mark.parametrize(
+    ("store_class", "in_worker"),
+    [(MemoryStore, False), (SQLiteStore, True)],
+    ids=["memory: inline, no I/O", "SQLite: blocking, in a worker thread"],
+)
+def test_a_stores_async_face_runs_where_its_blocking_flag_says(
+    store_class: type[MemoryStore] | type[SQLiteStore], in_worker: bool, tmp_path: Path
+) -> None:
+    seen: list[int] = []
+
+    class Spy(store_class):  # type: ignore[valid-type,misc]
+        def get_key(self, key_id: str) -> KeyRecord | None:
+            seen.append(threading.get_ident())
+            result: KeyRecord | None = super().get_key(key_id)
+            return result
+
+    url = "memory://" if store_class is MemoryStore else f"sqlite:///{tmp_path / 'f.db'}"
+    store = Spy(url)
+    try:
+        key, _ = store.create_key(["dns"])
+
+        async def main() -> int:
+            assert await store.aget_key(key.key_id) == key  # the twin calls Spy.get_key
+            return threading.get_ident()
+
+        loop_thread = asyncio.run(main())
+    finally:
+        store.close()
+    assert len(seen) == 1
+    assert (seen[0] != loop_thread) is in_worker
+
+
+class _Closable:
+    """Records which of its faces were closed; has only the faces it is given."""
+
+    def __init__(self, faces: str) -> None:
+        self.closed: list[str] = []
+        if "sync" in faces.split():
+            self.close = lambda: self.closed.append("close")
+        if "async" in faces.split():
+
+            async def aclose() -> None:
+                self.closed.append("aclose")
+
+            self.aclose = aclose
+
+
+@pytest.mark.parametrize(
+    ("faces", "by_close", "by_aclose"),
+    [
+        ("sync", ["close"], ["close"]),
+        ("async", [], ["aclose"]),
+        ("sync async", ["close"], ["aclose"]),
+        ("", [], []),
+    ],
+    ids=["sync face only", "async face only", "both faces", "nothing to close"],
+)
+def test_close_and_aclose_use_the_faces_an_object_has(
+    faces: str, by_close: list[str], by_aclose: list[str]
+) -> None:
+    obj = _Closable(faces)
+    _faces.close(obj)
+    assert obj.closed == by_close
+    obj = _Closable(faces)
+    asyncio.run(_faces.aclose(obj))
+    assert obj.closed == by_aclose

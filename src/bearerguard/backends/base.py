@@ -21,7 +21,13 @@ from typing import Protocol, runtime_checkable
 
 from ..tokens import Invalidation, TokenInfo
 
-__all__ = ["AsyncTokenBackend", "Invalidation", "InvalidationSource", "TokenBackend"]
+__all__ = [
+    "AsyncTokenBackend",
+    "DualBackend",
+    "Invalidation",
+    "InvalidationSource",
+    "TokenBackend",
+]
 
 
 @runtime_checkable
@@ -40,6 +46,11 @@ class AsyncTokenBackend(Protocol):
     async def alookup(self, token: str) -> TokenInfo | None:
         """Async face of `TokenBackend.lookup`."""
         ...
+
+
+@runtime_checkable
+class DualBackend(TokenBackend, AsyncTokenBackend, Protocol):
+    """A backend with both faces, as every built-in one has (usable by both middlewares)."""
 
 
 @runtime_checkable

@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from ..errors import ConfigurationError
+from ..stores import _faces
 from ..tokens import Invalidation, TokenInfo
 
 __all__ = ["ChainBackend", "accepts"]
@@ -104,19 +104,9 @@ class ChainBackend:
     def close(self) -> None:
         """Close every member (sync faces)."""
         for backend in self.backends:
-            _call(backend, "close")
+            _faces.close(backend)
 
     async def aclose(self) -> None:
         """Close every member, async clients on their loop."""
         for backend in self.backends:
-            aclose = getattr(backend, "aclose", None)
-            if callable(aclose):
-                await aclose()
-            else:
-                _call(backend, "close")
-
-
-def _call(obj: Any, name: str) -> None:
-    method = getattr(obj, name, None)
-    if callable(method):
-        method()
+            await _faces.aclose(backend)

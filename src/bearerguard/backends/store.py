@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from ..stores import _faces
 from ..stores.base import AsyncTokenStore, TokenStore
 from ..tokens import Invalidation, TokenInfo, token_digest
 
@@ -52,7 +53,4 @@ class StoreBackend:
 
     async def aclose(self) -> None:
         """Close the store from the event loop, so async clients close on their loop."""
-        if self._astore is not None:
-            await self._astore.aclose()
-        else:
-            self.store.close()
+        await _faces.aclose(self.store)

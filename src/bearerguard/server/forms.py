@@ -19,6 +19,8 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from starlette.requests import Request
 
+from ..errors import RequestError
+
 __all__ = [
     "MAX_AUTHORIZATION_LENGTH",
     "MAX_FIELDS",
@@ -54,7 +56,7 @@ _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 _BASIC = re.compile(r"[Bb][Aa][Ss][Ii][Cc] +([A-Za-z0-9+/]+=*) *")
 
 
-class BadRequest(Exception):
+class BadRequest(RequestError):
     """A request the service refuses: RFC 6749 §5.2 error code and description.
 
     A plain exception (not a frozen dataclass): frameworks set attributes such as

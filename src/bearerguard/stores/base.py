@@ -12,7 +12,7 @@ The auth service writes keys and tokens through a store; the middleware's
   record as it is;
 * `revoke_key` removes the key and every token of it, and announces an `Invalidation`
   to subscribers (other processes too, where the store can: Redis pub/sub);
-* every I/O failure is raised as `StoreUnavailable`, never as the driver's own error.
+* every I/O failure is raised as `StoreUnavailable`, never as the client library's own error.
 """
 
 from __future__ import annotations

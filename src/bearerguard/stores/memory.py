@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 
 from ..tokens import Invalidation
-from ._faces import inline
 from .accounts import AccountRecord, SessionRecord
 from .base import (
     KeyRecord,
-    LocalSubscribers,
     TokenRecord,
-    new_key,
     page_of,
     rotated,
 )
+from .local import LocalStore
 
 __all__ = ["MemoryStore"]
 
@@ -25,7 +23,7 @@ _SWEEP_EVERY = 60.0
 _SWEEP_MIN = 1024
 
 
-class MemoryStore:
+class MemoryStore(LocalStore):
     """A thread-safe store held in dicts; both faces, no I/O.
 
     Subscribers are called synchronously, in the revoking thread. Expired tokens are
@@ -35,33 +33,20 @@ class MemoryStore:
     """
 
     def __init__(self, url: str = "memory://") -> None:
+        super().__init__()
         self.url = url
         self._lock = threading.Lock()
         self._keys: dict[str, KeyRecord] = {}
         self._tokens: dict[str, TokenRecord] = {}
         self._accounts: dict[str, AccountRecord] = {}
         self._sessions: dict[str, SessionRecord] = {}
-        self._subscribers = LocalSubscribers()
         self._last_sweep = time.monotonic()
         self._sweep_at = _SWEEP_MIN
 
-    # -- keys -------------------------------------------------------------------------
-    def create_key(
-        self,
-        apis: Iterable[str],
-        *,
-        introspect: bool = False,
-        now: float | None = None,
-        account: str = "",
-        name: str = "",
-        expires_at: float | None = None,
-    ) -> tuple[KeyRecord, str]:
-        record, secret = new_key(
-            apis, introspect=introspect, now=now, account=account, name=name, expires_at=expires_at
-        )
+    # -- keys (create_key: KeyMaker) --------------------------------------------------
+    def _add_key(self, record: KeyRecord) -> None:
         with self._lock:
             self._keys[record.key_id] = record
-        return record, secret
 
     def get_key(self, key_id: str) -> KeyRecord | None:
         with self._lock:
@@ -201,25 +186,8 @@ class MemoryStore:
             self._subscribers.announce(Invalidation("token", digest))
         return found
 
-    # -- invalidations ----------------------------------------------------------------
-    def subscribe(self, callback: Callable[[Invalidation], None]) -> Callable[[], None]:
-        """Call `callback` for revocations made through this store, in the revoking thread."""
-        return self._subscribers.subscribe(callback)
-
     def ping(self) -> None:
         return None
 
     def close(self) -> None:
         return None
-
-    # -- async face: no I/O, so the same calls, inline --------------------------------
-    acreate_key = inline(create_key)
-    aget_key = inline(get_key)
-    alist_keys = inline(list_keys)
-    arevoke_key = inline(revoke_key)
-    aput_token = inline(put_token)
-    atouch_token = inline(touch_token)
-    aget_token = inline(get_token)
-    arevoke_token = inline(revoke_token)
-    aping = inline(ping)
-    aclose = inline(close)

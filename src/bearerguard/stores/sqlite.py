@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
 from ..errors import ConfigurationError
 from ..tokens import Invalidation
-from ._faces import inline, threaded
 from .accounts import AccountRecord, SessionRecord
 from .base import (
     KeyRecord,
-    LocalSubscribers,
     StoreUnavailable,
     TokenRecord,
-    new_key,
     parse_key_cursor,
     rotated,
 )
+from .local import LocalStore
 from .sqlite_conn import Connections, sqlite_path
 from .sqlite_schema import (
     ABSENT_KEY_ROW,
@@ -58,7 +56,7 @@ __all__ = ["SQLiteStore", "sqlite_path"]
 _PURGE_EVERY = 60.0
 
 
-class SQLiteStore:
+class SQLiteStore(LocalStore):
     """A store in one SQLite file; both faces (the async one runs in worker threads).
 
     ``SQLiteStore("sqlite:///bearerguard.db", busy_timeout=5.0)``. The file and its
@@ -77,15 +75,18 @@ class SQLiteStore:
     Use Redis when revocations must reach running middlewares at once.
     """
 
+    #: Every call waits on the file: the async face runs them in worker threads.
+    blocking = True
+
     def __init__(self, url: str, *, busy_timeout: float = 5.0) -> None:
         if not busy_timeout >= 0:
             raise ConfigurationError("busy_timeout must be a non-negative number of seconds")
+        super().__init__()
         self.url = url
         self.path = sqlite_path(url)
         self._connections = Connections(self.path, float(busy_timeout))
         self._closed = False
         self._last_purge = 0.0
-        self._subscribers = LocalSubscribers()
         with self._errors("open"):
             conn = self._conn()
             self._exec_script(conn)
@@ -114,7 +115,7 @@ class SQLiteStore:
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
-        """Translate driver errors at one boundary: all become StoreUnavailable."""
+        """Translate sqlite3 errors at one boundary: all become StoreUnavailable."""
         try:
             yield
         except sqlite3.Error as exc:
@@ -122,23 +123,10 @@ class SQLiteStore:
         except (ValueError, TypeError) as exc:  # a row we cannot read: garbage
             raise StoreUnavailable(f"SQLite store {what} returned bad data") from exc
 
-    # -- keys -------------------------------------------------------------------------
-    def create_key(
-        self,
-        apis: Iterable[str],
-        *,
-        introspect: bool = False,
-        now: float | None = None,
-        account: str = "",
-        name: str = "",
-        expires_at: float | None = None,
-    ) -> tuple[KeyRecord, str]:
-        record, secret = new_key(
-            apis, introspect=introspect, now=now, account=account, name=name, expires_at=expires_at
-        )
+    # -- keys (create_key: KeyMaker) --------------------------------------------------
+    def _add_key(self, record: KeyRecord) -> None:
         with self._errors("create_key"):
             self._conn().execute(SQL_PUT_KEY, key_to_row(record))
-        return record, secret
 
     def rotate_key(
         self, key_id: str, *, grace: float, now: float | None = None
@@ -373,11 +361,6 @@ class SQLiteStore:
             self._subscribers.announce(Invalidation("token", digest))
         return found
 
-    # -- invalidations ----------------------------------------------------------------
-    def subscribe(self, callback: Callable[[Invalidation], None]) -> Callable[[], None]:
-        """Call `callback` for revocations made through this store object (see class doc)."""
-        return self._subscribers.subscribe(callback)
-
     # -- lifecycle --------------------------------------------------------------------
     def ping(self) -> None:
         with self._errors("ping"):
@@ -387,16 +370,3 @@ class SQLiteStore:
         """Close every connection this store opened (in any thread)."""
         self._closed = True
         self._connections.close_all()
-
-    # -- async face: the same calls in a worker thread, so the loop never blocks -----
-    acreate_key = threaded(create_key)
-    aget_key = threaded(get_key)
-    alist_keys = threaded(list_keys)
-    arevoke_key = threaded(revoke_key)
-    aput_token = threaded(put_token)
-    atouch_token = threaded(touch_token)
-    aget_token = threaded(get_token)
-    arevoke_token = threaded(revoke_token)
-    aping = threaded(ping)
-    # Closing only flags the store and closes connections: no need for a thread.
-    aclose = inline(close)

@@ -1,0 +1,1 @@
+"""Development tools: mkdocs hooks and the child-process helper (`tools.processes`)."""
