@@ -39,8 +39,8 @@ import math
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from typing import Any, Literal, NamedTuple
 
 import httpx
 
@@ -111,6 +111,24 @@ class _TooLarge(Exception):
     pass
 
 
+class _Answer(NamedTuple):
+    """An attempt that got an answer (any status)."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+class _Failed(NamedTuple):
+    """An attempt that failed, and whether it had opened a new connection."""
+
+    exc: Exception
+    new_connection: bool
+
+
+_Reply = _Answer | _Failed
+
+
 def _read_limited(chunks: Iterator[bytes], limit: int) -> bytes:
     buf = bytearray()
     for chunk in chunks:
@@ -127,37 +145,6 @@ async def _aread_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
         if len(buf) > limit:
             raise _TooLarge
     return bytes(buf)
-
-
-class _RetryPlan:
-    """One lookup's retry bookkeeping, shared by both faces (no I/O, no waiting).
-
-    `timeouts()` gives the next attempt's httpx timeouts, or raises when the budget
-    is spent; `after(exc, trace)` gives the seconds to wait before retrying the
-    failure `exc`, or raises it as BackendUnavailable when it is not to be retried.
-    """
-
-    def __init__(self, backend: IntrospectionBackend, deadline: float) -> None:
-        self.backend = backend
-        self.deadline = deadline
-        self.attempt = 0
-        self.stale_retried = False
-
-    def timeouts(self) -> httpx.Timeout:
-        remaining = self.deadline - self.backend._clock()
-        if remaining <= 0:
-            raise BackendUnavailable(f"introspection budget of {self.backend.budget:g}s spent")
-        return self.backend._timeouts(remaining)
-
-    def after(self, exc: Exception, trace: _ConnTrace) -> float:
-        kind = classify_failure(exc, new_connection=trace.new_connection)
-        self.attempt += kind == "connect"
-        delay = self.backend._next_delay(kind, self.attempt, self.stale_retried, self.deadline)
-        if delay < 0:
-            raise self.backend._failure(exc) from exc
-        self.stale_retried |= kind == "stale"
-        logger.debug("introspection retry after %s", type(exc).__name__)
-        return delay
 
 
 def _positive(name: str, value: float) -> float:
@@ -277,32 +264,60 @@ class IntrospectionBackend:
     def __repr__(self) -> str:
         return f"IntrospectionBackend({self.url!r})"
 
-    # -- pieces shared by both faces -------------------------------------------------
+    # -- one lookup, written once for both faces ----------------------------------------
 
     def _timeouts(self, remaining: float) -> httpx.Timeout:
         rt = min(self.read_timeout, remaining)
         ct = min(self.connect_timeout, remaining)
         return httpx.Timeout(connect=ct, read=rt, write=rt, pool=ct)
 
-    def _admit(self) -> float:
-        """Pass the breaker or fail fast; return the lookup's deadline."""
+    def _flow(self) -> Generator[float | httpx.Timeout, _Reply, TokenInfo | None]:
+        """One lookup as a generator, no I/O and no waiting (httpx's `auth_flow` pattern).
+
+        Yields an `httpx.Timeout` for "send the request with these timeouts": the driver
+        sends back an `_Answer` or a `_Failed`. Yields a float for "wait this many
+        seconds, then go on" (`next`). Returns the token's `TokenInfo` or None.
+        Raises BackendUnavailable: breaker open, budget spent, a failure that is not
+        retried, or an answer that is not RFC 7662. The breaker hears exactly once how
+        the lookup went; a lookup abandoned half-way (`close()`) counts as a failure.
+        """
         if not self.breaker.acquire():
             raise BackendUnavailable(
                 f"introspection circuit open; next try in {self.breaker.retry_in():.1f}s"
             )
-        return self._clock() + self.budget
+        deadline = self._clock() + self.budget
+        attempt, stale_retried, ok = 0, False, False
+        try:
+            while True:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise BackendUnavailable(f"introspection budget of {self.budget:g}s spent")
+                reply = yield self._timeouts(remaining)
+                if isinstance(reply, _Answer):
+                    break
+                exc, new_connection = reply
+                kind = classify_failure(exc, new_connection=new_connection)
+                attempt += kind == "connect"
+                delay = self._next_delay(kind, attempt, stale_retried, deadline)
+                if delay < 0:
+                    raise self._failure(exc) from exc
+                stale_retried |= kind == "stale"
+                logger.debug("introspection retry after %s", type(exc).__name__)
+                if delay:
+                    yield delay
+            ok = reply.status < 500
+            return self._interpret(reply.status, reply.content_type, reply.body)
+        finally:
+            self._settle(ok)
 
     def _settle(self, ok: bool) -> None:
         """Tell the breaker how the call went: `ok` is "the service answered below 500"."""
+        before = self.breaker.state
         if ok:
-            before = self.breaker.state
             self.breaker.success()
             if before != "closed":
                 logger.info("introspection endpoint answers again: circuit closed")
-            return
-        before = self.breaker.state
-        after = self.breaker.failure()
-        if after == "open" and before != "open":
+        elif self.breaker.failure() == "open" and before != "open":
             logger.warning(
                 "introspection endpoint failing: circuit open, failing fast for %gs",
                 self.breaker.reset_after,
@@ -365,40 +380,36 @@ class IntrospectionBackend:
                 self._client = httpx.Client(**self._client_kwargs)
             return self._client
 
-    def _post(self, token: str, client_ip: str | None, deadline: float) -> tuple[int, str, bytes]:
-        client = self._sync_client()
-        form = introspection_form(token, client_ip)
-        plan = _RetryPlan(self, deadline)
-        while True:
-            trace = _ConnTrace()
-            try:
-                with client.stream(
-                    "POST",
-                    self.url,
-                    data=form,
-                    timeout=plan.timeouts(),
-                    extensions={"trace": trace},
-                ) as r:
-                    body = _read_limited(r.iter_bytes(), self.max_response_bytes)
-                    return r.status_code, r.headers.get("content-type", ""), body
-            except (httpx.HTTPError, _TooLarge) as exc:
-                delay = plan.after(exc, trace)
-            if delay:
-                time.sleep(delay)
+    def _send(self, client: httpx.Client, form: dict[str, str], timeout: httpx.Timeout) -> _Reply:
+        trace = _ConnTrace()
+        try:
+            with client.stream(
+                "POST", self.url, data=form, timeout=timeout, extensions={"trace": trace}
+            ) as r:
+                body = _read_limited(r.iter_bytes(), self.max_response_bytes)
+                return _Answer(r.status_code, r.headers.get("content-type", ""), body)
+        except (httpx.HTTPError, _TooLarge) as exc:
+            return _Failed(exc, trace.new_connection)
 
     def lookup(self, token: str, client_ip: str | None = None) -> TokenInfo | None:
         """Introspect `token` for a request from `client_ip`; None if inactive.
 
         Raises BackendUnavailable.
         """
-        deadline = self._admit()
-        ok = False
+        flow = self._flow()
         try:
-            status, ctype, body = self._post(token, client_ip, deadline)
-            ok = status < 500
-            return self._interpret(status, ctype, body)
+            step = next(flow)
+            client, form = self._sync_client(), introspection_form(token, client_ip)
+            while True:
+                if isinstance(step, float):
+                    time.sleep(step)
+                    step = next(flow)
+                else:
+                    step = flow.send(self._send(client, form, step))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
         finally:
-            self._settle(ok)
+            flow.close()
 
     def close(self) -> None:
         """Close the sync client's connections (the async client: `aclose`)."""
@@ -424,40 +435,38 @@ class IntrospectionBackend:
             self._aloop = loop
         return self._aclient
 
-    async def _apost(
-        self, token: str, client_ip: str | None, deadline: float
-    ) -> tuple[int, str, bytes]:
-        client = self._async_client()
-        form = introspection_form(token, client_ip)
-        plan = _RetryPlan(self, deadline)
-        while True:
-            trace = _ConnTrace()
-            try:
-                async with client.stream(
-                    "POST",
-                    self.url,
-                    data=form,
-                    timeout=plan.timeouts(),
-                    extensions={"trace": trace.acall},
-                ) as r:
-                    body = await _aread_limited(r.aiter_bytes(), self.max_response_bytes)
-                    return r.status_code, r.headers.get("content-type", ""), body
-            except (httpx.HTTPError, _TooLarge) as exc:
-                delay = plan.after(exc, trace)
-            if delay:
-                await asyncio.sleep(delay)
+    async def _asend(
+        self, client: httpx.AsyncClient, form: dict[str, str], timeout: httpx.Timeout
+    ) -> _Reply:
+        trace = _ConnTrace()
+        try:
+            async with client.stream(
+                "POST", self.url, data=form, timeout=timeout, extensions={"trace": trace.acall}
+            ) as r:
+                body = await _aread_limited(r.aiter_bytes(), self.max_response_bytes)
+                return _Answer(r.status_code, r.headers.get("content-type", ""), body)
+        except (httpx.HTTPError, _TooLarge) as exc:
+            return _Failed(exc, trace.new_connection)
 
     async def alookup(self, token: str, client_ip: str | None = None) -> TokenInfo | None:
-        """Async face of `lookup`; never blocks the event loop."""
-        deadline = self._admit()
-        ok = False
+        """Async face of `lookup`; never blocks the event loop.
+
+        A cancelled call (the caller's deadline) counts as a failure for the breaker.
+        """
+        flow = self._flow()
         try:
-            status, ctype, body = await self._apost(token, client_ip, deadline)
-            ok = status < 500
-            return self._interpret(status, ctype, body)
+            step = next(flow)
+            client, form = self._async_client(), introspection_form(token, client_ip)
+            while True:
+                if isinstance(step, float):
+                    await asyncio.sleep(step)
+                    step = next(flow)
+                else:
+                    step = flow.send(await self._asend(client, form, step))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
         finally:
-            # A cancelled call (the caller's deadline) counts as a failure too.
-            self._settle(ok)
+            flow.close()
 
     async def aclose(self) -> None:
         """Close the async client (from its event loop) and the sync client."""
