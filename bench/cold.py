@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(env.tmpdir, ignore_errors=True)
     for name, r in result["ratios"].items():
         print(
-            f"{name:30} {r['median_us'] or 0:8.1f} µs  over bare {r['overhead_over_bare_us'] or 0:7.1f}"
+            f"{name:30} {r['median_us'] or 0:8.1f} µs"
+            f"  over bare {r['overhead_over_bare_us'] or 0:7.1f}"
             f"  raw {r['raw_us'] or 0:7.1f}  vs raw {r['vs_raw_overhead'] or 0:.3f}",
             file=sys.stderr,
         )

@@ -34,13 +34,16 @@ cannot open it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import math
 import random
 import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from typing import Any, Literal, NamedTuple
+from urllib.parse import urlencode
 
 import httpx
 
@@ -147,6 +150,14 @@ async def _aread_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
     return bytes(buf)
 
 
+def _env_proxy(url: httpx.URL) -> str | None:
+    """The proxy the environment names for `url` (``HTTPS_PROXY``, ``NO_PROXY``, ...)."""
+    proxies = urllib.request.getproxies()
+    if not proxies or urllib.request.proxy_bypass(url.host):
+        return None
+    return proxies.get(url.scheme) or proxies.get("all")
+
+
 def _positive(name: str, value: float) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise ConfigurationError(f"{name} must be a positive number of seconds")
@@ -243,22 +254,28 @@ class IntrospectionBackend:
         self._backoff_base = 0.05
         self._backoff_cap = 0.5
         self._warned_no_ip = False
-        self._client_kwargs: dict[str, Any] = {
-            "auth": httpx.BasicAuth(client_id, client_secret),
+        basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode("ascii")
+        # One request template: the Basic header is encoded once, the form per lookup.
+        self._url = parsed
+        self._headers = {
+            "Accept": "application/json",
+            "Authorization": "Basic " + basic,
+            "Content-Type": "application/x-www-form-urlencoded",
+            "User-Agent": "bearerguard",
+        }
+        self._transport_kwargs: dict[str, Any] = {
             "limits": httpx.Limits(
                 max_connections=max_connections,
                 max_keepalive_connections=max_connections,
                 keepalive_expiry=_positive("keepalive_expiry", keepalive_expiry),
             ),
-            "timeout": self._timeouts(self.budget),
             "verify": verify,
             "trust_env": trust_env,
-            "follow_redirects": False,
-            "headers": {"Accept": "application/json"},
+            "proxy": _env_proxy(parsed) if trust_env else None,
         }
         self._lock = threading.Lock()
-        self._client: httpx.Client | None = None
-        self._aclient: httpx.AsyncClient | None = None
+        self._transport: httpx.HTTPTransport | None = None
+        self._atransport: httpx.AsyncHTTPTransport | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
@@ -266,16 +283,21 @@ class IntrospectionBackend:
 
     # -- one lookup, written once for both faces ----------------------------------------
 
-    def _timeouts(self, remaining: float) -> httpx.Timeout:
+    def _request(self, body: bytes, remaining: float) -> httpx.Request:
         rt = min(self.read_timeout, remaining)
         ct = min(self.connect_timeout, remaining)
-        return httpx.Timeout(connect=ct, read=rt, write=rt, pool=ct)
+        timeout = {"connect": ct, "read": rt, "write": rt, "pool": ct}
+        return httpx.Request(
+            "POST", self._url, headers=self._headers, content=body, extensions={"timeout": timeout}
+        )
 
-    def _flow(self) -> Generator[float | httpx.Timeout, _Reply, TokenInfo | None]:
+    def _flow(
+        self, token: str, client_ip: str | None
+    ) -> Generator[float | httpx.Request, _Reply, TokenInfo | None]:
         """One lookup as a generator, no I/O and no waiting (httpx's `auth_flow` pattern).
 
-        Yields an `httpx.Timeout` for "send the request with these timeouts": the driver
-        sends back an `_Answer` or a `_Failed`. Yields a float for "wait this many
+        Yields an `httpx.Request` to send: the driver sends back an `_Answer` or a
+        `_Failed`. Yields a float for "wait this many
         seconds, then go on" (`next`). Returns the token's `TokenInfo` or None.
         Raises BackendUnavailable: breaker open, budget spent, a failure that is not
         retried, or an answer that is not RFC 7662. The breaker hears exactly once how
@@ -286,13 +308,14 @@ class IntrospectionBackend:
                 f"introspection circuit open; next try in {self.breaker.retry_in():.1f}s"
             )
         deadline = self._clock() + self.budget
+        body = urlencode(introspection_form(token, client_ip)).encode()
         attempt, stale_retried, ok = 0, False, False
         try:
             while True:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     raise BackendUnavailable(f"introspection budget of {self.budget:g}s spent")
-                reply = yield self._timeouts(remaining)
+                reply = yield self._request(body, remaining)
                 if isinstance(reply, _Answer):
                     break
                 exc, new_connection = reply
@@ -374,49 +397,49 @@ class IntrospectionBackend:
 
     # -- sync face -------------------------------------------------------------------
 
-    def _sync_client(self) -> httpx.Client:
+    def _sync_transport(self) -> httpx.HTTPTransport:
         with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(**self._client_kwargs)
-            return self._client
+            if self._transport is None:
+                self._transport = httpx.HTTPTransport(**self._transport_kwargs)
+            return self._transport
 
-    def _send(self, client: httpx.Client, form: dict[str, str], timeout: httpx.Timeout) -> _Reply:
-        trace = _ConnTrace()
+    def _send(self, transport: httpx.HTTPTransport, request: httpx.Request) -> _Reply:
+        trace = request.extensions["trace"] = _ConnTrace()
         try:
-            with client.stream(
-                "POST", self.url, data=form, timeout=timeout, extensions={"trace": trace}
-            ) as r:
-                body = _read_limited(r.iter_bytes(), self.max_response_bytes)
-                return _Answer(r.status_code, r.headers.get("content-type", ""), body)
+            response = transport.handle_request(request)
+            try:
+                body = _read_limited(response.iter_bytes(), self.max_response_bytes)
+            finally:
+                response.close()
         except (httpx.HTTPError, _TooLarge) as exc:
             return _Failed(exc, trace.new_connection)
+        return _Answer(response.status_code, response.headers.get("content-type", ""), body)
 
     def lookup(self, token: str, client_ip: str | None = None) -> TokenInfo | None:
         """Introspect `token` for a request from `client_ip`; None if inactive.
 
         Raises BackendUnavailable.
         """
-        flow = self._flow()
+        flow = self._flow(token, client_ip)
         try:
-            step = next(flow)
-            client, form = self._sync_client(), introspection_form(token, client_ip)
+            step, transport = next(flow), self._sync_transport()
             while True:
                 if isinstance(step, float):
                     time.sleep(step)
                     step = next(flow)
                 else:
-                    step = flow.send(self._send(client, form, step))
+                    step = flow.send(self._send(transport, step))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         finally:
             flow.close()
 
     def close(self) -> None:
-        """Close the sync client's connections (the async client: `aclose`)."""
+        """Close the sync connections (the async ones: `aclose`)."""
         with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
 
     def __enter__(self) -> IntrospectionBackend:
         return self
@@ -426,53 +449,52 @@ class IntrospectionBackend:
 
     # -- async face ------------------------------------------------------------------
 
-    def _async_client(self) -> httpx.AsyncClient:
+    def _async_transport(self) -> httpx.AsyncHTTPTransport:
         loop = asyncio.get_running_loop()
-        if self._aclient is None or self._aloop is not loop:
-            if self._aclient is not None:
-                logger.warning("IntrospectionBackend used from a second event loop: new client")
-            self._aclient = httpx.AsyncClient(**self._client_kwargs)
+        if self._atransport is None or self._aloop is not loop:
+            if self._atransport is not None:
+                logger.warning("IntrospectionBackend used from a second event loop: new pool")
+            self._atransport = httpx.AsyncHTTPTransport(**self._transport_kwargs)
             self._aloop = loop
-        return self._aclient
+        return self._atransport
 
-    async def _asend(
-        self, client: httpx.AsyncClient, form: dict[str, str], timeout: httpx.Timeout
-    ) -> _Reply:
+    async def _asend(self, transport: httpx.AsyncHTTPTransport, request: httpx.Request) -> _Reply:
         trace = _ConnTrace()
+        request.extensions["trace"] = trace.acall
         try:
-            async with client.stream(
-                "POST", self.url, data=form, timeout=timeout, extensions={"trace": trace.acall}
-            ) as r:
-                body = await _aread_limited(r.aiter_bytes(), self.max_response_bytes)
-                return _Answer(r.status_code, r.headers.get("content-type", ""), body)
+            response = await transport.handle_async_request(request)
+            try:
+                body = await _aread_limited(response.aiter_bytes(), self.max_response_bytes)
+            finally:
+                await response.aclose()
         except (httpx.HTTPError, _TooLarge) as exc:
             return _Failed(exc, trace.new_connection)
+        return _Answer(response.status_code, response.headers.get("content-type", ""), body)
 
     async def alookup(self, token: str, client_ip: str | None = None) -> TokenInfo | None:
         """Async face of `lookup`; never blocks the event loop.
 
         A cancelled call (the caller's deadline) counts as a failure for the breaker.
         """
-        flow = self._flow()
+        flow = self._flow(token, client_ip)
         try:
-            step = next(flow)
-            client, form = self._async_client(), introspection_form(token, client_ip)
+            step, transport = next(flow), self._async_transport()
             while True:
                 if isinstance(step, float):
                     await asyncio.sleep(step)
                     step = next(flow)
                 else:
-                    step = flow.send(await self._asend(client, form, step))
+                    step = flow.send(await self._asend(transport, step))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         finally:
             flow.close()
 
     async def aclose(self) -> None:
-        """Close the async client (from its event loop) and the sync client."""
-        client, self._aclient, self._aloop = self._aclient, None, None
-        if client is not None:
-            await client.aclose()
+        """Close the async connections (from their event loop) and the sync ones."""
+        transport, self._atransport, self._aloop = self._atransport, None, None
+        if transport is not None:
+            await transport.aclose()
         self.close()
 
     async def __aenter__(self) -> IntrospectionBackend:
