@@ -40,9 +40,8 @@ import math
 import random
 import threading
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
-from typing import Any, Literal, NamedTuple
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -54,6 +53,20 @@ from ..rfc7662 import (
     token_info_from_introspection,
 )
 from ..tokens import TokenInfo
+from ._http import (
+    Answer,
+    ConnTrace,
+    Failed,
+    Reply,
+    TooLarge,
+    aread_limited,
+    classify_failure,
+    env_proxy,
+    read_limited,
+    retry_delay,
+    unavailable,
+)
+from ._http import backoff_delay as backoff_delay  # public before the split
 from .breaker import CircuitBreaker
 
 __all__ = [
@@ -67,95 +80,9 @@ logger = logging.getLogger("bearerguard.introspection")
 
 ResponseMapper = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
-_CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
-# What a keep-alive connection closed by the server under us looks like: the request
-# goes out on a dead socket, and reading (or writing) it fails.
-_STALE_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
-
-
 # Answers about the request itself, i.e. about this one token (too long, malformed):
 # the token is refused; the service is up (H1).
 _REFUSES_TOKEN = frozenset({400, 413, 414, 431})
-
-
-def backoff_delay(attempt: int, base: float, cap: float, rnd: float) -> float:
-    """Full-jitter backoff before retry `attempt` (1, 2, ...): rnd * min(cap, base * 2^(n-1))."""
-    return rnd * min(cap, base * 2.0 ** (attempt - 1))
-
-
-def classify_failure(
-    exc: Exception, *, new_connection: bool
-) -> Literal["connect", "stale", "fail"]:
-    """Which failures may be retried: connect failures, and one stale keep-alive."""
-    if isinstance(exc, _CONNECT_ERRORS):
-        return "connect"
-    if isinstance(exc, _STALE_ERRORS) and not new_connection:
-        return "stale"
-    return "fail"
-
-
-class _ConnTrace:
-    """httpcore trace hook: did this request open a new connection?"""
-
-    __slots__ = ("new_connection",)
-
-    def __init__(self) -> None:
-        self.new_connection = False
-
-    def __call__(self, name: str, info: Mapping[str, Any]) -> None:
-        if name.startswith("connection.connect_tcp"):
-            self.new_connection = True
-
-    async def acall(self, name: str, info: Mapping[str, Any]) -> None:
-        self(name, info)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Answer(NamedTuple):
-    """An attempt that got an answer (any status)."""
-
-    status: int
-    content_type: str
-    body: bytes
-
-
-class _Failed(NamedTuple):
-    """An attempt that failed, and whether it had opened a new connection."""
-
-    exc: Exception
-    new_connection: bool
-
-
-_Reply = _Answer | _Failed
-
-
-def _read_limited(chunks: Iterator[bytes], limit: int) -> bytes:
-    buf = bytearray()
-    for chunk in chunks:
-        buf += chunk
-        if len(buf) > limit:
-            raise _TooLarge
-    return bytes(buf)
-
-
-async def _aread_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    buf = bytearray()
-    async for chunk in chunks:
-        buf += chunk
-        if len(buf) > limit:
-            raise _TooLarge
-    return bytes(buf)
-
-
-def _env_proxy(url: httpx.URL) -> str | None:
-    """The proxy the environment names for `url` (``HTTPS_PROXY``, ``NO_PROXY``, ...)."""
-    proxies = urllib.request.getproxies()
-    if not proxies or urllib.request.proxy_bypass(url.host):
-        return None
-    return proxies.get(url.scheme) or proxies.get("all")
 
 
 def _positive(name: str, value: float) -> float:
@@ -170,8 +97,9 @@ class IntrospectionBackend:
     ``IntrospectionBackend("https://auth.example/introspect", key_id, secret)``. The
     resource server authenticates with HTTP Basic (RFC 7662 §2.1 leaves the method to
     the server; ``bearerguard serve`` wants a key created with ``--introspect``).
-    `lookup` uses a pooled `httpx.Client`, `alookup` a pooled `httpx.AsyncClient`
-    created on first use in the running event loop (one loop per backend). Both share
+    `lookup` sends through a pooled `httpx.HTTPTransport`, `alookup` through a pooled
+    `httpx.AsyncHTTPTransport` created on first use in the running event loop (one loop
+    per backend); no cookies are kept and redirects are not followed. Both faces share
     one circuit breaker. Call `close()` / `await aclose()` when done.
 
     Options (see the module docstring for the defaults and why):
@@ -230,14 +158,14 @@ class IntrospectionBackend:
         if parsed.userinfo:
             # It would end up in logs and reprs; credentials have their own arguments.
             raise ConfigurationError("put credentials in client_id/client_secret, not the url")
-        if not client_id or not client_secret:
-            raise ConfigurationError("client_id and client_secret are required")
-        if max_connections < 1:
-            raise ConfigurationError("max_connections must be at least 1")
-        if retries < 0:
-            raise ConfigurationError("retries must be zero or more")
-        if max_response_bytes < 64:
-            raise ConfigurationError("max_response_bytes is too small")
+        for wrong, message in (
+            (not client_id or not client_secret, "client_id and client_secret are required"),
+            (max_connections < 1, "max_connections must be at least 1"),
+            (retries < 0, "retries must be zero or more"),
+            (max_response_bytes < 64, "max_response_bytes is too small"),
+        ):
+            if wrong:
+                raise ConfigurationError(message)
         self.url = str(parsed)
         self.connect_timeout = _positive("connect_timeout", connect_timeout)
         self.read_timeout = _positive("read_timeout", read_timeout)
@@ -251,8 +179,6 @@ class IntrospectionBackend:
         self.breaker = CircuitBreaker(breaker_threshold, breaker_reset, clock=clock)
         self._clock = clock
         self._rng = random.Random()  # noqa: S311  (jitter, not secrecy)
-        self._backoff_base = 0.05
-        self._backoff_cap = 0.5
         self._warned_no_ip = False
         basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode("ascii")
         # One request template: the Basic header is encoded once, the form per lookup.
@@ -271,7 +197,7 @@ class IntrospectionBackend:
             ),
             "verify": verify,
             "trust_env": trust_env,
-            "proxy": _env_proxy(parsed) if trust_env else None,
+            "proxy": env_proxy(parsed) if trust_env else None,
         }
         self._lock = threading.Lock()
         self._transport: httpx.HTTPTransport | None = None
@@ -293,11 +219,11 @@ class IntrospectionBackend:
 
     def _flow(
         self, token: str, client_ip: str | None
-    ) -> Generator[float | httpx.Request, _Reply, TokenInfo | None]:
+    ) -> Generator[float | httpx.Request, Reply, TokenInfo | None]:
         """One lookup as a generator, no I/O and no waiting (httpx's `auth_flow` pattern).
 
-        Yields an `httpx.Request` to send: the driver sends back an `_Answer` or a
-        `_Failed`. Yields a float for "wait this many
+        Yields an `httpx.Request` to send: the driver sends back an `Answer` or a
+        `Failed`. Yields a float for "wait this many
         seconds, then go on" (`next`). Returns the token's `TokenInfo` or None.
         Raises BackendUnavailable: breaker open, budget spent, a failure that is not
         retried, or an answer that is not RFC 7662. The breaker hears exactly once how
@@ -316,14 +242,21 @@ class IntrospectionBackend:
                 if remaining <= 0:
                     raise BackendUnavailable(f"introspection budget of {self.budget:g}s spent")
                 reply = yield self._request(body, remaining)
-                if isinstance(reply, _Answer):
+                if isinstance(reply, Answer):
                     break
                 exc, new_connection = reply
                 kind = classify_failure(exc, new_connection=new_connection)
                 attempt += kind == "connect"
-                delay = self._next_delay(kind, attempt, stale_retried, deadline)
+                delay = retry_delay(
+                    kind,
+                    attempt,
+                    stale_retried,
+                    self.retries,
+                    self._rng.random(),
+                    deadline - self._clock(),
+                )
                 if delay < 0:
-                    raise self._failure(exc) from exc
+                    raise unavailable(exc) from exc
                 stale_retried |= kind == "stale"
                 logger.debug("introspection retry after %s", type(exc).__name__)
                 if delay:
@@ -346,17 +279,6 @@ class IntrospectionBackend:
                 self.breaker.reset_after,
             )
 
-    def _next_delay(self, kind: str, attempt: int, stale_retried: bool, deadline: float) -> float:
-        """Seconds to wait before retrying, or -1 to give up."""
-        if kind == "stale":
-            return -1.0 if stale_retried else 0.0
-        if kind != "connect" or attempt > self.retries:
-            return -1.0
-        delay = backoff_delay(attempt, self._backoff_base, self._backoff_cap, self._rng.random())
-        if self._clock() + delay >= deadline:
-            return -1.0
-        return delay
-
     def _interpret(self, status: int, content_type: str, body: bytes) -> TokenInfo | None:
         if status in _REFUSES_TOKEN:
             logger.debug("introspection endpoint refused one token with HTTP %d", status)
@@ -372,28 +294,14 @@ class IntrospectionBackend:
         info = token_info_from_introspection(data, require_ip=self.require_ip)
         if data.get("active") is True and data.get("ip") is None and not self._warned_no_ip:
             self._warned_no_ip = True
-            if self.require_ip:
-                logger.warning(
-                    "introspection endpoint %s gives no 'ip' member: tokens are refused "
-                    "(require_ip=True)",
-                    self.url,
-                )
-            else:
-                logger.warning(
-                    "introspection endpoint %s gives no 'ip' member: IP binding is NOT "
-                    "enforced (pass require_ip=True to refuse such tokens)",
-                    self.url,
-                )
+            logger.warning(
+                "introspection endpoint %s gives no 'ip' member: %s",
+                self.url,
+                "tokens are refused (require_ip=True)"
+                if self.require_ip
+                else "IP binding is NOT enforced (pass require_ip=True to refuse such tokens)",
+            )
         return info
-
-    @staticmethod
-    def _failure(exc: Exception) -> BackendUnavailable:
-        if isinstance(exc, _TooLarge):
-            return BackendUnavailable("introspection answer too large")
-        if isinstance(exc, httpx.TimeoutException):
-            return BackendUnavailable(f"introspection timed out ({type(exc).__name__})")
-        # httpx messages name the host, never the body or headers.
-        return BackendUnavailable(f"introspection failed: {type(exc).__name__}: {exc}")
 
     # -- sync face -------------------------------------------------------------------
 
@@ -403,17 +311,17 @@ class IntrospectionBackend:
                 self._transport = httpx.HTTPTransport(**self._transport_kwargs)
             return self._transport
 
-    def _send(self, transport: httpx.HTTPTransport, request: httpx.Request) -> _Reply:
-        trace = request.extensions["trace"] = _ConnTrace()
+    def _send(self, transport: httpx.HTTPTransport, request: httpx.Request) -> Reply:
+        trace = request.extensions["trace"] = ConnTrace()
         try:
             response = transport.handle_request(request)
             try:
-                body = _read_limited(response.iter_bytes(), self.max_response_bytes)
+                body = read_limited(response.iter_bytes(), self.max_response_bytes)
             finally:
                 response.close()
-        except (httpx.HTTPError, _TooLarge) as exc:
-            return _Failed(exc, trace.new_connection)
-        return _Answer(response.status_code, response.headers.get("content-type", ""), body)
+        except (httpx.HTTPError, TooLarge) as exc:
+            return Failed(exc, trace.new_connection)
+        return Answer(response.status_code, response.headers.get("content-type", ""), body)
 
     def lookup(self, token: str, client_ip: str | None = None) -> TokenInfo | None:
         """Introspect `token` for a request from `client_ip`; None if inactive.
@@ -458,18 +366,18 @@ class IntrospectionBackend:
             self._aloop = loop
         return self._atransport
 
-    async def _asend(self, transport: httpx.AsyncHTTPTransport, request: httpx.Request) -> _Reply:
-        trace = _ConnTrace()
+    async def _asend(self, transport: httpx.AsyncHTTPTransport, request: httpx.Request) -> Reply:
+        trace = ConnTrace()
         request.extensions["trace"] = trace.acall
         try:
             response = await transport.handle_async_request(request)
             try:
-                body = await _aread_limited(response.aiter_bytes(), self.max_response_bytes)
+                body = await aread_limited(response.aiter_bytes(), self.max_response_bytes)
             finally:
                 await response.aclose()
-        except (httpx.HTTPError, _TooLarge) as exc:
-            return _Failed(exc, trace.new_connection)
-        return _Answer(response.status_code, response.headers.get("content-type", ""), body)
+        except (httpx.HTTPError, TooLarge) as exc:
+            return Failed(exc, trace.new_connection)
+        return Answer(response.status_code, response.headers.get("content-type", ""), body)
 
     async def alookup(self, token: str, client_ip: str | None = None) -> TokenInfo | None:
         """Async face of `lookup`; never blocks the event loop.
