@@ -276,6 +276,8 @@ def _make_cold(kind: str, what: str, make: Callable[[Any], Any], face: str) -> N
             backend = make(env)
             v.compare_to = "raw_httpx_async" if is_async else "raw_httpx_sync"
         else:
+            if kind == "redis":
+                v.compare_to = "raw_evalsha_async" if is_async else "raw_evalsha_sync"
             token = env.token
             backend = make(env.token if kind == "memory" else env)
         closer = getattr(backend, "aclose", None) if is_async else None

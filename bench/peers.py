@@ -1,5 +1,6 @@
 """The variants bearerguard is compared with: bare frameworks, floors and references, other
-auth libraries, and the raw httpx POST the cold introspection path is measured against."""
+auth libraries, the raw httpx POST the cold introspection path is measured against, and
+the raw redis-py EVALSHA the cold Redis store path is measured against."""
 
 from __future__ import annotations
 
@@ -271,3 +272,63 @@ def _raw(name: str, label: str, is_async: bool) -> None:
 
 _raw("raw_httpx_async", "raw httpx.AsyncClient POST", True)
 _raw("raw_httpx_sync", "raw httpx.Client POST", False)
+
+
+# -- the raw redis-py EVALSHA reference (the cold path over the Redis store) -----------------
+
+
+def _raw_evalsha(name: str, label: str, is_async: bool) -> None:
+    async def build(env: Env, v: Variant) -> Variant:
+        import redis
+        import redis.asyncio as aredis
+
+        from bearerguard import open_store
+        from bearerguard.stores.redis.keys import token_key
+        from bearerguard.stores.redis.scripts import Scripts
+        from bearerguard.tokens import token_digest
+        from bench.plumbing import issue_token
+
+        if env.redis_url is None:
+            v.unavailable = env.redis_error or "no redis-server"
+            return v
+        setup = redis.Redis.from_url(env.redis_url)
+        # The store's own touch script and key, so both sides run the same Lua.
+        script = Scripts(setup).touch
+        sha = setup.script_load(script.script)
+        store = open_store(env.redis_url)
+        issue_token(store, env.token)
+        store.close()
+        setup.close()
+        key = token_key(token_digest(env.token))
+        if is_async:
+            aclient = aredis.Redis.from_url(env.redis_url)
+
+            async def aeval() -> tuple[int, bytes]:
+                reply = await aclient.evalsha(sha, 1, key, "127.0.0.1")
+                return (200 if reply else 404), bytes(reply[0]) if reply else b""
+
+            async def acall() -> None:
+                await aclient.evalsha(sha, 1, key, "127.0.0.1")
+
+            v.call, v.check = acall, aeval
+            v.closers.append(aclient.aclose)
+        else:
+            client = redis.Redis.from_url(env.redis_url)
+
+            def seval() -> tuple[int, bytes]:
+                reply = client.evalsha(sha, 1, key, "127.0.0.1")
+                return (200 if reply else 404), bytes(reply[0]) if reply else b""
+
+            def scall() -> None:
+                client.evalsha(sha, 1, key, "127.0.0.1")
+
+            v.call, v.check = scall, seval
+            v.closers.append(client.close)
+        v.note = "one EVALSHA of the store's touch script, same key, no app"
+        return v
+
+    variant(name, label, "raw", None, is_async)(build)
+
+
+_raw_evalsha("raw_evalsha_async", "raw redis.asyncio EVALSHA", True)
+_raw_evalsha("raw_evalsha_sync", "raw redis-py EVALSHA", False)

@@ -190,6 +190,21 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "le",
             "(miss request − bare app) / raw POST",
         )
+    from bench import cold
+
+    ran = {r["name"] for r in results.get("inprocess", {}).get("rows", [])}
+    for face, ref in (("asgi", "raw_evalsha_async"), ("wsgi", "raw_evalsha_sync")):
+        if ref not in ran:
+            continue  # a run from before the reference existed
+        r = _row(results, f"bg_cold_redis_{face}")
+        add(
+            f"cold_redis_{face}",
+            f"cold path over Redis ({face.upper()}) ≤ 1.2 × one raw redis-py EVALSHA",
+            None if r is None else r.get("vs_raw_overhead"),
+            1.2,
+            "le",
+            cold.floor_text(results, f"bg_cold_redis_{face}", ref),
+        )
     facts = results.get("inprocess", {}).get("facts", {})
     sf = facts.get("single_flight", {})
     for face in ("asgi", "wsgi"):
@@ -522,6 +537,9 @@ def docs(results: dict[str, Any], chart_note: str | None, page_commit: str | Non
                 L.append(
                     f"| `{r['where']}` | {r['calls_per_request']:.1f} | {r['tottime_us']:.2f} | {r['cumtime_us']:.2f} |"
                 )
+    from bench import cold
+
+    L += cold.docs_section(ip)
     L += _auth_section(results.get("auth_service", {}), m)
     L += ["", "## Machine and versions", ""]
     L.append(f"- CPU: {m['cpu']}, {m['cores']} cores; {m['python']}; {m['platform']}")

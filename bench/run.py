@@ -75,10 +75,11 @@ async def _inprocess(env: plumbing.Env, args: argparse.Namespace) -> dict[str, A
                 facts[name] = {"unavailable": f"{type(exc).__name__}: {exc}"}
         prof: dict[str, Any] = {}
         if not args.no_profile:
-            from bench import profile
+            from bench import cold, profile
 
             print("profiling the cached paths", file=sys.stderr, flush=True)
             prof = await profile.profile(env, n=2_000 if args.quick else 20_000)
+            prof["cold"] = await cold.profile(env, n=200 if args.quick else 2_000)
         return {"rows": rows, "facts": facts, "profile": prof}
     finally:
         await apps.close_all(variants)

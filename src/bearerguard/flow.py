@@ -8,13 +8,14 @@ time out and run refreshes; they make no decision of their own.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
 import math
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from . import resource as _resource
 from .cache import TokenCache
@@ -358,9 +359,10 @@ class Guard:
                     metrics.stale_served += 1
                 info = entry.info
             else:
-                info = self._accept(key, answer, asker)
-                if info is BAD_ANSWER:
+                accepted = self._accept(key, answer, asker)
+                if accepted is BAD_ANSWER:
                     return Deny(self.unavailable, fingerprint=fp)
+                info = accepted
             now = self.clock()
         verdict = decide(
             info,
@@ -386,7 +388,9 @@ class Guard:
             entry.refresh_at = min(now + self.cache.touch_for(verdict.token), entry.fresh_until)
         return Allow(verdict, follow_up)
 
-    def _accept(self, key: bytes, answer: object, asker: str | None) -> TokenInfo | None:
+    def _accept(
+        self, key: bytes, answer: object, asker: str | None
+    ) -> TokenInfo | BadAnswer | None:
         if answer is not None and not isinstance(answer, TokenInfo):
             logger.warning(
                 "backend answered %s for token %s, not TokenInfo or None",
@@ -440,4 +444,10 @@ def _audiences(value: str | Iterable[str] | None) -> frozenset[str] | None:
     return names
 
 
-BAD_ANSWER = TokenInfo("", frozenset())
+class BadAnswer(enum.Enum):
+    """A backend answered neither `TokenInfo` nor None: fail closed (503), cache nothing."""
+
+    BAD_ANSWER = "bad answer"
+
+
+BAD_ANSWER: Final = BadAnswer.BAD_ANSWER

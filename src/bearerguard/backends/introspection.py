@@ -34,13 +34,15 @@ cannot open it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import math
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -51,6 +53,20 @@ from ..rfc7662 import (
     token_info_from_introspection,
 )
 from ..tokens import TokenInfo
+from ._http import (
+    Answer,
+    ConnTrace,
+    Failed,
+    Reply,
+    TooLarge,
+    aread_limited,
+    classify_failure,
+    env_proxy,
+    read_limited,
+    retry_delay,
+    unavailable,
+)
+from ._http import backoff_delay as backoff_delay  # public before the split
 from .breaker import CircuitBreaker
 
 __all__ = [
@@ -64,100 +80,9 @@ logger = logging.getLogger("bearerguard.introspection")
 
 ResponseMapper = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
-_CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
-# What a keep-alive connection closed by the server under us looks like: the request
-# goes out on a dead socket, and reading (or writing) it fails.
-_STALE_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
-
-
 # Answers about the request itself, i.e. about this one token (too long, malformed):
 # the token is refused; the service is up (H1).
 _REFUSES_TOKEN = frozenset({400, 413, 414, 431})
-
-
-def backoff_delay(attempt: int, base: float, cap: float, rnd: float) -> float:
-    """Full-jitter backoff before retry `attempt` (1, 2, ...): rnd * min(cap, base * 2^(n-1))."""
-    return rnd * min(cap, base * 2.0 ** (attempt - 1))
-
-
-def classify_failure(
-    exc: Exception, *, new_connection: bool
-) -> Literal["connect", "stale", "fail"]:
-    """Which failures may be retried: connect failures, and one stale keep-alive."""
-    if isinstance(exc, _CONNECT_ERRORS):
-        return "connect"
-    if isinstance(exc, _STALE_ERRORS) and not new_connection:
-        return "stale"
-    return "fail"
-
-
-class _ConnTrace:
-    """httpcore trace hook: did this request open a new connection?"""
-
-    __slots__ = ("new_connection",)
-
-    def __init__(self) -> None:
-        self.new_connection = False
-
-    def __call__(self, name: str, info: Mapping[str, Any]) -> None:
-        if name.startswith("connection.connect_tcp"):
-            self.new_connection = True
-
-    async def acall(self, name: str, info: Mapping[str, Any]) -> None:
-        self(name, info)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-def _read_limited(chunks: Iterator[bytes], limit: int) -> bytes:
-    buf = bytearray()
-    for chunk in chunks:
-        buf += chunk
-        if len(buf) > limit:
-            raise _TooLarge
-    return bytes(buf)
-
-
-async def _aread_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    buf = bytearray()
-    async for chunk in chunks:
-        buf += chunk
-        if len(buf) > limit:
-            raise _TooLarge
-    return bytes(buf)
-
-
-class _RetryPlan:
-    """One lookup's retry bookkeeping, shared by both faces (no I/O, no waiting).
-
-    `timeouts()` gives the next attempt's httpx timeouts, or raises when the budget
-    is spent; `after(exc, trace)` gives the seconds to wait before retrying the
-    failure `exc`, or raises it as BackendUnavailable when it is not to be retried.
-    """
-
-    def __init__(self, backend: IntrospectionBackend, deadline: float) -> None:
-        self.backend = backend
-        self.deadline = deadline
-        self.attempt = 0
-        self.stale_retried = False
-
-    def timeouts(self) -> httpx.Timeout:
-        remaining = self.deadline - self.backend._clock()
-        if remaining <= 0:
-            raise BackendUnavailable(f"introspection budget of {self.backend.budget:g}s spent")
-        return self.backend._timeouts(remaining)
-
-    def after(self, exc: Exception, trace: _ConnTrace) -> float:
-        kind = classify_failure(exc, new_connection=trace.new_connection)
-        self.attempt += kind == "connect"
-        delay = self.backend._next_delay(kind, self.attempt, self.stale_retried, self.deadline)
-        if delay < 0:
-            raise self.backend._failure(exc) from exc
-        self.stale_retried |= kind == "stale"
-        logger.debug("introspection retry after %s", type(exc).__name__)
-        return delay
 
 
 def _positive(name: str, value: float) -> float:
@@ -172,8 +97,9 @@ class IntrospectionBackend:
     ``IntrospectionBackend("https://auth.example/introspect", key_id, secret)``. The
     resource server authenticates with HTTP Basic (RFC 7662 §2.1 leaves the method to
     the server; ``bearerguard serve`` wants a key created with ``--introspect``).
-    `lookup` uses a pooled `httpx.Client`, `alookup` a pooled `httpx.AsyncClient`
-    created on first use in the running event loop (one loop per backend). Both share
+    `lookup` sends through a pooled `httpx.HTTPTransport`, `alookup` through a pooled
+    `httpx.AsyncHTTPTransport` created on first use in the running event loop (one loop
+    per backend); no cookies are kept and redirects are not followed. Both faces share
     one circuit breaker. Call `close()` / `await aclose()` when done.
 
     Options (see the module docstring for the defaults and why):
@@ -232,14 +158,14 @@ class IntrospectionBackend:
         if parsed.userinfo:
             # It would end up in logs and reprs; credentials have their own arguments.
             raise ConfigurationError("put credentials in client_id/client_secret, not the url")
-        if not client_id or not client_secret:
-            raise ConfigurationError("client_id and client_secret are required")
-        if max_connections < 1:
-            raise ConfigurationError("max_connections must be at least 1")
-        if retries < 0:
-            raise ConfigurationError("retries must be zero or more")
-        if max_response_bytes < 64:
-            raise ConfigurationError("max_response_bytes is too small")
+        for wrong, message in (
+            (not client_id or not client_secret, "client_id and client_secret are required"),
+            (max_connections < 1, "max_connections must be at least 1"),
+            (retries < 0, "retries must be zero or more"),
+            (max_response_bytes < 64, "max_response_bytes is too small"),
+        ):
+            if wrong:
+                raise ConfigurationError(message)
         self.url = str(parsed)
         self.connect_timeout = _positive("connect_timeout", connect_timeout)
         self.read_timeout = _positive("read_timeout", read_timeout)
@@ -253,71 +179,105 @@ class IntrospectionBackend:
         self.breaker = CircuitBreaker(breaker_threshold, breaker_reset, clock=clock)
         self._clock = clock
         self._rng = random.Random()  # noqa: S311  (jitter, not secrecy)
-        self._backoff_base = 0.05
-        self._backoff_cap = 0.5
         self._warned_no_ip = False
-        self._client_kwargs: dict[str, Any] = {
-            "auth": httpx.BasicAuth(client_id, client_secret),
+        basic = base64.b64encode(f"{client_id}:{client_secret}".encode()).decode("ascii")
+        # One request template: the Basic header is encoded once, the form per lookup.
+        self._url = parsed
+        self._headers = {
+            "Accept": "application/json",
+            "Authorization": "Basic " + basic,
+            "Content-Type": "application/x-www-form-urlencoded",
+            "User-Agent": "bearerguard",
+        }
+        self._transport_kwargs: dict[str, Any] = {
             "limits": httpx.Limits(
                 max_connections=max_connections,
                 max_keepalive_connections=max_connections,
                 keepalive_expiry=_positive("keepalive_expiry", keepalive_expiry),
             ),
-            "timeout": self._timeouts(self.budget),
             "verify": verify,
             "trust_env": trust_env,
-            "follow_redirects": False,
-            "headers": {"Accept": "application/json"},
+            "proxy": env_proxy(parsed) if trust_env else None,
         }
         self._lock = threading.Lock()
-        self._client: httpx.Client | None = None
-        self._aclient: httpx.AsyncClient | None = None
+        self._transport: httpx.HTTPTransport | None = None
+        self._atransport: httpx.AsyncHTTPTransport | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"IntrospectionBackend({self.url!r})"
 
-    # -- pieces shared by both faces -------------------------------------------------
+    # -- one lookup, written once for both faces ----------------------------------------
 
-    def _timeouts(self, remaining: float) -> httpx.Timeout:
+    def _request(self, body: bytes, remaining: float) -> httpx.Request:
         rt = min(self.read_timeout, remaining)
         ct = min(self.connect_timeout, remaining)
-        return httpx.Timeout(connect=ct, read=rt, write=rt, pool=ct)
+        timeout = {"connect": ct, "read": rt, "write": rt, "pool": ct}
+        return httpx.Request(
+            "POST", self._url, headers=self._headers, content=body, extensions={"timeout": timeout}
+        )
 
-    def _admit(self) -> float:
-        """Pass the breaker or fail fast; return the lookup's deadline."""
+    def _flow(
+        self, token: str, client_ip: str | None
+    ) -> Generator[float | httpx.Request, Reply, TokenInfo | None]:
+        """One lookup as a generator, no I/O and no waiting (httpx's `auth_flow` pattern).
+
+        Yields an `httpx.Request` to send: the driver sends back an `Answer` or a
+        `Failed`. Yields a float for "wait this many seconds, then go on" (`next`).
+        Returns the token's `TokenInfo` or None.
+        Raises BackendUnavailable: breaker open, budget spent, a failure that is not
+        retried, or an answer that is not RFC 7662. The breaker hears exactly once how
+        the lookup went; a lookup abandoned half-way (`close()`) counts as a failure.
+        """
         if not self.breaker.acquire():
             raise BackendUnavailable(
                 f"introspection circuit open; next try in {self.breaker.retry_in():.1f}s"
             )
-        return self._clock() + self.budget
+        deadline = self._clock() + self.budget
+        body = urlencode(introspection_form(token, client_ip)).encode()
+        attempt, stale_retried, ok = 0, False, False
+        try:
+            while True:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise BackendUnavailable(f"introspection budget of {self.budget:g}s spent")
+                reply = yield self._request(body, remaining)
+                if isinstance(reply, Answer):
+                    break
+                exc, new_connection = reply
+                kind = classify_failure(exc, new_connection=new_connection)
+                attempt += kind == "connect"
+                delay = retry_delay(
+                    kind,
+                    attempt,
+                    stale_retried,
+                    self.retries,
+                    self._rng.random(),
+                    deadline - self._clock(),
+                )
+                if delay < 0:
+                    raise unavailable(exc) from exc
+                stale_retried |= kind == "stale"
+                logger.debug("introspection retry after %s", type(exc).__name__)
+                if delay:
+                    yield delay
+            ok = reply.status < 500
+            return self._interpret(reply.status, reply.content_type, reply.body)
+        finally:
+            self._settle(ok)
 
     def _settle(self, ok: bool) -> None:
         """Tell the breaker how the call went: `ok` is "the service answered below 500"."""
+        before = self.breaker.state
         if ok:
-            before = self.breaker.state
             self.breaker.success()
             if before != "closed":
                 logger.info("introspection endpoint answers again: circuit closed")
-            return
-        before = self.breaker.state
-        after = self.breaker.failure()
-        if after == "open" and before != "open":
+        elif self.breaker.failure() == "open" and before != "open":
             logger.warning(
                 "introspection endpoint failing: circuit open, failing fast for %gs",
                 self.breaker.reset_after,
             )
-
-    def _next_delay(self, kind: str, attempt: int, stale_retried: bool, deadline: float) -> float:
-        """Seconds to wait before retrying, or -1 to give up."""
-        if kind == "stale":
-            return -1.0 if stale_retried else 0.0
-        if kind != "connect" or attempt > self.retries:
-            return -1.0
-        delay = backoff_delay(attempt, self._backoff_base, self._backoff_cap, self._rng.random())
-        if self._clock() + delay >= deadline:
-            return -1.0
-        return delay
 
     def _interpret(self, status: int, content_type: str, body: bytes) -> TokenInfo | None:
         if status in _REFUSES_TOKEN:
@@ -334,78 +294,60 @@ class IntrospectionBackend:
         info = token_info_from_introspection(data, require_ip=self.require_ip)
         if data.get("active") is True and data.get("ip") is None and not self._warned_no_ip:
             self._warned_no_ip = True
-            if self.require_ip:
-                logger.warning(
-                    "introspection endpoint %s gives no 'ip' member: tokens are refused "
-                    "(require_ip=True)",
-                    self.url,
-                )
-            else:
-                logger.warning(
-                    "introspection endpoint %s gives no 'ip' member: IP binding is NOT "
-                    "enforced (pass require_ip=True to refuse such tokens)",
-                    self.url,
-                )
+            logger.warning(
+                "introspection endpoint %s gives no 'ip' member: %s",
+                self.url,
+                "tokens are refused (require_ip=True)"
+                if self.require_ip
+                else "IP binding is NOT enforced (pass require_ip=True to refuse such tokens)",
+            )
         return info
-
-    @staticmethod
-    def _failure(exc: Exception) -> BackendUnavailable:
-        if isinstance(exc, _TooLarge):
-            return BackendUnavailable("introspection answer too large")
-        if isinstance(exc, httpx.TimeoutException):
-            return BackendUnavailable(f"introspection timed out ({type(exc).__name__})")
-        # httpx messages name the host, never the body or headers.
-        return BackendUnavailable(f"introspection failed: {type(exc).__name__}: {exc}")
 
     # -- sync face -------------------------------------------------------------------
 
-    def _sync_client(self) -> httpx.Client:
+    def _sync_transport(self) -> httpx.HTTPTransport:
         with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(**self._client_kwargs)
-            return self._client
+            if self._transport is None:
+                self._transport = httpx.HTTPTransport(**self._transport_kwargs)
+            return self._transport
 
-    def _post(self, token: str, client_ip: str | None, deadline: float) -> tuple[int, str, bytes]:
-        client = self._sync_client()
-        form = introspection_form(token, client_ip)
-        plan = _RetryPlan(self, deadline)
-        while True:
-            trace = _ConnTrace()
+    def _send(self, transport: httpx.HTTPTransport, request: httpx.Request) -> Reply:
+        trace = request.extensions["trace"] = ConnTrace()
+        try:
+            response = transport.handle_request(request)
             try:
-                with client.stream(
-                    "POST",
-                    self.url,
-                    data=form,
-                    timeout=plan.timeouts(),
-                    extensions={"trace": trace},
-                ) as r:
-                    body = _read_limited(r.iter_bytes(), self.max_response_bytes)
-                    return r.status_code, r.headers.get("content-type", ""), body
-            except (httpx.HTTPError, _TooLarge) as exc:
-                delay = plan.after(exc, trace)
-            if delay:
-                time.sleep(delay)
+                body = read_limited(response.iter_bytes(), self.max_response_bytes)
+            finally:
+                response.close()
+        except (httpx.HTTPError, TooLarge) as exc:
+            return Failed(exc, trace.new_connection)
+        return Answer(response.status_code, response.headers.get("content-type", ""), body)
 
     def lookup(self, token: str, client_ip: str | None = None) -> TokenInfo | None:
         """Introspect `token` for a request from `client_ip`; None if inactive.
 
         Raises BackendUnavailable.
         """
-        deadline = self._admit()
-        ok = False
+        flow = self._flow(token, client_ip)
         try:
-            status, ctype, body = self._post(token, client_ip, deadline)
-            ok = status < 500
-            return self._interpret(status, ctype, body)
+            step, transport = next(flow), self._sync_transport()
+            while True:
+                if isinstance(step, float):
+                    time.sleep(step)
+                    step = next(flow)
+                else:
+                    step = flow.send(self._send(transport, step))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
         finally:
-            self._settle(ok)
+            flow.close()
 
     def close(self) -> None:
-        """Close the sync client's connections (the async client: `aclose`)."""
+        """Close the sync connections (the async ones: `aclose`)."""
         with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
 
     def __enter__(self) -> IntrospectionBackend:
         return self
@@ -415,55 +357,52 @@ class IntrospectionBackend:
 
     # -- async face ------------------------------------------------------------------
 
-    def _async_client(self) -> httpx.AsyncClient:
+    def _async_transport(self) -> httpx.AsyncHTTPTransport:
         loop = asyncio.get_running_loop()
-        if self._aclient is None or self._aloop is not loop:
-            if self._aclient is not None:
-                logger.warning("IntrospectionBackend used from a second event loop: new client")
-            self._aclient = httpx.AsyncClient(**self._client_kwargs)
+        if self._atransport is None or self._aloop is not loop:
+            if self._atransport is not None:
+                logger.warning("IntrospectionBackend used from a second event loop: new pool")
+            self._atransport = httpx.AsyncHTTPTransport(**self._transport_kwargs)
             self._aloop = loop
-        return self._aclient
+        return self._atransport
 
-    async def _apost(
-        self, token: str, client_ip: str | None, deadline: float
-    ) -> tuple[int, str, bytes]:
-        client = self._async_client()
-        form = introspection_form(token, client_ip)
-        plan = _RetryPlan(self, deadline)
-        while True:
-            trace = _ConnTrace()
+    async def _asend(self, transport: httpx.AsyncHTTPTransport, request: httpx.Request) -> Reply:
+        trace = ConnTrace()
+        request.extensions["trace"] = trace.acall
+        try:
+            response = await transport.handle_async_request(request)
             try:
-                async with client.stream(
-                    "POST",
-                    self.url,
-                    data=form,
-                    timeout=plan.timeouts(),
-                    extensions={"trace": trace.acall},
-                ) as r:
-                    body = await _aread_limited(r.aiter_bytes(), self.max_response_bytes)
-                    return r.status_code, r.headers.get("content-type", ""), body
-            except (httpx.HTTPError, _TooLarge) as exc:
-                delay = plan.after(exc, trace)
-            if delay:
-                await asyncio.sleep(delay)
+                body = await aread_limited(response.aiter_bytes(), self.max_response_bytes)
+            finally:
+                await response.aclose()
+        except (httpx.HTTPError, TooLarge) as exc:
+            return Failed(exc, trace.new_connection)
+        return Answer(response.status_code, response.headers.get("content-type", ""), body)
 
     async def alookup(self, token: str, client_ip: str | None = None) -> TokenInfo | None:
-        """Async face of `lookup`; never blocks the event loop."""
-        deadline = self._admit()
-        ok = False
+        """Async face of `lookup`; never blocks the event loop.
+
+        A cancelled call (the caller's deadline) counts as a failure for the breaker.
+        """
+        flow = self._flow(token, client_ip)
         try:
-            status, ctype, body = await self._apost(token, client_ip, deadline)
-            ok = status < 500
-            return self._interpret(status, ctype, body)
+            step, transport = next(flow), self._async_transport()
+            while True:
+                if isinstance(step, float):
+                    await asyncio.sleep(step)
+                    step = next(flow)
+                else:
+                    step = flow.send(await self._asend(transport, step))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
         finally:
-            # A cancelled call (the caller's deadline) counts as a failure too.
-            self._settle(ok)
+            flow.close()
 
     async def aclose(self) -> None:
-        """Close the async client (from its event loop) and the sync client."""
-        client, self._aclient, self._aloop = self._aclient, None, None
-        if client is not None:
-            await client.aclose()
+        """Close the async connections (from their event loop) and the sync ones."""
+        transport, self._atransport, self._aloop = self._atransport, None, None
+        if transport is not None:
+            await transport.aclose()
         self.close()
 
     async def __aenter__(self) -> IntrospectionBackend:

@@ -1,0 +1,225 @@
+"""The cold paths next to their raw references, and where their time goes.
+
+``python -m bench.cold [--rounds N] [--profile-requests N]`` starts the bench's
+introspection server and a redis-server, times the cold rows (every request a cache
+miss) over introspection and over the Redis store next to one raw httpx POST and one raw
+redis-py EVALSHA of the same script, in interleaved rounds (the harness of
+``python -m bench``), prints the ratios the targets judge, then profiles each cold row.
+``python -m bench`` calls `profile` too, for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import shutil
+import sys
+from typing import Any
+
+from bench import apps, plumbing
+from bench.profile import profile_rows
+
+# (cold row, its raw reference, the bare app under it)
+TARGETS = (
+    ("bg_cold_introspection_asgi", "raw_httpx_async", "starlette"),
+    ("bg_cold_introspection_wsgi", "raw_httpx_sync", "flask"),
+    ("bg_cold_redis_asgi", "raw_evalsha_async", "starlette"),
+    ("bg_cold_redis_wsgi", "raw_evalsha_sync", "flask"),
+)
+
+
+async def _build(env: plumbing.Env, name: str) -> plumbing.Variant:
+    build = next(b for b in plumbing.BUILDERS if b[0] == name)
+    v = plumbing.Variant(*build[:5])
+    return await build[5](env, v)
+
+
+async def _calls(v: plumbing.Variant, n: int) -> None:
+    call = v.call
+    assert call is not None
+    if v.is_async:
+        for _ in range(n):
+            await call()
+    else:
+        for _ in range(n):
+            call()
+
+
+def _top(prof: cProfile.Profile, n: int, limit: int = 12) -> list[dict[str, Any]]:
+    rows = profile_rows(prof, n)
+    rows.sort(key=lambda r: r["tottime_us"], reverse=True)
+    ours = sorted((r for r in rows if r["ours"]), key=lambda r: r["cumtime_us"], reverse=True)
+    return rows[:limit] + [dict(r, cumulative_view=True) for r in ours[:limit]]
+
+
+async def profile(env: plumbing.Env, n: int = 2_000) -> dict[str, Any]:
+    """cProfile each cold row over `n` requests; per-request µs, top rows first."""
+    out: dict[str, Any] = {"requests": n}
+    for name, _ref, _bare in TARGETS:
+        v = await _build(env, name)
+        try:
+            if v.unavailable:
+                out[name] = {"unavailable": v.unavailable}
+                continue
+            await _calls(v, 50)
+            prof = cProfile.Profile()
+            prof.enable()
+            await _calls(v, n)
+            prof.disable()
+            out[name] = _top(prof, n)
+        finally:
+            await apps.close_all([v])
+    return out
+
+
+async def _run(env: plumbing.Env, rounds: int, target_ms: float, n: int) -> dict[str, Any]:
+    from bench import harness
+
+    floors = ("bg_cold_memory_asgi", "bg_cold_memory_wsgi")  # the middleware's miss work
+    names = sorted({x for t in TARGETS for x in t} | set(floors))
+    variants = [await _build(env, name) for name in names]
+    try:
+        await harness.verify(variants)
+        raw = await harness.run(variants, rounds=rounds, target_s=target_ms / 1000)
+        summary = harness.summarize(variants, raw)
+        rows = {r["name"]: r for r in summary}
+    finally:
+        await apps.close_all(variants)
+    ratios = {
+        name: {
+            "median_us": rows[name].get("median_us"),
+            "bare_app_us": rows[bare].get("median_us"),
+            "raw_us": rows[ref].get("median_us"),
+            "overhead_over_bare_us": rows[name].get("overhead_us"),
+            "vs_raw_overhead": rows[name].get("vs_raw_overhead"),
+            "vs_raw_total": rows[name].get("vs_raw_total"),
+            "unavailable": rows[name].get("unavailable"),
+            "floor": _floor(summary, name, ref),
+        }
+        for name, ref, bare in TARGETS
+    }
+    return {"ratios": ratios, "profile": await profile(env, n) if n else {}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bearerguard import tokens
+    from bench import run
+
+    p = argparse.ArgumentParser(prog="python -m bench.cold", description=__doc__)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--target-ms", type=float, default=15.0)
+    p.add_argument("--profile-requests", type=int, default=2_000, help="0: no profile")
+    args = p.parse_args(argv)
+    env = plumbing.Env(token=tokens.generate())
+    intro = run._start_introspection(env)
+    redis_server = run._start_redis(env)
+    try:
+        result = asyncio.run(_run(env, args.rounds, args.target_ms, args.profile_requests))
+    finally:
+        if intro is not None:
+            intro.stop()
+        if redis_server is not None:
+            redis_server.stop()
+        shutil.rmtree(env.tmpdir, ignore_errors=True)
+    for name, r in result["ratios"].items():
+        print(
+            f"{name:30} {r['median_us'] or 0:8.1f} µs"
+            f"  over bare {r['overhead_over_bare_us'] or 0:7.1f}"
+            f"  raw {r['raw_us'] or 0:7.1f}  vs raw {r['vs_raw_overhead'] or 0:.3f}"
+            f"  floor {(r['floor'] or {}).get('floor_ratio', 0):.3f}",
+            file=sys.stderr,
+        )
+    print(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+def _floor(rows: list[dict[str, Any]], name: str, ref: str) -> dict[str, float] | None:
+    """Where one cold row's time goes, from the rows of the same run (µs per request)."""
+    by = {r["name"]: r for r in rows}
+    face = name.rsplit("_", 1)[1]
+    cold, raw, mem = by.get(name, {}), by.get(ref, {}), by.get(f"bg_cold_memory_{face}", {})
+    needed = ((cold, "overhead_us"), (raw, "median_us"), (mem, "overhead_us"))
+    if not all(k in d for d, k in needed):
+        return None
+    over, ref_us, miss = cold["overhead_us"], raw["median_us"], mem["overhead_us"]
+    return {
+        "over_bare": over,
+        "raw": ref_us,
+        "miss_bookkeeping": miss,
+        "backend_beyond_raw": over - miss - ref_us,
+        "ratio": over / ref_us,
+        "floor_ratio": (miss + ref_us) / ref_us,
+    }
+
+
+def floor_text(results: dict[str, Any], name: str, ref: str) -> str:
+    """The floor of a cold target, for its row in the targets table."""
+    f = _floor(results.get("inprocess", {}).get("rows", []), name, ref)
+    if f is None:
+        return f"(miss request - bare app) / {ref}"
+    return (
+        f"(miss request - bare app) / {ref}; floor in this run "
+        f"(memory-store miss + {ref}) / {ref} = {f['floor_ratio']:.2f}"
+    )
+
+
+def docs_section(ip: dict[str, Any]) -> list[str]:
+    """docs/benchmarks.md: where each cold target's time goes, and its profile's top rows.
+
+    Empty for a run from before the cold profile existed (the page stays as it was).
+    """
+    prof = ip.get("profile", {}).get("cold", {})
+    if not prof:
+        return []
+    L = [
+        "",
+        "## Where the cold paths' time goes",
+        "",
+        "Each cold row split with rows of the same run (µs per request, medians): the "
+        "middleware's own miss work is the memory-store miss row's overhead over the bare "
+        "app (an in-process store: the same flow, single-flight and cache insert with no "
+        "I/O); the raw reference is one request of the same kind with no app; what is left "
+        "is the backend's own work beyond that raw request. The floor is the best ratio a "
+        "backend costing exactly one raw request can reach on top of that miss work.",
+        "",
+        "| cold row | over bare app | raw reference | miss work (memory row) | backend beyond raw "
+        "| ratio | floor |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, ref, _bare in TARGETS:
+        f = _floor(ip.get("rows", []), name, ref)
+        if f is None:
+            L.append(f"| `{name}` | not measured | | | | | |")
+            continue
+        L.append(
+            f"| `{name}` | {f['over_bare']:.1f} | {f['raw']:.1f} (`{ref}`) | "
+            f"{f['miss_bookkeeping']:.1f} | {f['backend_beyond_raw']:.1f} | "
+            f"{f['ratio']:.2f} | {f['floor_ratio']:.2f} |"
+        )
+    for name, _ref, _bare in TARGETS:
+        rows = prof.get(name)
+        if not isinstance(rows, list):
+            continue
+        L += [
+            "",
+            f"cProfile, `{name}`, {prof['requests']:,} requests (profiler overhead inflates "
+            "small calls; compare rows, not totals). Top rows by own time, then bearerguard "
+            "functions by cumulative time:",
+            "",
+            "| function | calls/request | own µs/request | cumulative µs/request |",
+            "|---|---:|---:|---:|",
+        ]
+        for r in [r for r in rows if not r.get("cumulative_view")][:8] + [
+            r for r in rows if r.get("cumulative_view")
+        ][:8]:
+            L.append(
+                f"| `{r['where']}` | {r['calls_per_request']:.1f} | {r['tottime_us']:.1f} "
+                f"| {r['cumtime_us']:.1f} |"
+            )
+    return L
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The cold targets in docs/benchmarks.md: the Redis rows and the floors come from the run.
+
+Fed an edited copy of `bench/results/latest.json` with the rows a run of `bench.cold`
+adds (the raw EVALSHA references, the cold profile); every figure must follow the data.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # as tests/test_bench_report.py does
+    sys.path.insert(0, str(ROOT))
+
+from bench import cold, report  # noqa: E402
+
+LATEST = ROOT / "bench" / "results" / "latest.json"
+
+
+def _set(rows: list[dict[str, Any]], name: str, **values: float) -> None:
+    row = next((r for r in rows if r["name"] == name), None)
+    if row is None:
+        row = {"name": name, "label": name, "group": "raw", "face": "asgi", "note": ""}
+        row.update(p25_us=0.0, p75_us=0.0, min_us=0.0, rounds=1, batch=1)
+        rows.append(row)
+    row.update(values)
+
+
+@pytest.fixture
+def results() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(LATEST.read_text())
+    rows = data["inprocess"]["rows"]
+    for face, bare in (("asgi", 10.0), ("wsgi", 30.0)):
+        _set(rows, f"bg_cold_memory_{face}", median_us=bare + 40.0, overhead_us=40.0)
+        ref = "raw_evalsha_async" if face == "asgi" else "raw_evalsha_sync"
+        _set(rows, ref, median_us=200.0)
+        _set(
+            rows,
+            f"bg_cold_redis_{face}",
+            median_us=bare + 300.0,
+            overhead_us=300.0,
+            vs_raw_overhead=1.5,
+        )
+    data["inprocess"].setdefault("profile", {})["cold"] = {
+        "requests": 1000,
+        "bg_cold_redis_asgi": [
+            {
+                "where": "~:0(<method 'send' of '_socket.socket' objects>)",
+                "ours": False,
+                "calls_per_request": 1.0,
+                "tottime_us": 123.4,
+                "cumtime_us": 123.4,
+            }
+        ],
+    }
+    return data
+
+
+def test_redis_targets_are_judged_with_their_floor(results: dict[str, Any]) -> None:
+    targets = {t["id"]: t for t in report.targets(results)}
+    for face in ("asgi", "wsgi"):
+        t = targets[f"cold_redis_{face}"]
+        assert t["value"] == 1.5 and t["limit"] == 1.2 and t["ok"] is False
+        # floor = (memory miss 40 + raw 200) / raw 200
+        assert "= 1.20" in t["how"]
+    edited = copy.deepcopy(results)
+    _set(edited["inprocess"]["rows"], "bg_cold_redis_asgi", vs_raw_overhead=1.1)
+    assert {t["id"]: t for t in report.targets(edited)}["cold_redis_asgi"]["ok"] is True
+
+
+def test_a_run_without_the_reference_has_no_redis_target(results: dict[str, Any]) -> None:
+    edited = copy.deepcopy(results)
+    edited["inprocess"]["rows"] = [
+        r for r in edited["inprocess"]["rows"] if not r["name"].startswith("raw_evalsha")
+    ]
+    assert not [t for t in report.targets(edited) if t["id"].startswith("cold_redis")]
+
+
+def test_the_page_splits_each_cold_row_from_the_same_run(results: dict[str, Any]) -> None:
+    page = report.docs(results, None)
+    section = page.split("## Where the cold paths' time goes")[1].split("\n## ")[0]
+    line = next(x for x in section.splitlines() if x.startswith("| `bg_cold_redis_wsgi`"))
+    # over bare 300, raw 200, miss work 40, beyond raw 300 - 40 - 200 = 60, 1.50, floor 1.20
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1:] == ["300.0", "200.0 (`raw_evalsha_sync`)", "40.0", "60.0", "1.50", "1.20"]
+    assert "| 123.4 |" in section  # the profile's own-time row
+    assert cold.docs_section({"rows": results["inprocess"]["rows"], "profile": {}}) == []
