@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bench import cold, report
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # as tests/test_bench_report.py does
-    sys.path.insert(0, str(ROOT))
-
-from bench import cold, report  # noqa: E402
 
 LATEST = ROOT / "bench" / "results" / "latest.json"
 
