@@ -12,6 +12,7 @@ from ..clientip import ClientIPResolver
 from ..metrics import ServiceMetrics
 from ..stores.base import KeyRecord, verify_secret
 from .forms import BadRequest, client_credentials, too_long
+from .keycache import KeyCache
 from .store import ServiceStore
 from .throttle import LoginThrottle
 
@@ -36,8 +37,10 @@ class ClientAuthenticator:
         metrics: ServiceMetrics,
         clock: Callable[[], float],
         resolver: ClientIPResolver,
+        keys: KeyCache | None = None,
     ) -> None:
         self.store = store
+        self.keys = keys if keys is not None else KeyCache(0)
         self.throttle = throttle
         self.metrics = metrics
         self.clock = clock
@@ -58,16 +61,25 @@ class ClientAuthenticator:
             verify_secret(None, creds.secret[:256])
             key = None
         else:
-            key = await self.store.get_key(creds.key_id)
             # H3: the secret is checked on every attempt, throttled or not, in
             # constant time; the right one is always accepted.
             self.metrics.secret_checks += 1
-            if verify_secret(key, creds.secret, self.clock()) and key is not None:
+            now = self.clock()
+            key = self.keys.get(creds.key_id)
+            if key is not None and verify_secret(key, creds.secret, now):
+                # A cached record: its account was checked when it was cached, and a
+                # disabled account's keys leave the cache (`KeyCache`).
+                return key
+            # Not cached, or a secret the cached record does not know (rotated
+            # elsewhere, or wrong): the store's record decides.
+            key = await self.store.get_key(creds.key_id)
+            if verify_secret(key, creds.secret, now) and key is not None:
                 if key.account:
                     # A disabled (or deleted) account's keys no longer log in.
                     owner = await self.store.call_sync("get_account", key.account)
                     if owner is None or owner.disabled:
                         raise invalid_client()
+                self.keys.put(key)
                 return key
         # A wrong guess. The same steps whether or not the key id exists (J).
         wait = self.throttle.retry_after(creds.key_id, source)
