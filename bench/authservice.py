@@ -168,10 +168,13 @@ def run_loopback(
 ) -> dict[str, Any]:
     """Serve the auth service over SQLite and Redis and bare uvicorn; load all of them.
 
-    `variants` (name -> (store, extra ``serve`` arguments)) adds runs of other settings,
-    e.g. ``{"redis-nocache": ("redis", ["--key-cache-ttl", "0"])}``.
+    `variants` (name -> (store, extra ``serve`` arguments)) adds runs of other settings;
+    by default each store once more with the key cache off (``--key-cache-ttl 0``).
     """
-    variants = {s: (s, []) for s in STORES} | (variants or {})
+    if variants is None:
+        # The key cache's share, measured beside it.
+        variants = {f"{s}-nocache": (s, ["--key-cache-ttl", "0"]) for s in STORES}
+    variants = {s: (s, []) for s in STORES} | variants
     wrk = ensure_wrk(install)
     if wrk is None:
         return {"unavailable": "wrk is not installed (apt-get install wrk)"}
@@ -410,6 +413,7 @@ async def _profile_store(url: str, n: int) -> dict[str, Any]:
                     **_top(prof, n),
                 }
             out["store_steps_us"] = await _store_steps(store, record.key_id, token, min(n, 1000))
+            out["key_cache_ttl"] = app.state.bearerguard.keys.ttl
     finally:
         if isinstance(store, AsyncTokenStore):
             await store.aclose()

@@ -1,12 +1,11 @@
 """The auth service's view of its store: one async face, every failure a 503.
 
-One face adapter, chosen once per store when the service starts (not per call):
-
-* a store whose sync calls cost less than a thread hand-off (SQLite in WAL mode: a
-  read or a one-row write on a local file, tens of microseconds, against the hundred or
-  more a hop to a worker thread and back costs) is called inline, on the event loop;
-* otherwise its async face (Redis: asyncio redis-py), when it has one;
-* otherwise its sync face in a worker thread.
+One face adapter, chosen once per store when the service starts (not per call and not
+by method name): the store's async face when it has one (Redis: asyncio redis-py;
+SQLite: its statements in a worker thread; memory: inline), else its sync face in a
+worker thread. Calls inline on the event loop were considered for SQLite (a one-row
+write costs less than the hop to a thread), but a write waiting on another process's
+lock would then stall every request of the worker for up to the busy timeout.
 """
 
 from __future__ import annotations
@@ -33,13 +32,6 @@ def _failed(op: str, exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(f"store {op} raised {type(exc).__name__}")
 
 
-def _inline(call: Callable[..., Any]) -> _Face:
-    async def face(*args: Any) -> Any:
-        return call(*args)
-
-    return face
-
-
 def _threaded(call: Callable[..., Any]) -> _Face:
     async def face(*args: Any) -> Any:
         return await run_in_threadpool(call, *args)
@@ -48,26 +40,19 @@ def _threaded(call: Callable[..., Any]) -> _Face:
 
 
 class ServiceStore:
-    """The store's operations as coroutines (see the module docstring for which face).
+    """The store's operations as coroutines (the module docstring says which face).
 
     Every failure becomes StoreUnavailable: a store that breaks its contract by raising
     its driver's own error still yields 503, not 500.
     """
 
-    def __init__(self, store: TokenStore, *, inline: bool = False) -> None:
+    def __init__(self, store: TokenStore) -> None:
         self.store = store
         self.astore: AsyncTokenStore | None = store if isinstance(store, AsyncTokenStore) else None
         a = self.astore
-        if inline or a is None:
-            wrap = _inline if inline else _threaded
-            faces = [
-                wrap(store.get_key),
-                wrap(store.put_token),
-                wrap(store.touch_token),
-                wrap(store.get_token),
-                wrap(store.revoke_token),
-                wrap(store.ping),
-            ]
+        if a is None:
+            sync = (store.get_key, store.put_token, store.touch_token, store.get_token)
+            faces = [_threaded(f) for f in (*sync, store.revoke_token, store.ping)]
         else:
             faces = [
                 a.aget_key,
