@@ -126,6 +126,7 @@ def run(
     touch: float = 10.0,
 ) -> dict[str, Any]:
     procs: list[servers.Proc] = []
+    load_before = os.getloadavg()
     redis_server = servers.RedisServer()
     try:
         url = redis_server.url
@@ -194,6 +195,9 @@ def run(
         "cache_ttl_s": 3 * touch,
         "routing": "sticky (token i to resource server i mod N)",
         "seconds": round(elapsed, 1),
+        "cores": os.cpu_count(),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "requests_per_s": round(measured_rate, 1),
         "per_token_rate": measured_rate / tokens_n,
         "statuses": statuses,
