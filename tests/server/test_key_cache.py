@@ -8,6 +8,7 @@ import pytest
 from server_helpers import Service, assert_error
 
 from bearerguard.server.keycache import KeyCache
+from bearerguard.stores.accounts import new_account
 from bearerguard.stores.base import new_key
 from bearerguard.tokens import Invalidation
 from helpers import FakeClock
@@ -101,3 +102,17 @@ def test_entries_live_at_most_ttl_and_the_cache_is_bounded() -> None:
     off = KeyCache(0)  # ttl 0: nothing is kept
     off.put(records[2])
     assert len(off) == 0
+
+
+def test_a_cached_key_of_a_disabled_account_is_refused_at_once(cached: Service) -> None:
+    account, _password = new_account("acme", ["dns"])
+    assert cached.store.create_account(account)
+    record, secret = cached.store.create_key(["dns"], account="acme", now=cached.clock())
+    assert cached.http.login(record.key_id, secret).status_code == 200  # cached now
+    # Disabled where this process hears nothing (another replica over SQLite): the key
+    # stays cached, and still exists in the store.
+    unsubscribe = cached.app.state.bearerguard.unsubscribe
+    unsubscribe()
+    assert cached.store.disable_account("acme")
+    assert cached.app.state.bearerguard.keys.get(record.key_id) is not None
+    assert_error(cached.http.login(record.key_id, secret), 401, "invalid_client")

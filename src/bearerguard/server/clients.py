@@ -65,22 +65,14 @@ class ClientAuthenticator:
             # constant time; the right one is always accepted.
             self.metrics.secret_checks += 1
             now = self.clock()
-            key = self.keys.get(creds.key_id)
-            if key is not None and verify_secret(key, creds.secret, now):
-                # A cached record: its account was checked when it was cached, and a
-                # disabled account's keys leave the cache (`KeyCache`).
-                return key
+            cached = self.keys.get(creds.key_id)
+            if cached is not None and verify_secret(cached, creds.secret, now):
+                return await self._admitted(cached, fresh=False)
             # Not cached, or a secret the cached record does not know (rotated
             # elsewhere, or wrong): the store's record decides.
             key = await self.store.get_key(creds.key_id)
             if verify_secret(key, creds.secret, now) and key is not None:
-                if key.account:
-                    # A disabled (or deleted) account's keys no longer log in.
-                    owner = await self.store.call_sync("get_account", key.account)
-                    if owner is None or owner.disabled:
-                        raise invalid_client()
-                self.keys.put(key)
-                return key
+                return await self._admitted(key, fresh=True)
         # A wrong guess. The same steps whether or not the key id exists (J).
         wait = self.throttle.retry_after(creds.key_id, source)
         if wait is not None:
@@ -99,6 +91,19 @@ class ClientAuthenticator:
             "failed authentication for key %s from %s", _printable(creds.key_id), source or "?"
         )
         raise invalid_client()
+
+    async def _admitted(self, key: KeyRecord, *, fresh: bool) -> KeyRecord:
+        """`key`, whose secret matched, unless its account is disabled; cached if `fresh`."""
+        if key.account:
+            # A disabled (or deleted) account's keys no longer log in. Checked on every
+            # call, cached key or not: such a key still exists, so nothing else would
+            # stop its new tokens (a revoked key's are refused by the store).
+            owner = await self.store.call_sync("get_account", key.account)
+            if owner is None or owner.disabled:
+                raise invalid_client()
+        if fresh:
+            self.keys.put(key)
+        return key
 
     def client_ip(self, request: Request) -> str | None:
         peer = request.client.host if request.client else None

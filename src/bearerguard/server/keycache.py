@@ -13,7 +13,10 @@ What it never changes:
   that does not match the cached record is checked against a fresh read too, so a
   secret rotated elsewhere works at once;
 * key expiry and the rotation grace period are judged on the cached record at the
-  time of the call.
+  time of the call;
+* a key that belongs to an account still has its account checked on every call
+  (`ClientAuthenticator`): a disabled account's keys still exist, so the store would
+  not refuse their new tokens the way it refuses a revoked key's.
 
 Revocation: the cache subscribes to the store's invalidations (`TokenStore.subscribe`):
 over Redis pub/sub a revoked key, or every key of a disabled account, leaves the cache
