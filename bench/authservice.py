@@ -466,8 +466,13 @@ def run_profile(n: int = 3000) -> dict[str, Any]:
         return {"unavailable": f"{type(exc).__name__}: {exc}"}
 
 
-if __name__ == "__main__":  # python -m bench.authservice [--loopback]
+def _arg(name: str, default: float) -> float:
+    return float(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
+
+
+if __name__ == "__main__":  # python -m bench.authservice [--loopback [--reps N] [--seconds S]]
     res: dict[str, Any] = {"profile": run_profile(1000)}
     if "--loopback" in sys.argv:
-        res["loopback"] = run_loopback(seconds=2.0, reps=1)
+        reps = int(_arg("--reps", 1))
+        res["loopback"] = run_loopback(seconds=_arg("--seconds", 2.0), reps=reps)
     print(json.dumps(res, indent=1))
