@@ -83,7 +83,7 @@ def _create_key(url: str) -> tuple[str, str]:
     return str(data["key_id"]), str(data["secret"])
 
 
-def _serve(url: str) -> tuple[servers.Proc, int]:
+def _serve(url: str, extra: list[str] | None = None) -> tuple[servers.Proc, int]:
     port = servers.free_port()
     proc = servers.Proc(
         [
@@ -97,6 +97,7 @@ def _serve(url: str) -> tuple[servers.Proc, int]:
             str(port),
             "--store",
             url,
+            *(extra or []),
         ]
     )
     return proc, port
@@ -163,8 +164,17 @@ def run_loopback(
     threads: int = 2,
     conns: int = 16,
     install: bool = False,
+    variants: dict[str, tuple[str, list[str]]] | None = None,
 ) -> dict[str, Any]:
-    """Serve the auth service over SQLite and Redis and bare uvicorn; load all of them."""
+    """Serve the auth service over SQLite and Redis and bare uvicorn; load all of them.
+
+    `variants` (name -> (store, extra ``serve`` arguments)) adds runs of other settings;
+    by default each store once more with the key cache off (``--key-cache-ttl 0``).
+    """
+    if variants is None:
+        # The key cache's share, measured beside it.
+        variants = {f"{s}-nocache": (s, ["--key-cache-ttl", "0"]) for s in STORES}
+    variants = {s: (s, []) for s in STORES} | variants
     wrk = ensure_wrk(install)
     if wrk is None:
         return {"unavailable": "wrk is not installed (apt-get install wrk)"}
@@ -178,15 +188,17 @@ def run_loopback(
         "seconds_per_run": seconds,
         "reps": reps,
         "servers": "`bearerguard serve` (uvicorn, 1 process, default log level info) "
-        "vs bare uvicorn 1 worker serving bench.loopback_apps:auth_bare",
+        "vs bare uvicorn 1 worker serving bench.loopback_apps:auth_bare; floor_redis: "
+        "bench.auth_floor:app, bare plus one redis-py call a request",
     }
     try:
         redis = servers.RedisServer()
         urls = {"sqlite": f"sqlite:///{tmp / 'auth.db'}", "redis": redis.url}
         with httpx.Client(trust_env=False, timeout=10.0) as client:
-            for store, url in urls.items():
+            for store, (kind, extra) in variants.items():
+                url = urls[kind]
                 key_id, secret = _create_key(url)
-                proc, port = _serve(url)
+                proc, port = _serve(url, extra)
                 procs.append(proc)
                 base = f"http://{servers.HOST}:{port}"
                 servers.wait_http(proc, base + "/health")
@@ -228,6 +240,18 @@ def run_loopback(
                     "introspect": (anyone, "token=" + "x" * 43),
                 },
             )
+            # The floor of the Redis rows: bare plus one redis-py round trip a request.
+            proc, port = servers.uvicorn(
+                "bench.auth_floor:app", env={"BENCH_REDIS_URL": urls["redis"]}
+            )
+            procs.append(proc)
+            base = f"http://{servers.HOST}:{port}"
+            servers.wait_http(proc, base + "/login")
+            _check_login(
+                client.post(base + "/login", data={"grant_type": "client_credentials"}),
+                "redis floor",
+            )
+            targets["floor_redis"] = (base, targets["bare"][1])
         runs: dict[tuple[str, str], list[dict[str, Any]]] = {
             (name, ep): [] for name in targets for ep in ENDPOINTS
         }
@@ -245,7 +269,7 @@ def run_loopback(
             print(f"  auth service rep {rep + 1}/{reps}", file=sys.stderr, flush=True)
         # The answers are still right after the load (the token slid, not expired).
         with httpx.Client(trust_env=False, timeout=10.0) as client:
-            for store in STORES:
+            for store in variants:
                 base, eps = targets[store]
                 authz, body = eps["introspect"]
                 r = client.post(
@@ -269,7 +293,7 @@ def run_loopback(
     rows = []
     for ep in ENDPOINTS:
         bare = statistics.median(r["rps"] for r in runs[("bare", ep)])
-        for name in ("bare", *STORES):
+        for name in ("bare", "floor_redis", *variants):
             rs = runs[(name, ep)]
             med = statistics.median(r["rps"] for r in rs)
             rows.append(
@@ -389,6 +413,7 @@ async def _profile_store(url: str, n: int) -> dict[str, Any]:
                     **_top(prof, n),
                 }
             out["store_steps_us"] = await _store_steps(store, record.key_id, token, min(n, 1000))
+            out["key_cache_ttl"] = app.state.bearerguard.keys.ttl
     finally:
         if isinstance(store, AsyncTokenStore):
             await store.aclose()
@@ -441,8 +466,13 @@ def run_profile(n: int = 3000) -> dict[str, Any]:
         return {"unavailable": f"{type(exc).__name__}: {exc}"}
 
 
-if __name__ == "__main__":  # python -m bench.authservice [--loopback]
+def _arg(name: str, default: float) -> float:
+    return float(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
+
+
+if __name__ == "__main__":  # python -m bench.authservice [--loopback [--reps N] [--seconds S]]
     res: dict[str, Any] = {"profile": run_profile(1000)}
     if "--loopback" in sys.argv:
-        res["loopback"] = run_loopback(seconds=2.0, reps=1)
+        reps = int(_arg("--reps", 1))
+        res["loopback"] = run_loopback(seconds=_arg("--seconds", 2.0), reps=reps)
     print(json.dumps(res, indent=1))

@@ -78,8 +78,11 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_config(app: Any, *, access_log: bool, log_level: str) -> Any:
-    """The uvicorn settings of every server bearerguard runs itself."""
+def uvicorn_config(app: Any, *, access_log: bool, log_level: str, workers: int = 1) -> Any:
+    """The uvicorn settings of every server bearerguard runs itself.
+
+    With `workers` above 1, `app` is the import string of an app factory.
+    """
     import uvicorn
 
     return uvicorn.Config(
@@ -93,4 +96,6 @@ def uvicorn_config(app: Any, *, access_log: bool, log_level: str) -> Any:
         access_log=access_log,
         lifespan="on",
         log_level=log_level,
+        workers=workers,
+        factory=workers > 1,
     )

@@ -4,7 +4,8 @@
 
     bearerguard serve [--host 127.0.0.1] [--port 8000] [--store URL] [--token-ttl S]
                       [--trusted-proxy CIDR ...] [--issuer URL] [--access-log]
-                      [--rotation-grace S] [--panel-api-url URL]
+                      [--rotation-grace S] [--panel-api-url URL] [--workers N]
+                      [--key-cache-ttl S]
     bearerguard keys create --api NAME [--api NAME ...] [--introspect] [--json] [--store URL]
                             [--account NAME] [--name TEXT] [--admin] [--expires-in S]
     bearerguard keys list [--json] [--store URL]
@@ -99,44 +100,89 @@ def _listen(host: str, port: int) -> socket.socket:
         raise CLIError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+_WORKER_ENV = "BEARERGUARD_SERVE_WORKER"
+"""How ``serve --workers N`` hands its options to the worker processes it spawns."""
 
+
+def _service_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`create_app`'s options from the ``serve`` arguments (JSON-safe, for workers too)."""
+    return {
+        "token_ttl": args.token_ttl,
+        "trusted_proxies": list(args.trusted_proxy),
+        "issuer": args.issuer,
+        "close_store": True,
+        "rotation_grace": args.rotation_grace,
+        "panel_api_url": args.panel_api_url,
+        "key_cache_ttl": args.key_cache_ttl,
+    }
+
+
+def _service(url: str, options: dict[str, Any]) -> Any:
+    """The auth service over a store opened from `url` (closed again if that fails)."""
     from .server import create_app
 
-    if not args.token_ttl > 0:
-        raise CLIError("--token-ttl must be a positive number of seconds")
-    store = _open(args.store)
+    store = _open(url)
     try:
-        app = create_app(
-            store,
-            token_ttl=args.token_ttl,
-            trusted_proxies=args.trusted_proxy,
-            issuer=args.issuer,
-            close_store=True,
-            rotation_grace=args.rotation_grace,
-            panel_api_url=args.panel_api_url,
-        )
+        return create_app(store, **options)
     except BearerGuardError as exc:
         _close_quietly(store)
         raise CLIError(one_line(exc)) from None
+
+
+def serve_worker() -> Any:
+    """One worker of ``serve --workers N`` (a uvicorn app factory, run in each process).
+
+    Each worker opens its own store connection and has its own caches.
+    """
+    spec = json.loads(os.environ[_WORKER_ENV])
+    _log_to_stderr(spec["log_level"])
+    return _service(spec["store"], spec["options"])
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    if not args.token_ttl > 0:
+        raise CLIError("--token-ttl must be a positive number of seconds")
+    if args.workers < 1:
+        raise CLIError("--workers must be 1 or more")
+    options = _service_options(args)
+    # Built here even with workers: a bad option or an unreachable store fails at once,
+    # with one line, before any process is spawned.
+    app = _service(args.store, options)
     try:
         sock = _listen(args.host, args.port)
     except CLIError:
-        _close_quietly(store)
+        _close_quietly(app.state.bearerguard.store.store)
         raise
-    config = uvicorn_config(app, access_log=args.access_log, log_level=args.log_level)
+    workers = args.workers
+    if workers > 1:
+        _close_quietly(app.state.bearerguard.store.store)
+        # Spawned workers inherit the environment; each builds its own app and store.
+        os.environ[_WORKER_ENV] = json.dumps(
+            {"store": args.store, "options": options, "log_level": args.log_level}
+        )
+        app = "bearerguard.cli:serve_worker"
+    config = uvicorn_config(
+        app, access_log=args.access_log, log_level=args.log_level, workers=workers
+    )
     _log_to_stderr(args.log_level)
-    server = uvicorn.Server(config)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(
         f"bearerguard: auth service on http://{shown}:{port} "
-        f"(store {redact_url(args.store)}, token TTL {args.token_ttl:g} s)",
+        f"(store {redact_url(args.store)}, token TTL {args.token_ttl:g} s, "
+        f"{workers} worker{'s' if workers > 1 else ''})",
         file=sys.stderr,
         flush=True,
     )
     try:
+        if workers > 1:
+            # SIGTERM/SIGINT to this process: every worker drains and stops.
+            Multiprocess(config, sockets=[sock]).run()
+            return 0
+        server = uvicorn.Server(config)
         server.run(sockets=[sock])
     finally:
         sock.close()
@@ -462,6 +508,21 @@ def build_parser(demo: object | None = None) -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--panel-api-url", default=None, metavar="URL", help="the API the panel's curl lines call"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes, each with its own store connection and caches (1)",
+    )
+    serve.add_argument(
+        "--key-cache-ttl",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds a key record is reused between store reads; revoked keys are refused "
+        "within this time on every worker (1; 0: off)",
     )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]

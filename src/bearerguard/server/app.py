@@ -66,6 +66,7 @@ from .forms import (
     read_body,
     read_form,
 )
+from .keycache import DEFAULT_KEY_CACHE_TTL, KeyCache
 from .store import ServiceStore
 from .throttle import Throttle, default_throttle
 
@@ -131,8 +132,15 @@ class _Service:
         clock: Callable[[], float],
         metrics: ServiceMetrics,
         rotation_grace: float = 86400.0,
+        key_cache_ttl: float = DEFAULT_KEY_CACHE_TTL,
     ) -> None:
         self.store = ServiceStore(store)
+        self.keys = KeyCache(key_cache_ttl)
+        # Revoked keys leave the cache when the store announces it (Redis: pub/sub, every
+        # worker and replica); the TTL bounds it when no announcement comes.
+        self.unsubscribe = (
+            self.store.subscribe(self.keys.invalidated) if key_cache_ttl > 0 else None
+        )
         self.rotation_grace = float(rotation_grace)
         self.metrics = metrics
         self.token_ttl = float(token_ttl)
@@ -146,7 +154,12 @@ class _Service:
         self.clock = clock
         self.basic_challenge = f"Basic realm={quote_param(realm)}"
         self.clients = ClientAuthenticator(
-            self.store, throttle=throttle, metrics=metrics, clock=clock, resolver=resolver
+            self.store,
+            throttle=throttle,
+            metrics=metrics,
+            clock=clock,
+            resolver=resolver,
+            keys=self.keys,
         )
 
     # -- shared steps -----------------------------------------------------------------
@@ -318,6 +331,7 @@ def create_app(
     rotation_grace: float = 86400.0,
     panel_secure_cookies: bool | None = None,
     panel_api_url: str | None = None,
+    key_cache_ttl: float = DEFAULT_KEY_CACHE_TTL,
 ) -> Starlette:
     """Build the auth service around `store` (from `bearerguard.stores.open_store`).
 
@@ -343,6 +357,10 @@ def create_app(
     (`bearerguard.server.admin`); the panel's cookies are ``Secure`` when the issuer is
     https (or when `panel_secure_cookies` says so); `panel_api_url` is the API URL its
     curl example calls (default: ``"$API_URL"``, for the customer to fill in).
+    `key_cache_ttl` is how long a key record that authenticated is reused without a
+    store read (`KeyCache`, default 1 s; 0 turns the cache off): the secret is still
+    checked on every call, and a revoked key is refused within that time on every
+    worker, at once where the store announces revocations (Redis pub/sub).
 
     Raises ConfigurationError for a bad option.
     """
@@ -356,6 +374,8 @@ def create_app(
         raise ConfigurationError("body_timeout must be a positive number of seconds")
     if not rotation_grace >= 0:
         raise ConfigurationError("rotation_grace must be a number of seconds, 0 or more")
+    if not 0 <= key_cache_ttl <= 60:
+        raise ConfigurationError("key_cache_ttl must be between 0 and 60 seconds")
     trusted_proxies = tuple(trusted_proxies)
     service = _Service(
         store,
@@ -370,6 +390,7 @@ def create_app(
         clock=clock,
         metrics=metrics or ServiceMetrics(),
         rotation_grace=rotation_grace,
+        key_cache_ttl=key_cache_ttl,
     )
     from .admin import admin_app
     from .panel import panel_app
@@ -382,6 +403,8 @@ def create_app(
         try:
             yield
         finally:
+            if service.unsubscribe is not None:
+                service.unsubscribe()
             if close_store:
                 await service.store.close()
 

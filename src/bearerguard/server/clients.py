@@ -12,6 +12,7 @@ from ..clientip import ClientIPResolver
 from ..metrics import ServiceMetrics
 from ..stores.base import KeyRecord, verify_secret
 from .forms import BadRequest, client_credentials, too_long
+from .keycache import KeyCache
 from .store import ServiceStore
 from .throttle import Throttle
 
@@ -36,8 +37,10 @@ class ClientAuthenticator:
         metrics: ServiceMetrics,
         clock: Callable[[], float],
         resolver: ClientIPResolver,
+        keys: KeyCache | None = None,
     ) -> None:
         self.store = store
+        self.keys = keys if keys is not None else KeyCache(0)
         self.throttle = throttle
         self.metrics = metrics
         self.clock = clock
@@ -58,17 +61,18 @@ class ClientAuthenticator:
             verify_secret(None, creds.secret[:256])
             key = None
         else:
-            key = await self.store.get_key(creds.key_id)
             # H3: the secret is checked on every attempt, throttled or not, in
             # constant time; the right one is always accepted.
             self.metrics.secret_checks += 1
-            if verify_secret(key, creds.secret, self.clock()) and key is not None:
-                if key.account:
-                    # A disabled (or deleted) account's keys no longer log in.
-                    owner = await self.store.call_sync("get_account", key.account)
-                    if owner is None or owner.disabled:
-                        raise invalid_client()
-                return key
+            now = self.clock()
+            cached = self.keys.get(creds.key_id)
+            if cached is not None and verify_secret(cached, creds.secret, now):
+                return await self._admitted(cached, fresh=False)
+            # Not cached, or a secret the cached record does not know (rotated
+            # elsewhere, or wrong): the store's record decides.
+            key = await self.store.get_key(creds.key_id)
+            if verify_secret(key, creds.secret, now) and key is not None:
+                return await self._admitted(key, fresh=True)
         # A wrong guess. The same steps whether or not the key id exists (J).
         wait = await self.throttle.awrong_guess(creds.key_id, source, known=key is not None)
         if wait is not None:
@@ -86,6 +90,19 @@ class ClientAuthenticator:
             "failed authentication for key %s from %s", _printable(creds.key_id), source or "?"
         )
         raise invalid_client()
+
+    async def _admitted(self, key: KeyRecord, *, fresh: bool) -> KeyRecord:
+        """`key`, whose secret matched, unless its account is disabled; cached if `fresh`."""
+        if key.account:
+            # A disabled (or deleted) account's keys no longer log in. Checked on every
+            # call, cached key or not: such a key still exists, so nothing else would
+            # stop its new tokens (a revoked key's are refused by the store).
+            owner = await self.store.call_sync("get_account", key.account)
+            if owner is None or owner.disabled:
+                raise invalid_client()
+        if fresh:
+            self.keys.put(key)
+        return key
 
     def client_ip(self, request: Request) -> str | None:
         peer = request.client.host if request.client else None

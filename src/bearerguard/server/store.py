@@ -1,8 +1,17 @@
-"""The auth service's view of its store: one async face, every failure a 503."""
+"""The auth service's view of its store: one async face, every failure a 503.
+
+One face adapter, chosen once per store when the service starts (not per call and not
+by method name): the store's async face when it has one (Redis: asyncio redis-py;
+SQLite: its statements in a worker thread; memory: inline), else its sync face in a
+worker thread. Calls inline on the event loop were considered for SQLite (a one-row
+write costs less than the hop to a thread), but a write waiting on another process's
+lock would then stall every request of the worker for up to the busy timeout.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -14,52 +23,80 @@ __all__ = ["ServiceStore"]
 
 logger = logging.getLogger("bearerguard.server")
 
+_Face = Callable[..., Awaitable[Any]]
+
+
+def _failed(op: str, exc: Exception) -> StoreUnavailable:
+    # Only the exception type is logged: a driver's message could quote arguments.
+    logger.error("store %s failed: %s", op, type(exc).__name__)
+    return StoreUnavailable(f"store {op} raised {type(exc).__name__}")
+
+
+def _threaded(call: Callable[..., Any]) -> _Face:
+    async def face(*args: Any) -> Any:
+        return await run_in_threadpool(call, *args)
+
+    return face
+
 
 class ServiceStore:
-    """The store's async face when it has one, else its sync face in a thread.
+    """The store's operations as coroutines (the module docstring says which face).
 
     Every failure becomes StoreUnavailable: a store that breaks its contract by raising
-    its driver's own error still yields 503, not 500. Only the exception type is
-    logged, since a driver's message could quote arguments.
+    its driver's own error still yields 503, not 500.
     """
 
     def __init__(self, store: TokenStore) -> None:
         self.store = store
         self.astore: AsyncTokenStore | None = store if isinstance(store, AsyncTokenStore) else None
+        a = self.astore
+        if a is None:
+            sync = (store.get_key, store.put_token, store.touch_token, store.get_token)
+            faces = [_threaded(f) for f in (*sync, store.revoke_token, store.ping)]
+        else:
+            faces = [
+                a.aget_key,
+                a.aput_token,
+                a.atouch_token,
+                a.aget_token,
+                a.arevoke_token,
+                a.aping,
+            ]
+        (self._get_key, self._put_token, self._touch_token) = faces[:3]
+        (self._get_token, self._revoke_token, self._ping) = faces[3:]
 
-    async def _call(self, name: str, *args: Any) -> Any:
+    async def _call(self, op: str, face: _Face, *args: Any) -> Any:
         try:
-            if self.astore is not None:
-                return await getattr(self.astore, "a" + name)(*args)
-            return await run_in_threadpool(getattr(self.store, name), *args)
+            return await face(*args)
         except BackendUnavailable:
             raise
         except Exception as exc:
-            logger.error("store %s failed: %s", name, type(exc).__name__)
-            raise StoreUnavailable(f"store {name} raised {type(exc).__name__}") from exc
+            raise _failed(op, exc) from exc
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
-        result: KeyRecord | None = await self._call("get_key", key_id)
+        result: KeyRecord | None = await self._call("get_key", self._get_key, key_id)
         return result
 
     async def put_token(self, record: TokenRecord) -> None:
-        await self._call("put_token", record)
+        await self._call("put_token", self._put_token, record)
 
     async def touch_token(
         self, digest: str, now: float, client_ip: str | None = None
     ) -> TokenRecord | None:
-        result: TokenRecord | None = await self._call("touch_token", digest, now, client_ip)
+        result: TokenRecord | None = await self._call(
+            "touch_token", self._touch_token, digest, now, client_ip
+        )
         return result
 
     async def get_token(self, digest: str, now: float) -> TokenRecord | None:
-        result: TokenRecord | None = await self._call("get_token", digest, now)
+        result: TokenRecord | None = await self._call("get_token", self._get_token, digest, now)
         return result
 
     async def revoke_token(self, digest: str) -> bool:
-        return bool(await self._call("revoke_token", digest))
+        return bool(await self._call("revoke_token", self._revoke_token, digest))
 
     async def ping(self) -> None:
-        await self._call("ping")
+        await self._call("ping", self._ping)
 
     async def call_sync(self, op: str, /, *args: Any, **kwargs: Any) -> Any:
         """A sync-only store operation (accounts, sessions) in a worker thread."""
@@ -68,8 +105,16 @@ class ServiceStore:
         except BackendUnavailable:
             raise
         except Exception as exc:
-            logger.error("store %s failed: %s", op, type(exc).__name__)
-            raise StoreUnavailable(f"store {op} raised {type(exc).__name__}") from exc
+            raise _failed(op, exc) from exc
+
+    def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None] | None:
+        """The store's invalidations to `callback`; None when the store cannot say."""
+        try:
+            return self.store.subscribe(callback)
+        except Exception as exc:
+            # No subscription: the key cache's TTL alone bounds revocation.
+            logger.warning("cannot subscribe to store invalidations: %s", type(exc).__name__)
+            return None
 
     async def close(self) -> None:
         if self.astore is not None:

@@ -375,6 +375,7 @@ class _Panel:
         done = await self.store.call_sync(
             "rotate_key", key.key_id, grace=self.service.rotation_grace, now=time.time()
         )
+        self.service.keys.drop(key.key_id)  # this worker at once; others within the TTL
         if done is None:
             raise BadRequest("not_found", "No such key", 404)
         session = await self._new_csrf(session)

@@ -1,0 +1,118 @@
+"""The auth service's key-record cache saves store reads, never a secret check."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from server_helpers import Service, assert_error
+
+from bearerguard.server.keycache import KeyCache
+from bearerguard.stores.accounts import new_account
+from bearerguard.stores.base import new_key
+from bearerguard.tokens import Invalidation
+from helpers import FakeClock
+
+
+@pytest.fixture
+def cached() -> Iterator[Service]:
+    s = Service(key_cache_ttl=60)
+    try:
+        yield s
+    finally:
+        s.http.close()
+
+
+def _reads(svc: Service) -> list[str]:
+    """Count the store's key reads from now on."""
+    seen: list[str] = []
+    get_key = svc.store.get_key
+
+    def counting(key_id: str):  # type: ignore[no-untyped-def]
+        seen.append(key_id)
+        return get_key(key_id)
+
+    svc.store.get_key = counting  # type: ignore[method-assign]
+    return seen
+
+
+def test_a_cached_key_logs_in_without_a_store_read(cached: Service) -> None:
+    key_id, secret = cached.key()
+    assert cached.http.login(key_id, secret).status_code == 200
+    reads = _reads(cached)
+    for _ in range(3):
+        assert cached.http.login(key_id, secret).status_code == 200
+    assert reads == []
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        pytest.param(lambda s, other: s[:-1] + ("A" if s[-1] != "A" else "B"), id="last-char"),
+        pytest.param(lambda s, other: s[:20], id="prefix"),
+        pytest.param(lambda s, other: "", id="empty"),
+        pytest.param(lambda s, other: s + "x", id="longer"),
+        pytest.param(lambda s, other: other, id="another-keys-secret"),
+    ],
+)
+def test_the_key_cache_never_lets_a_wrong_secret_through(cached: Service, wrong: object) -> None:
+    key_id, secret = cached.key()
+    _other_id, other_secret = cached.key()
+    assert cached.http.login(key_id, secret).status_code == 200  # cached now
+    assert len(cached.app.state.bearerguard.keys) == 1
+    for _ in range(2):
+        r = cached.http.login(key_id, wrong(secret, other_secret))  # type: ignore[operator]
+        assert_error(r, 401, "invalid_client")
+    # The wrong guesses did not push the right secret out.
+    assert cached.http.login(key_id, secret).status_code == 200
+
+
+def test_a_secret_rotated_elsewhere_works_at_once(cached: Service) -> None:
+    key_id, secret = cached.key()
+    assert cached.http.login(key_id, secret).status_code == 200
+    # Rotated straight in the store (another replica, the CLI): no announcement here.
+    done = cached.store.rotate_key(key_id, grace=0, now=cached.clock())
+    assert done is not None
+    assert cached.http.login(key_id, done[1]).status_code == 200
+
+
+def test_a_key_revoked_in_the_store_leaves_the_cache_at_once(cached: Service) -> None:
+    key_id, secret = cached.key()
+    assert cached.http.login(key_id, secret).status_code == 200
+    assert cached.store.revoke_key(key_id)  # announced to this process's subscribers
+    assert_error(cached.http.login(key_id, secret), 401, "invalid_client")
+
+
+def test_entries_live_at_most_ttl_and_the_cache_is_bounded() -> None:
+    clock = FakeClock(now=100.0)
+    keys = KeyCache(1.0, max_entries=3, clock=clock)
+    records = [new_key(["dns"])[0] for _ in range(4)]
+    keys.put(records[0])
+    clock.advance(0.999)
+    assert keys.get(records[0].key_id) is records[0]
+    clock.advance(0.001)
+    assert keys.get(records[0].key_id) is None
+    for r in records:
+        keys.put(r)
+    assert len(keys) == 3 and keys.get(records[0].key_id) is None  # the oldest went
+    keys.invalidated(Invalidation("token", records[1].key_id))
+    assert keys.get(records[1].key_id) is records[1]
+    keys.invalidated(Invalidation("key", records[1].key_id))
+    assert keys.get(records[1].key_id) is None
+    off = KeyCache(0)  # ttl 0: nothing is kept
+    off.put(records[2])
+    assert len(off) == 0
+
+
+def test_a_cached_key_of_a_disabled_account_is_refused_at_once(cached: Service) -> None:
+    account, _password = new_account("acme", ["dns"])
+    assert cached.store.create_account(account)
+    record, secret = cached.store.create_key(["dns"], account="acme", now=cached.clock())
+    assert cached.http.login(record.key_id, secret).status_code == 200  # cached now
+    # Disabled where this process hears nothing (another replica over SQLite): the key
+    # stays cached, and still exists in the store.
+    unsubscribe = cached.app.state.bearerguard.unsubscribe
+    unsubscribe()
+    assert cached.store.disable_account("acme")
+    assert cached.app.state.bearerguard.keys.get(record.key_id) is not None
+    assert_error(cached.http.login(record.key_id, secret), 401, "invalid_client")
