@@ -19,8 +19,9 @@ from .keys import Layout
 from .scripts import (
     Plan,
     Scripts,
+    create_key_step,
     put_token_plan,
-    queue_key,
+    read_token_step,
     revoke_key_plan,
     revoke_token_plan,
     start,
@@ -86,10 +87,8 @@ class AsyncFace:
             apis, introspect=introspect, now=now, account=account, name=name, expires_at=expires_at
         )
         with self._errors("create_key"):
-            client, _ = self._aclient()
-            pipe = client.pipeline(transaction=True)
-            queue_key(pipe, record, self._layout)
-            await pipe.execute()
+            client, scripts = self._aclient()
+            await start(create_key_step(record, self._layout), client, scripts)
         return record, secret
 
     async def aget_key(self, key_id: str) -> KeyRecord | None:
@@ -129,13 +128,10 @@ class AsyncFace:
 
     async def aget_token(self, digest: str, now: float) -> TokenRecord | None:
         with self._errors("get_token"):
-            client, _ = self._aclient()
-            pipe = client.pipeline(transaction=True)
-            key = self._layout.token(digest)
-            pipe.get(key)
-            pipe.pttl(key)
-            value, pttl = await pipe.execute()
-            return read_token(digest, value, pttl, now)
+            client, scripts = self._aclient()
+            step = read_token_step(digest, self._layout)
+            value, pttl = await start(step, client, scripts)
+            return read_token(digest, value or None, pttl, now)
 
     async def arevoke_token(self, digest: str) -> bool:
         with self._errors("revoke_token"):

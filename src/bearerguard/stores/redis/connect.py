@@ -28,7 +28,7 @@ from redis.retry import Retry
 
 from ...errors import ConfigurationError
 
-__all__ = ["SCHEMES", "Target", "async_client", "parse_url", "sync_client"]
+__all__ = ["DRIVER_ERRORS", "SCHEMES", "Target", "async_client", "parse_url", "sync_client"]
 
 SCHEMES = (
     "redis",
@@ -39,6 +39,10 @@ SCHEMES = (
     "rediss+cluster",
 )
 _MAX_NODES = 32
+
+# What the driver raises when Redis cannot answer: a cluster client's "no node
+# reachable" (RedisClusterException) is not a RedisError.
+DRIVER_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
 
 
 @dataclass(frozen=True, slots=True)

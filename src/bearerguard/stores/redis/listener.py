@@ -17,6 +17,7 @@ import redis
 
 from ...tokens import Invalidation, fingerprint
 from .codecs import decode_invalidation
+from .connect import DRIVER_ERRORS
 
 __all__ = ["Listener"]
 
@@ -32,14 +33,15 @@ class Listener(threading.Thread):
 
     def __init__(
         self,
-        client: Any,
+        connect: Callable[[], Any],
         channel: str,
         callback: Callable[[Invalidation], None],
         *,
         sharded: bool = False,
     ) -> None:
         super().__init__(name="bearerguard-redis-invalidations", daemon=True)
-        self._client = client
+        self._connect = connect  # makes the client, in the thread (a cluster's connects)
+        self._client: Any = None
         self._channel = channel
         self._callback = callback
         # The subscribe call, its confirmation and its message type, plain or sharded.
@@ -62,7 +64,7 @@ class Listener(threading.Thread):
             while not self._stop_event.is_set():
                 try:
                     self._listen()
-                except (redis.RedisError, OSError) as exc:
+                except (*DRIVER_ERRORS, OSError) as exc:
                     self.subscribed.clear()
                     logger.warning(
                         "invalidation listener lost Redis (%s); retrying in %.2fs",
@@ -77,11 +79,14 @@ class Listener(threading.Thread):
                     break
                 backoff = min(backoff * 2, self._BACKOFF_MAX)
         finally:
-            with suppress(redis.RedisError, OSError):
-                self._client.close()
+            if self._client is not None:
+                with suppress(redis.RedisError, OSError):
+                    self._client.close()
 
     def _listen(self) -> None:
         subscribe, confirmed, delivered = self._verbs
+        if self._client is None:
+            self._client = self._connect()
         pubsub = self._client.pubsub()
         try:
             getattr(pubsub, subscribe)(self._channel)

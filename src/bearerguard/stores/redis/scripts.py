@@ -36,7 +36,8 @@ __all__ = [
     "disable_account_plan",
     "put_session_plan",
     "put_token_plan",
-    "queue_key",
+    "read_token_step",
+    "create_key_step",
     "revoke_key_plan",
     "revoke_token_plan",
     "start",
@@ -87,6 +88,20 @@ if v then redis.call('DEL', KEYS[1]) end
 return v
 """
 
+# KEYS[1] apikey, KEYS[2] keys index, KEYS[3] the account's key ids (when it has one);
+# ARGV key_id, created_at, then field/value pairs of the record.
+_LUA_CREATE_KEY = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+if KEYS[3] then redis.call('SADD', KEYS[3], ARGV[1]) end
+return 1
+"""
+
+# KEYS[1] token. Returns {record or false, remaining ms}: a read, not a use.
+_LUA_READ = """
+return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+"""
+
 # KEYS[1] apikey; ARGV new digest, grace ("1" to keep the old secret), old_until.
 _LUA_ROTATE = """
 local cur = redis.call('HGET', KEYS[1], 'secret_digest')
@@ -132,6 +147,8 @@ class Scripts:
         self.enlist = client.register_script(_LUA_ENLIST)
         self.revoke_key = client.register_script(_LUA_REVOKE_KEY)
         self.take = client.register_script(_LUA_TAKE)
+        self.create_key = client.register_script(_LUA_CREATE_KEY)
+        self.read = client.register_script(_LUA_READ)
         self.rotate = client.register_script(_LUA_ROTATE)
         self.create_account = client.register_script(_LUA_CREATE_ACCOUNT)
         self.set_account = client.register_script(_LUA_SET_ACCOUNT)
@@ -249,7 +266,8 @@ def disable_account_plan(name: str, layout: Layout) -> Plan:
     doomed += [layout.token(d) for digests in tokens for d in _texts(digests)]
     if doomed:
         yield Pipe([("delete", n) for n in doomed])
-    done: list[tuple[Any, ...]] = [("delete", layout.account_sessions(name), *indexes)]
+    # One name per DEL: a cluster pipeline sends each command to its own slot's node.
+    done: list[tuple[Any, ...]] = [("delete", n) for n in [layout.account_sessions(name), *indexes]]
     for key_id in ids:
         message = encode_invalidation(Invalidation("key", key_id))
         done.append((layout.publish, layout.channel(), message))
@@ -265,9 +283,15 @@ def put_session_plan(
     yield Pipe([("psetex", layout.session(digest), lifetime_ms, value)])
 
 
-def queue_key(pipe: Any, record: KeyRecord, layout: Layout) -> None:
-    """Queue the writes of a new key on a transaction pipeline (all in one slot)."""
-    pipe.hset(layout.apikey(record.key_id), mapping=key_fields(record))
-    pipe.zadd(layout.keys_index(), {record.key_id: record.created_at})
+def create_key_step(record: KeyRecord, layout: Layout) -> Run:
+    """The script that writes a new key and indexes it (all in one slot)."""
+    keys = [layout.apikey(record.key_id), layout.keys_index()]
     if record.account:
-        pipe.sadd(layout.account_keys(record.account), record.key_id)
+        keys.append(layout.account_keys(record.account))
+    pairs = [item for kv in key_fields(record).items() for item in kv]
+    return Run("create_key", keys, [record.key_id, repr(record.created_at), *pairs])
+
+
+def read_token_step(digest: str, layout: Layout) -> Run:
+    """The script that reads a token record and its remaining life (not a use)."""
+    return Run("read", [layout.token(digest)], [])

@@ -43,16 +43,17 @@ from .codecs import (
     touched,
     ttl_ms,
 )
-from .connect import parse_url, sync_client
+from .connect import DRIVER_ERRORS, parse_url, sync_client
 from .keys import DEFAULT_PREFIX, Layout
 from .listener import Listener
 from .scripts import (
     Plan,
     Scripts,
+    create_key_step,
     disable_account_plan,
     put_session_plan,
     put_token_plan,
-    queue_key,
+    read_token_step,
     revoke_key_plan,
     revoke_token_plan,
     start,
@@ -94,8 +95,9 @@ class RedisStore(AsyncFace):
             "socket_connect_timeout": self.timeout,
             "socket_timeout": self.timeout,
         }
-        self._client = sync_client(self._target, self._options)
-        self._scripts = Scripts(self._client)
+        # Made on first use: a cluster client connects as it is made, and opening a
+        # store does no I/O (a store opened while Redis is down answers StoreUnavailable).
+        self._sync: tuple[Any, Scripts] | None = None
         self._aclients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[aredis.Redis, Scripts]
         ] = weakref.WeakKeyDictionary()
@@ -104,6 +106,21 @@ class RedisStore(AsyncFace):
         self._closed = False
 
     # -- plumbing ---------------------------------------------------------------------
+    def _connected(self) -> tuple[Any, Scripts]:
+        with self._lock:
+            if self._sync is None:
+                client = sync_client(self._target, self._options)
+                self._sync = (client, Scripts(client))
+            return self._sync
+
+    @property
+    def _client(self) -> Any:
+        return self._connected()[0]
+
+    @property
+    def _scripts(self) -> Scripts:
+        return self._connected()[1]
+
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         """Translate driver errors at one boundary: all become StoreUnavailable."""
@@ -111,7 +128,7 @@ class RedisStore(AsyncFace):
             raise StoreUnavailable("Redis store is closed")
         try:
             yield
-        except redis.RedisError as exc:
+        except DRIVER_ERRORS as exc:
             raise StoreUnavailable(f"Redis store {what} failed: {type(exc).__name__}") from exc
         except OSError as exc:
             raise StoreUnavailable(f"Redis store {what} failed: {exc}") from exc
@@ -143,9 +160,7 @@ class RedisStore(AsyncFace):
             apis, introspect=introspect, now=now, account=account, name=name, expires_at=expires_at
         )
         with self._errors("create_key"):
-            pipe = self._client.pipeline(transaction=True)
-            queue_key(pipe, record, self._layout)
-            pipe.execute()
+            start(create_key_step(record, self._layout), self._client, self._scripts)
         return record, secret
 
     def rotate_key(
@@ -283,12 +298,8 @@ class RedisStore(AsyncFace):
 
     def get_token(self, digest: str, now: float) -> TokenRecord | None:
         with self._errors("get_token"):
-            pipe = self._client.pipeline(transaction=True)
-            key = self._layout.token(digest)
-            pipe.get(key)
-            pipe.pttl(key)
-            value, pttl = pipe.execute()
-            return read_token(digest, value, pttl, now)
+            value, pttl = start(read_token_step(digest, self._layout), self._client, self._scripts)
+            return read_token(digest, value or None, pttl, now)
 
     def revoke_token(self, digest: str) -> bool:
         with self._errors("revoke_token"):
@@ -303,8 +314,13 @@ class RedisStore(AsyncFace):
         """
         if self._closed:
             raise StoreUnavailable("Redis store is closed")
-        client = sync_client(self._target, self._options, retry=False)
-        listener = Listener(client, self._layout.channel(), callback, sharded=self._layout.cluster)
+        target, options = self._target, self._options
+        listener = Listener(
+            lambda: sync_client(target, options, retry=False),
+            self._layout.channel(),
+            callback,
+            sharded=self._layout.cluster,
+        )
         with self._lock:
             self._listeners.add(listener)
         listener.start()
@@ -338,7 +354,8 @@ class RedisStore(AsyncFace):
             self._aclients.clear()
         for listener in listeners:
             listener.stop()
-        with suppress(redis.RedisError, OSError):
-            self._client.close()
+        if self._sync is not None:
+            with suppress(redis.RedisError, OSError):
+                self._sync[0].close()
         for loop, (client, _) in aclients:
             close_on_loop(loop, client, self.timeout)
