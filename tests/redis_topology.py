@@ -216,6 +216,28 @@ class SentinelTopology(_Topology):
         _wait("the sentinels to know the replica and each other", known, timeout=30)
         return self
 
+    def add_replica(self) -> Node:
+        """Start an empty replica of the current master; wait until the Sentinels see it."""
+        replica = self._node(
+            f"replica{len(self.nodes)}", "--replicaof", HOST, str(self.master_port())
+        )
+
+        def seen() -> bool:
+            with replica.client() as c:
+                if c.info("replication").get("master_link_status") != "up":
+                    return False
+            for s in self.sentinels:
+                with s.client() as c:
+                    found = [
+                        r for r in c.sentinel_slaves(self.service) if r["port"] == replica.port
+                    ]
+                    if not found or found[0].get("is_sdown") or found[0].get("is_disconnected"):
+                        return False
+            return True
+
+        _wait("the new replica to sync and be seen", seen, timeout=30)
+        return replica
+
     @property
     def url(self) -> str:
         nodes = ",".join(f"{HOST}:{s.port}" for s in self.sentinels)

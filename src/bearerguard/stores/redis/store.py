@@ -104,6 +104,8 @@ class RedisStore(AsyncFace):
         self._lock = threading.Lock()
         self._listeners: set[Listener] = set()
         self._closed = False
+        if not self._target.cluster:
+            self._connected()  # no I/O: a bad URL fails here, as a ConfigurationError
 
     # -- plumbing ---------------------------------------------------------------------
     def _connected(self) -> tuple[Any, Scripts]:
