@@ -170,6 +170,8 @@ def test_key_revocation_evicts_within_a_second_at_resource_servers(
         finally:
             for c in clients:
                 await c.aclose()
+            # Async clients are closed on their own loop (httpx's and redis-py's).
+            await introspection.aclose()
             await reader.aclose()
 
     try:

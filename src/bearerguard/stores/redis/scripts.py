@@ -209,7 +209,7 @@ def put_token_plan(record: TokenRecord, layout: Layout) -> Plan:
     if not isinstance(sample, list) or not sample:
         return
     # Prune index entries of tokens that expired since: a sample every few logins.
-    digests = [d for d in _texts(sample) if d != record.digest]
+    digests = sorted(set(_texts(sample)) - {record.digest})
     alive = yield Pipe([("exists", layout.token(d)) for d in digests])
     dead = [d for d, n in zip(digests, alive, strict=True) if not n]
     if dead:

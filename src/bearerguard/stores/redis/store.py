@@ -65,7 +65,9 @@ __all__ = ["RedisStore"]
 class RedisStore(AsyncFace):
     """A store in Redis; sync face on `redis.Redis`, async face on `redis.asyncio.Redis`.
 
-    ``RedisStore("redis://127.0.0.1:6379/0", timeout=2.0, prefix="bearerguard")``.
+    ``RedisStore("redis://127.0.0.1:6379/0", timeout=2.0, prefix="bearerguard")``; the
+    URL may also name Sentinels (``redis+sentinel://…/SERVICE``) or a cluster
+    (``redis+cluster://…``, on `redis.RedisCluster` and its asyncio twin), see `connect`.
     `timeout` bounds connecting and each reply (seconds); a call fails over to one
     reconnect, then raises StoreUnavailable. No I/O happens at construction: call
     `ping()` to check the server is there.
