@@ -144,8 +144,10 @@ def _auth(target: Target) -> dict[str, Any]:
     return options
 
 
-def _sentinel_options(target: Target, options: dict[str, Any]) -> dict[str, Any]:
-    sentinel = dict(options)
+def _sentinel_options(target: Target, options: dict[str, Any], retry: Any) -> dict[str, Any]:
+    # One quick retry per Sentinel, as for the data nodes: redis-py's default backs off
+    # for seconds, and /ready must answer while every Sentinel is unreachable.
+    sentinel = {**options, "retry": retry}
     if target.tls:
         sentinel["ssl"] = True
         if target.ca_certs:
@@ -165,7 +167,8 @@ def sync_client(target: Target, options: dict[str, Any], *, retry: bool = True) 
             return redis.Redis.from_url(target.url, **once, **options)
         if target.kind == "sentinel":
             sentinels = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-                list(target.nodes), sentinel_kwargs=_sentinel_options(target, options)
+                list(target.nodes),
+                sentinel_kwargs=_sentinel_options(target, options, Retry(NoBackoff(), 1)),
             )
             return sentinels.master_for(  # type: ignore[no-untyped-call]
                 target.service, db=target.db, **once, **options, **_auth(target)
@@ -183,7 +186,8 @@ def async_client(target: Target, options: dict[str, Any]) -> Any:
         return aredis.Redis.from_url(target.url, **once, **options)
     if target.kind == "sentinel":
         sentinels = asentinel.Sentinel(  # type: ignore[no-untyped-call]
-            list(target.nodes), sentinel_kwargs=_sentinel_options(target, options)
+            list(target.nodes),
+            sentinel_kwargs=_sentinel_options(target, options, AsyncRetry(NoBackoff(), 1)),
         )
         return sentinels.master_for(
             target.service, db=target.db, **once, **options, **_auth(target)
