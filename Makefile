@@ -45,9 +45,10 @@ test: chromium lint typecheck docs pytest
 demo: $(STAMP)
 	$(BIN)/bearerguard demo
 
-# Reliability suites with bigger counts (tens of minutes).
+# Reliability suites with bigger counts (tens of minutes); the HA suite fails over 3 times.
 soak: $(STAMP)
 	BEARERGUARD_SOAK=1 $(BIN)/pytest -q --timeout=900 tests/reliability
+	BEARERGUARD_SOAK=1 $(BIN)/pytest -q --timeout=900 tests/ha
 
 figures: $(STAMP)
 	rm -f $(VENV)/figures.jsonl

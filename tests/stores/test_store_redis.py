@@ -30,7 +30,7 @@ from bearerguard.stores.redis import (
     invalidation_channel,
     key_tokens_key,
     keys_index_key,
-    token_key,
+    token_record_key,
 )
 from bearerguard.tokens import Invalidation, token_digest
 from helpers import issue, remember_secret
@@ -80,8 +80,8 @@ def rstore(redis_url: str) -> Iterator[RedisStore]:
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        (token_key("ab12"), "bearerguard:token:ab12"),
-        (token_key("ab12", "tenant1"), "tenant1:token:ab12"),
+        (token_record_key("ab12"), "bearerguard:token:ab12"),
+        (token_record_key("ab12", "tenant1"), "tenant1:token:ab12"),
         (apikey_key("key_1"), "bearerguard:apikey:key_1"),
         (key_tokens_key("key_1"), "bearerguard:keytokens:key_1"),
         (keys_index_key(), "bearerguard:keys"),
@@ -113,7 +113,7 @@ def test_invalidation_messages(data: bytes | str, event: Invalidation | None) ->
 def test_tokens_expire_natively_with_the_sliding_ttl(rstore: RedisStore, raw: redis.Redis) -> None:
     tok = issue(rstore, ("dns",), ttl=30)
     digest = token_digest(tok.token)
-    name = token_key(digest)
+    name = token_record_key(digest)
     assert 28_000 < raw.pttl(name) <= 30_000
     raw.pexpire(name, 5_000)  # as if 25 s had passed
     assert rstore.touch_token(digest, time.time()) is not None
@@ -131,7 +131,7 @@ def test_revoking_a_key_deletes_its_tokens_and_index(rstore: RedisStore, raw: re
     assert raw.scard(key_tokens_key(key.key_id)) == 4
     assert rstore.revoke_key(key.key_id) is True
     for t in toks:
-        assert not raw.exists(token_key(token_digest(t.token)))
+        assert not raw.exists(token_record_key(token_digest(t.token)))
     assert not raw.exists(key_tokens_key(key.key_id))
     assert not raw.exists(apikey_key(key.key_id))
     assert raw.zscore(keys_index_key(), key.key_id) is None
@@ -142,11 +142,11 @@ def test_expired_index_entries_are_pruned(rstore: RedisStore, raw: redis.Redis) 
     remember_secret(secret)
     for _ in range(20):
         t = issue(rstore, ("dns",), key_id=key.key_id)
-        raw.delete(token_key(token_digest(t.token)))  # as if it had expired
+        raw.delete(token_record_key(token_digest(t.token)))  # as if it had expired
     live = issue(rstore, ("dns",), key_id=key.key_id)
     for _ in range(5):
         t = issue(rstore, ("dns",), key_id=key.key_id)
-        raw.delete(token_key(token_digest(t.token)))
+        raw.delete(token_record_key(token_digest(t.token)))
     # Each new token prunes a sample of dead entries: far fewer than the 25 dead remain.
     assert raw.scard(key_tokens_key(key.key_id)) < 20
     assert raw.sismember(key_tokens_key(key.key_id), token_digest(live.token))
@@ -189,7 +189,7 @@ def test_a_put_racing_a_key_revocation_stores_nothing(rstore: RedisStore, raw: r
     remember_secret(secret)
     rstore.revoke_key(key.key_id)
     tok = issue(rstore, ("dns",), key_id=key.key_id)
-    assert not raw.exists(token_key(token_digest(tok.token)))
+    assert not raw.exists(token_record_key(token_digest(tok.token)))
     assert not raw.exists(key_tokens_key(key.key_id))
 
 
@@ -334,7 +334,7 @@ def test_a_hung_redis_times_out_as_store_unavailable() -> None:
 
 
 def test_garbage_in_redis_is_store_unavailable(rstore: RedisStore, raw: redis.Redis) -> None:
-    raw.set(token_key("f" * 64), b"not json")
+    raw.set(token_record_key("f" * 64), b"not json")
     with pytest.raises(StoreUnavailable):
         rstore.touch_token("f" * 64, time.time())
     raw.set(apikey_key("key_x"), b"a string, not a hash")

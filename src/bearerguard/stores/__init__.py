@@ -1,5 +1,9 @@
 """Stores of keys and tokens, opened by URL: ``memory://``, ``sqlite:///…``, ``redis://…``.
 
+Redis also as ``rediss://`` (TLS), ``redis+sentinel://host:port[,…]/SERVICE[/DB]`` and
+``redis+cluster://host:port[,…]`` (with ``rediss+`` for TLS); see
+`bearerguard.stores.redis`.
+
 `RedisStore` needs the ``redis`` extra (``pip install bearerguard[redis]``); it is
 imported only when used.
 """
@@ -34,7 +38,10 @@ __all__ = [
     "open_store",
 ]
 
-_HINT = "use memory://, sqlite:///relative.db, sqlite:////absolute.db or redis://host:port/db"
+_HINT = (
+    "use memory://, sqlite:///relative.db, sqlite:////absolute.db, redis://host:port/db, "
+    "redis+sentinel://host:port,…/SERVICE or redis+cluster://host:port,…"
+)
 
 
 def open_store(url: str) -> MemoryStore | SQLiteStore | RedisStore:
@@ -53,7 +60,8 @@ def open_store(url: str) -> MemoryStore | SQLiteStore | RedisStore:
         return MemoryStore(url)
     if scheme == "sqlite":
         return SQLiteStore(url)
-    if scheme in ("redis", "rediss"):
+    if scheme.partition("+")[0] in ("redis", "rediss"):
+        # redis+sentinel, redis+cluster and their TLS forms are checked by the store.
         redis_store = _redis_store_class()
         return redis_store(url)
     # Only the scheme is echoed: the rest of a URL may hold a password.

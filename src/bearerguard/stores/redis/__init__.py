@@ -1,7 +1,13 @@
-"""`redis://host:port/db`: keys and tokens in Redis, shared by any number of machines.
+"""Keys and tokens in Redis, shared by any number of machines.
 
-Layout (all names under one prefix, ``bearerguard`` by default; see the key-name
-functions in `keys`):
+URLs (module `connect`): ``redis://host:port/db`` and ``rediss://`` (TLS);
+``redis+sentinel://host:port[,host:port…]/SERVICE[/DB]`` (the primary named by the
+Sentinels, followed through failovers); ``redis+cluster://host:port[,host:port…]``
+(Redis Cluster); ``rediss+sentinel://`` and ``rediss+cluster://`` with TLS.
+
+Layout (all names under one prefix, ``bearerguard`` by default; see `keys.Layout`; on a
+cluster every name but a token's and a session's is tagged ``{bearerguard}``, so the
+keys, accounts and their indexes share one hash slot):
 
 * ``<p>:token:<digest>`` — a token record (JSON), expiring natively: ``PX`` is the
   token's sliding TTL, renewed by every `touch_token`;
@@ -10,7 +16,7 @@ functions in `keys`):
   delete them all (stale entries are pruned a few at a time on each new token);
 * ``<p>:keys`` — every key id, scored by creation time, for `list_keys`;
 * channel ``<p>:invalidate`` — every revocation is published there (``token:<digest>``
-  or ``key:<key_id>``), and `subscribe` listens to it;
+  or ``key:<key_id>``), and `subscribe` listens to it (sharded pub/sub on a cluster);
 * ``<p>:account:<name>`` — an account (hash; the password only as its argon2id hash),
   ``<p>:accounts`` every account name by creation time, ``<p>:acctkeys:<name>`` the
   account's key ids;
@@ -20,14 +26,14 @@ functions in `keys`):
 Key hashes written before accounts existed lack the newer fields and read as keys of
 the operator with no name: no migration is needed.
 
-Lookup-and-extend, token insertion (which checks the key still exists) and both
-revocations are Lua scripts: one round trip each, atomic on the server. The scripts
-name keys they compute, so the store runs on a single Redis (or a Sentinel-managed
-primary), not on Redis Cluster.
+Lookup-and-extend is one Lua script, one round trip. Every script takes its keys
+through ``KEYS``; operations spanning slots (login, revocations) are plans of several
+steps, ordered so that a login racing with a key revocation leaves no live token
+(`scripts`; docs/design.md, "Redis Cluster").
 
-One job per module: `keys` (names), `codecs` (records <-> Redis values), `scripts`
-(Lua and the arguments of each script), `store` (`RedisStore`: plumbing and sync
-face), `aio` (its async face), `listener` (pub/sub invalidations).
+One job per module: `connect` (URLs and clients), `keys` (names), `codecs` (records
+<-> Redis values), `scripts` (Lua and the plans that run it), `store` (`RedisStore`:
+plumbing and sync face), `aio` (its async face), `listener` (pub/sub invalidations).
 
 Expiry is measured on the Redis server's clock: a token lives `ttl` seconds after it
 was stored or last touched. The `now` arguments only fill in ``expires_at`` of the
@@ -51,7 +57,7 @@ from .keys import (
     invalidation_channel,
     key_tokens_key,
     keys_index_key,
-    token_key,
+    token_record_key,
 )
 from .keys import account_key as account_key
 from .keys import account_keys_key as account_keys_key
@@ -67,5 +73,5 @@ __all__ = [
     "invalidation_channel",
     "key_tokens_key",
     "keys_index_key",
-    "token_key",
+    "token_record_key",
 ]

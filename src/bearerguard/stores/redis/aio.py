@@ -11,13 +11,21 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aredis
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
 
 from ..base import KeyRecord, TokenRecord, new_key
 from .codecs import decode_key, read_token, sorted_keys, text, touched
-from .keys import account_keys_key, apikey_key, keys_index_key, token_key
-from .scripts import Scripts, queue_key, revoke_key_args, revoke_token_args, token_args
+from .connect import Target, async_client
+from .keys import Layout
+from .scripts import (
+    Plan,
+    Scripts,
+    create_key_step,
+    put_token_plan,
+    read_token_step,
+    revoke_key_plan,
+    revoke_token_plan,
+    start,
+)
 
 __all__ = ["AsyncFace", "close_on_loop"]
 
@@ -33,6 +41,8 @@ class AsyncFace:
     prefix: str
     timeout: float
     _options: dict[str, Any]
+    _target: Target
+    _layout: Layout
     _lock: threading.Lock
     _aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[aredis.Redis, Scripts]]
 
@@ -47,11 +57,20 @@ class AsyncFace:
         with self._lock:
             entry = self._aclients.get(loop)
             if entry is None:
-                client = aredis.Redis.from_url(
-                    self.url, retry=AsyncRetry(NoBackoff(), 1), **self._options
-                )
+                client = async_client(self._target, self._options)
                 entry = self._aclients[loop] = (client, Scripts(client))
         return entry
+
+    async def _arun(self, plan: Plan) -> Any:
+        """Drive a plan (module `scripts`) on this loop's client; return its result."""
+        client, scripts = self._aclient()
+        reply: Any = None
+        while True:
+            try:
+                step = plan.send(reply)
+            except StopIteration as done:
+                return done.value
+            reply = await start(step, client, scripts)
 
     # -- async face -------------------------------------------------------------------
     async def acreate_key(
@@ -68,69 +87,55 @@ class AsyncFace:
             apis, introspect=introspect, now=now, account=account, name=name, expires_at=expires_at
         )
         with self._errors("create_key"):
-            client, _ = self._aclient()
-            pipe = client.pipeline(transaction=True)
-            queue_key(pipe, record, self.prefix)
-            await pipe.execute()
+            client, scripts = self._aclient()
+            await start(create_key_step(record, self._layout), client, scripts)
         return record, secret
 
     async def aget_key(self, key_id: str) -> KeyRecord | None:
         with self._errors("get_key"):
             client, _ = self._aclient()
-            return decode_key(key_id, await client.hgetall(apikey_key(key_id, self.prefix)))
+            return decode_key(key_id, await client.hgetall(self._layout.apikey(key_id)))
 
     async def alist_keys(self, account: str | None = None) -> list[KeyRecord]:
         with self._errors("list_keys"):
             client, _ = self._aclient()
             if account is None:
-                raw = list(await client.zrange(keys_index_key(self.prefix), 0, -1))
+                raw = list(await client.zrange(self._layout.keys_index(), 0, -1))
             else:
-                raw = list(await client.smembers(account_keys_key(account, self.prefix)))
+                raw = list(await client.smembers(self._layout.account_keys(account)))
             ids = [text(i) for i in raw]
             pipe = client.pipeline(transaction=False)
             for key_id in ids:
-                pipe.hgetall(apikey_key(key_id, self.prefix))
+                pipe.hgetall(self._layout.apikey(key_id))
             found = await pipe.execute() if ids else []
             return sorted_keys(ids, found)
 
     async def arevoke_key(self, key_id: str) -> bool:
-        keys, args = revoke_key_args(key_id, self.prefix)
         with self._errors("revoke_key"):
-            _, scripts = self._aclient()
-            found, _n = await scripts.revoke_key(keys=keys, args=args)
-        return bool(found)
+            return bool(await self._arun(revoke_key_plan(key_id, self._layout)))
 
     async def aput_token(self, record: TokenRecord) -> None:
-        keys, args = token_args(record, self.prefix)
         with self._errors("put_token"):
-            _, scripts = self._aclient()
-            await scripts.put(keys=keys, args=args)
+            await self._arun(put_token_plan(record, self._layout))
 
     async def atouch_token(
         self, digest: str, now: float, client_ip: str | None = None
     ) -> TokenRecord | None:
         with self._errors("touch_token"):
             _, scripts = self._aclient()
-            reply = await scripts.touch(
-                keys=[token_key(digest, self.prefix)], args=[client_ip or ""]
-            )
+            reply = await scripts.touch(keys=[self._layout.token(digest)], args=[client_ip or ""])
             return touched(digest, reply, now)
 
     async def aget_token(self, digest: str, now: float) -> TokenRecord | None:
         with self._errors("get_token"):
-            client, _ = self._aclient()
-            pipe = client.pipeline(transaction=True)
-            key = token_key(digest, self.prefix)
-            pipe.get(key)
-            pipe.pttl(key)
-            value, pttl = await pipe.execute()
-            return read_token(digest, value, pttl, now)
+            client, scripts = self._aclient()
+            step = read_token_step(digest, self._layout)
+            value, pttl = await start(step, client, scripts)
+            return read_token(digest, value or None, pttl, now)
 
     async def arevoke_token(self, digest: str) -> bool:
-        keys, args = revoke_token_args(digest, self.prefix)
         with self._errors("revoke_token"):
-            _, scripts = self._aclient()
-            return bool(await scripts.revoke_token(keys=keys, args=args))
+            return bool(await self._arun(revoke_token_plan(digest, self._layout)))
 
     async def aping(self) -> None:
         with self._errors("ping"):

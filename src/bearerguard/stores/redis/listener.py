@@ -1,4 +1,9 @@
-"""The pub/sub listener: one background thread per subscription to revocations."""
+"""The pub/sub listener: one background thread per subscription to revocations.
+
+On one Redis (or a Sentinel-managed primary) it uses ``SUBSCRIBE``; on a cluster,
+sharded pub/sub (``SSUBSCRIBE``: the channel lives in one slot and redis-py follows it
+to the node that owns that slot, also after a failover). One code path either way.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,13 @@ import logging
 import threading
 from collections.abc import Callable
 from contextlib import suppress
+from typing import Any
 
 import redis
 
 from ...tokens import Invalidation, fingerprint
 from .codecs import decode_invalidation
+from .connect import DRIVER_ERRORS
 
 __all__ = ["Listener"]
 
@@ -25,12 +32,28 @@ class Listener(threading.Thread):
     _BACKOFF_MAX = 1.0
 
     def __init__(
-        self, client: redis.Redis, channel: str, callback: Callable[[Invalidation], None]
+        self,
+        connect: Callable[[], Any],
+        channel: str,
+        callback: Callable[[Invalidation], None],
+        *,
+        sharded: bool = False,
     ) -> None:
         super().__init__(name="bearerguard-redis-invalidations", daemon=True)
-        self._client = client
+        self._connect = connect  # makes the client, in the thread (a cluster's connects)
+        self._client: Any = None
         self._channel = channel
         self._callback = callback
+        # The subscribe call, its confirmation and its message type, plain or sharded.
+        self._verbs = (
+            ("ssubscribe", "ssubscribe", "smessage")
+            if sharded
+            else (
+                "subscribe",
+                "subscribe",
+                "message",
+            )
+        )
         self._stop_event = threading.Event()
         self.first_attempt = threading.Event()
         self.subscribed = threading.Event()
@@ -41,7 +64,7 @@ class Listener(threading.Thread):
             while not self._stop_event.is_set():
                 try:
                     self._listen()
-                except (redis.RedisError, OSError) as exc:
+                except (*DRIVER_ERRORS, OSError) as exc:
                     self.subscribed.clear()
                     logger.warning(
                         "invalidation listener lost Redis (%s); retrying in %.2fs",
@@ -56,23 +79,30 @@ class Listener(threading.Thread):
                     break
                 backoff = min(backoff * 2, self._BACKOFF_MAX)
         finally:
-            with suppress(redis.RedisError, OSError):
-                self._client.close()
+            if self._client is not None:
+                with suppress(redis.RedisError, OSError):
+                    self._client.close()
 
     def _listen(self) -> None:
-        pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        subscribe, confirmed, delivered = self._verbs
+        if self._client is None:
+            self._client = self._connect()
+        pubsub = self._client.pubsub()
         try:
-            pubsub.subscribe(self._channel)
+            getattr(pubsub, subscribe)(self._channel)
             while not self._stop_event.is_set():
-                message = pubsub.get_message(timeout=0.2)
+                if subscribe == "ssubscribe":
+                    message = pubsub.get_sharded_message(timeout=0.2)
+                else:
+                    message = pubsub.get_message(timeout=0.2)
                 if message is None:
                     continue
                 kind = message.get("type")
-                if kind == "subscribe":
+                if kind == confirmed:
                     # Confirmed by the server: publications from now on reach us.
                     self.subscribed.set()
                     self.first_attempt.set()
-                elif kind == "message":
+                elif kind == delivered:
                     event = decode_invalidation(message["data"])
                     if event is not None:
                         self._deliver(event)

@@ -1,38 +1,46 @@
-"""The Lua scripts the store runs, and the keys and arguments each one takes.
+"""The Lua scripts the store runs, and the plans of the operations that use them.
 
-Lookup-and-extend, token insertion (which checks the key still exists), rotation,
-account changes and both revocations run as scripts: one round trip each, atomic on
-the server. The scripts name keys they compute, so they need a single Redis (or a
-Sentinel-managed primary), not Redis Cluster. The argument plans below are shared by
-the sync and async faces.
+Every script takes all its keys through ``KEYS`` and names none itself, so each runs
+in one hash slot on Redis Cluster (see `Layout`). An operation that touches records in
+several slots (a login: the token record and its key's index; a key revocation: the
+key and every token) is a *plan*: a generator yielding `Run` (one script) and `Pipe`
+(a non-transactional pipeline of commands) steps, sent back each step's reply. The sync
+face drives plans with blocking calls, the async face with ``await``: one plan each,
+shared (as `flow.authenticate` is shared by the middleware's two drivers).
+
+The rule that keeps revocation sound across slots (docs/design.md, "Redis Cluster"):
+a login writes the token record first and then enlists its digest in the key's index
+with a script that refuses when the key is gone (the login then deletes its record and
+hands out nothing); a key revocation deletes the key and reads the index in one script,
+then deletes the listed tokens, then announces. Whichever of enlist and revoke runs
+first on the key's slot, the token ends up deleted.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Generator
+from dataclasses import dataclass
 from typing import Any
 
 from ...tokens import Invalidation
 from ..base import KeyRecord, TokenRecord
-from .codecs import encode_invalidation, encode_token, key_fields, ttl_ms
-from .keys import (
-    account_key,
-    account_keys_key,
-    account_sessions_key,
-    apikey_key,
-    invalidation_channel,
-    key_tokens_key,
-    keys_index_key,
-    session_key,
-    token_key,
-)
+from .codecs import encode_invalidation, encode_token, key_fields, text, ttl_ms
+from .keys import Layout
 
 __all__ = [
+    "Pipe",
+    "Plan",
+    "Run",
     "Scripts",
-    "disable_account_args",
-    "queue_key",
-    "revoke_key_args",
-    "revoke_token_args",
-    "token_args",
+    "disable_account_plan",
+    "put_session_plan",
+    "put_token_plan",
+    "read_token_step",
+    "create_key_step",
+    "revoke_key_plan",
+    "revoke_token_plan",
+    "start",
 ]
 
 # KEYS[1] token; ARGV[1] the address the use came from ('' when unknown). Returns
@@ -49,48 +57,49 @@ end
 return {v, redis.call('PTTL', KEYS[1])}
 """
 
-# KEYS[1] token, KEYS[2] apikey, KEYS[3] keytokens; ARGV json, ttl_ms, digest, token
-# prefix. Stores nothing (returns 0) when the key is gone, so a login racing with a key
-# revocation cannot leave a live token behind. Prunes a few expired index entries.
-_LUA_PUT = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[3])
-redis.call('HSET', KEYS[2], 'last_used_at', ARGV[5])
-local sample = redis.call('SRANDMEMBER', KEYS[3], 8)
-for _, d in ipairs(sample) do
-  if redis.call('EXISTS', ARGV[4] .. d) == 0 then redis.call('SREM', KEYS[3], d) end
-end
-return 1
+# KEYS[1] apikey, KEYS[2] keytokens, KEYS[3] token (only where all share a slot);
+# ARGV digest, issued_at, and with KEYS[3] the record's json and ttl_ms. Returns 0 when
+# the key is gone (nothing enlisted or stored), else a sample of the index to prune
+# (empty but on every PRUNE_EVERY-th entry).
+_LUA_ENLIST = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4]) end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'last_used_at', ARGV[2])
+if redis.call('SCARD', KEYS[2]) % 4 ~= 0 then return {} end
+return redis.call('SRANDMEMBER', KEYS[2], 16)
 """
 
-# KEYS[1] apikey, KEYS[2] keytokens, KEYS[3] keys index; ARGV key_id, token prefix,
-# channel, message, account-keys prefix. Returns {key found, tokens deleted}.
+# KEYS[1] apikey, KEYS[2] keytokens, KEYS[3] keys index, KEYS[4] the account's key ids
+# (when the key has an account); ARGV key_id. Returns {key found, token digests}; the
+# index is left for the plan to delete once the tokens are gone, so running the
+# revocation again finishes one that was interrupted.
 _LUA_REVOKE_KEY = """
-local acct = redis.call('HGET', KEYS[1], 'account')
-if acct and acct ~= '' then redis.call('SREM', ARGV[5] .. acct, ARGV[1]) end
 local found = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-local n = 0
-for _, d in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  n = n + redis.call('DEL', ARGV[2] .. d)
-end
-redis.call('DEL', KEYS[2])
-if found + n > 0 then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
-return {found, n}
+if KEYS[4] then redis.call('SREM', KEYS[4], ARGV[1]) end
+return {found, redis.call('SMEMBERS', KEYS[2])}
 """
 
-# KEYS[1] token; ARGV digest, keytokens prefix, channel, message. Returns 1 if deleted.
-_LUA_REVOKE_ONE = """
+# KEYS[1] token. Deletes it; returns its record (json), or nil.
+_LUA_TAKE = """
 local v = redis.call('GET', KEYS[1])
-if not v then return 0 end
-redis.call('DEL', KEYS[1])
-local ok, rec = pcall(cjson.decode, v)
-if ok and type(rec) == 'table' and type(rec['k']) == 'string' then
-  redis.call('SREM', ARGV[2] .. rec['k'], ARGV[1])
-end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+if v then redis.call('DEL', KEYS[1]) end
+return v
+"""
+
+# KEYS[1] apikey, KEYS[2] keys index, KEYS[3] the account's key ids (when it has one);
+# ARGV key_id, created_at, then field/value pairs of the record.
+_LUA_CREATE_KEY = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+if KEYS[3] then redis.call('SADD', KEYS[3], ARGV[1]) end
 return 1
+"""
+
+# KEYS[1] token. Returns {record or false, remaining ms}: a read, not a use.
+_LUA_READ = """
+return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
 """
 
 # KEYS[1] apikey; ARGV new digest, grace ("1" to keep the old secret), old_until.
@@ -119,100 +128,170 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
-# KEYS[1] account, KEYS[2] its key ids, KEYS[3] its sessions; ARGV token prefix,
-# keytokens prefix, channel, session prefix. Disables the account, deletes every token
-# of its keys (announcing each key) and every session. Returns 1, or 0 for no account.
+# KEYS[1] account, KEYS[2] its sessions, KEYS[3…] the token indexes of its keys.
+# Disables the account; returns 0 for no account, else {sessions, tokens of KEYS[3], …}.
 _LUA_DISABLE_ACCOUNT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'disabled', '1')
-for _, k in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  for _, d in ipairs(redis.call('SMEMBERS', ARGV[2] .. k)) do
-    redis.call('DEL', ARGV[1] .. d)
-  end
-  redis.call('DEL', ARGV[2] .. k)
-  redis.call('PUBLISH', ARGV[3], 'key:' .. k)
-end
-for _, d in ipairs(redis.call('SMEMBERS', KEYS[3])) do redis.call('DEL', ARGV[4] .. d) end
-redis.call('DEL', KEYS[3])
-return 1
+local out = {redis.call('SMEMBERS', KEYS[2])}
+for i = 3, #KEYS do out[#out + 1] = redis.call('SMEMBERS', KEYS[i]) end
+return out
 """
 
 
 class Scripts:
-    """The Lua scripts registered on one client (sync or async)."""
+    """The Lua scripts registered on one client (sync or async, one node or a cluster)."""
 
     def __init__(self, client: Any) -> None:
         self.touch = client.register_script(_LUA_TOUCH)
-        self.put = client.register_script(_LUA_PUT)
+        self.enlist = client.register_script(_LUA_ENLIST)
         self.revoke_key = client.register_script(_LUA_REVOKE_KEY)
-        self.revoke_token = client.register_script(_LUA_REVOKE_ONE)
+        self.take = client.register_script(_LUA_TAKE)
+        self.create_key = client.register_script(_LUA_CREATE_KEY)
+        self.read = client.register_script(_LUA_READ)
         self.rotate = client.register_script(_LUA_ROTATE)
         self.create_account = client.register_script(_LUA_CREATE_ACCOUNT)
         self.set_account = client.register_script(_LUA_SET_ACCOUNT)
         self.disable_account = client.register_script(_LUA_DISABLE_ACCOUNT)
 
 
-def token_args(record: TokenRecord, prefix: str) -> tuple[list[str], list[str | int]]:
-    """Keys and arguments of the put script for a newly issued token."""
-    keys = [
-        token_key(record.digest, prefix),
-        apikey_key(record.key_id, prefix),
-        key_tokens_key(record.key_id, prefix),
-    ]
-    args: list[str | int] = [
-        encode_token(record),
-        ttl_ms(record.ttl),
-        record.digest,
-        token_key("", prefix),
-        repr(record.issued_at),
-    ]
-    return keys, args
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Run the script `script` (a `Scripts` attribute); the reply is sent back."""
+
+    script: str
+    keys: list[str]
+    args: list[str | int]
 
 
-def revoke_key_args(key_id: str, prefix: str) -> tuple[list[str], list[str]]:
-    """Keys and arguments of the revoke-key script."""
-    keys = [apikey_key(key_id, prefix), key_tokens_key(key_id, prefix), keys_index_key(prefix)]
-    args = [
-        key_id,
-        token_key("", prefix),
-        invalidation_channel(prefix),
-        encode_invalidation(Invalidation("key", key_id)),
-        account_keys_key("", prefix),
-    ]
-    return keys, args
+@dataclass(frozen=True, slots=True)
+class Pipe:
+    """Run ``(method, *args)`` commands in one non-transactional pipeline.
+
+    The list of replies is sent back. On a cluster the commands may run on several
+    nodes in any order: a plan puts commands that must follow others in a later step.
+    """
+
+    commands: list[tuple[Any, ...]]
 
 
-def revoke_token_args(digest: str, prefix: str) -> tuple[list[str], list[str]]:
-    """Keys and arguments of the revoke-token script."""
-    keys = [token_key(digest, prefix)]
-    args = [
-        digest,
-        key_tokens_key("", prefix),
-        invalidation_channel(prefix),
-        encode_invalidation(Invalidation("token", digest)),
-    ]
-    return keys, args
+Plan = Generator["Run | Pipe", Any, Any]
 
 
-def disable_account_args(name: str, prefix: str) -> tuple[list[str], list[str]]:
-    """Keys and arguments of the disable-account script."""
-    keys = [
-        account_key(name, prefix),
-        account_keys_key(name, prefix),
-        account_sessions_key(name, prefix),
-    ]
-    args = [
-        token_key("", prefix),
-        key_tokens_key("", prefix),
-        invalidation_channel(prefix),
-        session_key("", prefix),
-    ]
-    return keys, args
+def start(step: Run | Pipe, client: Any, scripts: Scripts) -> Any:
+    """Send one step on `client`: its reply (sync) or an awaitable of it (async)."""
+    if isinstance(step, Pipe):
+        pipe = client.pipeline(transaction=False)
+        for method, *args in step.commands:
+            getattr(pipe, method)(*args)
+        return pipe.execute()
+    return getattr(scripts, step.script)(keys=step.keys, args=step.args)
 
 
-def queue_key(pipe: Any, record: KeyRecord, prefix: str) -> None:
-    """Queue the writes of a new key on a transaction pipeline (sync or async)."""
-    pipe.hset(apikey_key(record.key_id, prefix), mapping=key_fields(record))
-    pipe.zadd(keys_index_key(prefix), {record.key_id: record.created_at})
+def _texts(values: Any) -> list[str]:
+    return [text(v) for v in values]
+
+
+def put_token_plan(record: TokenRecord, layout: Layout) -> Plan:
+    """Store a newly issued token, unless its key is gone (then nothing is stored)."""
+    token = layout.token(record.digest)
+    keys = [layout.apikey(record.key_id), layout.key_tokens(record.key_id)]
+    args: list[str | int] = [record.digest, repr(record.issued_at)]
+    value, lifetime = encode_token(record), ttl_ms(record.ttl)
+    if layout.cluster:
+        # The record first, then the enlistment that checks the key (module docstring).
+        yield Pipe([("psetex", token, lifetime, value)])
+        sample = yield Run("enlist", keys, args)
+        if sample == 0:
+            yield Pipe([("delete", token)])
+    else:
+        sample = yield Run("enlist", [*keys, token], [*args, value, lifetime])
+    if not isinstance(sample, list) or not sample:
+        return
+    # Prune index entries of tokens that expired since: a sample every few logins.
+    digests = sorted(set(_texts(sample)) - {record.digest})
+    alive = yield Pipe([("exists", layout.token(d)) for d in digests])
+    dead = [d for d, n in zip(digests, alive, strict=True) if not n]
+    if dead:
+        yield Pipe([("srem", keys[1], *dead)])
+
+
+def revoke_key_plan(key_id: str, layout: Layout) -> Plan:
+    """Revoke a key: delete it, then its tokens, then announce. Returns whether it existed."""
+    (account,) = yield Pipe([("hget", layout.apikey(key_id), "account")])
+    keys = [layout.apikey(key_id), layout.key_tokens(key_id), layout.keys_index()]
+    if account:
+        keys.append(layout.account_keys(text(account)))
+    found, digests = yield Run("revoke_key", keys, [key_id])
+    deleted = 0
+    if digests:
+        deleted = sum((yield Pipe([("delete", layout.token(d)) for d in _texts(digests)])))
+    # Announced only once the tokens are gone, so a subscriber's next lookup misses.
+    done: list[tuple[Any, ...]] = [("delete", keys[1])]
+    if found or deleted:
+        message = encode_invalidation(Invalidation("key", key_id))
+        done.append((layout.publish, layout.channel(), message))
+    yield Pipe(done)
+    return bool(found)
+
+
+def revoke_token_plan(digest: str, layout: Layout) -> Plan:
+    """Delete one token, drop it from its key's index and announce it."""
+    value = yield Run("take", [layout.token(digest)], [])
+    if value is None:
+        return False
+    message = encode_invalidation(Invalidation("token", digest))
+    steps: list[tuple[Any, ...]] = [(layout.publish, layout.channel(), message)]
+    try:
+        key_id = json.loads(value)["k"]
+    except (ValueError, TypeError, KeyError):
+        key_id = None
+    if isinstance(key_id, str):
+        steps.append(("srem", layout.key_tokens(key_id), digest))
+    yield Pipe(steps)
+    return True
+
+
+def disable_account_plan(name: str, layout: Layout) -> Plan:
+    """Disable an account, delete its sessions and its keys' tokens, announce each key."""
+    (key_ids,) = yield Pipe([("smembers", layout.account_keys(name))])
+    ids = sorted(_texts(key_ids))
+    indexes = [layout.key_tokens(k) for k in ids]
+    keys = [layout.account(name), layout.account_sessions(name), *indexes]
+    reply = yield Run("disable_account", keys, [])
+    if reply == 0:
+        return False
+    sessions, *tokens = reply
+    doomed = [layout.session(d) for d in _texts(sessions)]
+    doomed += [layout.token(d) for digests in tokens for d in _texts(digests)]
+    if doomed:
+        yield Pipe([("delete", n) for n in doomed])
+    # One name per DEL: a cluster pipeline sends each command to its own slot's node.
+    done: list[tuple[Any, ...]] = [("delete", n) for n in [layout.account_sessions(name), *indexes]]
+    for key_id in ids:
+        message = encode_invalidation(Invalidation("key", key_id))
+        done.append((layout.publish, layout.channel(), message))
+    yield Pipe(done)
+    return True
+
+
+def put_session_plan(
+    digest: str, account: str, value: str, lifetime_ms: int, layout: Layout
+) -> Plan:
+    """Index a panel session under its account, then store it."""
+    yield Pipe([("sadd", layout.account_sessions(account), digest)])
+    yield Pipe([("psetex", layout.session(digest), lifetime_ms, value)])
+
+
+def create_key_step(record: KeyRecord, layout: Layout) -> Run:
+    """The script that writes a new key and indexes it (all in one slot)."""
+    keys = [layout.apikey(record.key_id), layout.keys_index()]
     if record.account:
-        pipe.sadd(account_keys_key(record.account, prefix), record.key_id)
+        keys.append(layout.account_keys(record.account))
+    pairs = [item for kv in key_fields(record).items() for item in kv]
+    return Run("create_key", keys, [record.key_id, repr(record.created_at), *pairs])
+
+
+def read_token_step(digest: str, layout: Layout) -> Run:
+    """The script that reads a token record and its remaining life (not a use)."""
+    return Run("read", [layout.token(digest)], [])

@@ -14,12 +14,9 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aredis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ...errors import ConfigurationError
 from ...tokens import Invalidation
@@ -46,50 +43,31 @@ from .codecs import (
     touched,
     ttl_ms,
 )
-from .keys import (
-    DEFAULT_PREFIX,
-    account_key,
-    account_keys_key,
-    account_sessions_key,
-    accounts_index_key,
-    apikey_key,
-    invalidation_channel,
-    keys_index_key,
-    session_key,
-    token_key,
-)
+from .connect import DRIVER_ERRORS, parse_url, sync_client
+from .keys import DEFAULT_PREFIX, Layout
 from .listener import Listener
 from .scripts import (
+    Plan,
     Scripts,
-    disable_account_args,
-    queue_key,
-    revoke_key_args,
-    revoke_token_args,
-    token_args,
+    create_key_step,
+    disable_account_plan,
+    put_session_plan,
+    put_token_plan,
+    read_token_step,
+    revoke_key_plan,
+    revoke_token_plan,
+    start,
 )
 
 __all__ = ["RedisStore"]
 
 
-def _check_url(url: str) -> None:
-    """ConfigurationError unless `url` is ``redis[s]://[user:pass@]host[:port][/db]``."""
-    parts = urlsplit(url)
-    problem = None
-    if parts.scheme.lower() not in ("redis", "rediss"):
-        problem = "the scheme must be redis:// or rediss://"
-    elif not parts.hostname:
-        problem = "no host name"
-    elif parts.path not in ("", "/") and not parts.path[1:].isdigit():
-        problem = "the database must be a number, as in redis://host:6379/0"
-    if problem is not None:
-        # The URL may carry a password: never echo it.
-        raise ConfigurationError(f"bad Redis store URL: {problem}")
-
-
 class RedisStore(AsyncFace):
     """A store in Redis; sync face on `redis.Redis`, async face on `redis.asyncio.Redis`.
 
-    ``RedisStore("redis://127.0.0.1:6379/0", timeout=2.0, prefix="bearerguard")``.
+    ``RedisStore("redis://127.0.0.1:6379/0", timeout=2.0, prefix="bearerguard")``; the
+    URL may also name Sentinels (``redis+sentinel://…/SERVICE``) or a cluster
+    (``redis+cluster://…``, on `redis.RedisCluster` and its asyncio twin), see `connect`.
     `timeout` bounds connecting and each reply (seconds); a call fails over to one
     reconnect, then raises StoreUnavailable. No I/O happens at construction: call
     `ping()` to check the server is there.
@@ -108,29 +86,45 @@ class RedisStore(AsyncFace):
     def __init__(self, url: str, *, timeout: float = 2.0, prefix: str = DEFAULT_PREFIX) -> None:
         if not timeout > 0:
             raise ConfigurationError("Redis timeout must be a positive number of seconds")
-        if not prefix or any(c.isspace() for c in prefix):
-            raise ConfigurationError("Redis key prefix must be non-empty, without spaces")
-        _check_url(url)
+        if not prefix or any(c.isspace() or c in "{}" for c in prefix):
+            raise ConfigurationError("Redis key prefix must be non-empty, without spaces or braces")
+        self._target = parse_url(url)
         self.url = url
         self.prefix = prefix
+        self._layout = Layout(prefix, cluster=self._target.cluster)
         self.timeout = float(timeout)
         self._options: dict[str, Any] = {
             "socket_connect_timeout": self.timeout,
             "socket_timeout": self.timeout,
         }
-        try:
-            self._client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **self._options)
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(f"bad Redis store URL: {exc}") from None
-        self._scripts = Scripts(self._client)
+        # Made on first use: a cluster client connects as it is made, and opening a
+        # store does no I/O (a store opened while Redis is down answers StoreUnavailable).
+        self._sync: tuple[Any, Scripts] | None = None
         self._aclients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[aredis.Redis, Scripts]
         ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._listeners: set[Listener] = set()
         self._closed = False
+        if not self._target.cluster:
+            self._connected()  # no I/O: a bad URL fails here, as a ConfigurationError
 
     # -- plumbing ---------------------------------------------------------------------
+    def _connected(self) -> tuple[Any, Scripts]:
+        with self._lock:
+            if self._sync is None:
+                client = sync_client(self._target, self._options)
+                self._sync = (client, Scripts(client))
+            return self._sync
+
+    @property
+    def _client(self) -> Any:
+        return self._connected()[0]
+
+    @property
+    def _scripts(self) -> Scripts:
+        return self._connected()[1]
+
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         """Translate driver errors at one boundary: all become StoreUnavailable."""
@@ -138,12 +132,22 @@ class RedisStore(AsyncFace):
             raise StoreUnavailable("Redis store is closed")
         try:
             yield
-        except redis.RedisError as exc:
+        except DRIVER_ERRORS as exc:
             raise StoreUnavailable(f"Redis store {what} failed: {type(exc).__name__}") from exc
         except OSError as exc:
             raise StoreUnavailable(f"Redis store {what} failed: {exc}") from exc
         except (ValueError, TypeError, KeyError) as exc:
             raise StoreUnavailable(f"Redis store {what} returned bad data") from exc
+
+    def _run(self, plan: Plan) -> Any:
+        """Drive a plan (module `scripts`) with blocking calls; return its result."""
+        reply: Any = None
+        while True:
+            try:
+                step = plan.send(reply)
+            except StopIteration as done:
+                return done.value
+            reply = start(step, self._client, self._scripts)
 
     # -- keys -------------------------------------------------------------------------
     def create_key(
@@ -160,9 +164,7 @@ class RedisStore(AsyncFace):
             apis, introspect=introspect, now=now, account=account, name=name, expires_at=expires_at
         )
         with self._errors("create_key"):
-            pipe = self._client.pipeline(transaction=True)
-            queue_key(pipe, record, self.prefix)
-            pipe.execute()
+            start(create_key_step(record, self._layout), self._client, self._scripts)
         return record, secret
 
     def rotate_key(
@@ -175,7 +177,7 @@ class RedisStore(AsyncFace):
                 return None
             record, secret = rotated(record, grace, now)
             done = self._scripts.rotate(
-                keys=[apikey_key(key_id, self.prefix)],
+                keys=[self._layout.apikey(key_id)],
                 args=[
                     record.secret_digest,
                     "1" if grace > 0 else "0",
@@ -199,21 +201,21 @@ class RedisStore(AsyncFace):
         with self._errors("create_account"):
             return bool(
                 self._scripts.create_account(
-                    keys=[account_key(record.name, self.prefix), accounts_index_key(self.prefix)],
+                    keys=[self._layout.account(record.name), self._layout.accounts_index()],
                     args=[record.name, repr(record.created_at), *pairs],
                 )
             )
 
     def get_account(self, name: str) -> AccountRecord | None:
         with self._errors("get_account"):
-            return decode_account(name, self._client.hgetall(account_key(name, self.prefix)))
+            return decode_account(name, self._client.hgetall(self._layout.account(name)))
 
     def list_accounts(self) -> list[AccountRecord]:
         with self._errors("list_accounts"):
-            names = [text(n) for n in self._client.zrange(accounts_index_key(self.prefix), 0, -1)]
+            names = [text(n) for n in self._client.zrange(self._layout.accounts_index(), 0, -1)]
             pipe = self._client.pipeline(transaction=False)
             for name in names:
-                pipe.hgetall(account_key(name, self.prefix))
+                pipe.hgetall(self._layout.account(name))
             found = pipe.execute() if names else []
             records = [decode_account(n, f) for n, f in zip(names, found, strict=True)]
             present = [r for r in records if r is not None]
@@ -223,28 +225,25 @@ class RedisStore(AsyncFace):
         with self._errors("set_account_apis"):
             return bool(
                 self._scripts.set_account(
-                    keys=[account_key(name, self.prefix)], args=["apis", apis_json(apis)]
+                    keys=[self._layout.account(name)], args=["apis", apis_json(apis)]
                 )
             )
 
     def disable_account(self, name: str) -> bool:
-        keys, args = disable_account_args(name, self.prefix)
         with self._errors("disable_account"):
-            # The account's key ids stay in KEYS[2]: the keys still exist (disabled).
-            return bool(self._scripts.disable_account(keys=keys, args=args))
+            # The account's key ids stay indexed: the keys still exist (disabled).
+            return bool(self._run(disable_account_plan(name, self._layout)))
 
     def put_session(self, record: SessionRecord) -> None:
         value = encode_session(record)
         lifetime_ms = ttl_ms(max(record.expires_at - time.time(), 0.001))
+        plan = put_session_plan(record.digest, record.account, value, lifetime_ms, self._layout)
         with self._errors("put_session"):
-            pipe = self._client.pipeline(transaction=True)
-            pipe.set(session_key(record.digest, self.prefix), value, px=lifetime_ms)
-            pipe.sadd(account_sessions_key(record.account, self.prefix), record.digest)
-            pipe.execute()
+            self._run(plan)
 
     def get_session(self, digest: str, now: float) -> SessionRecord | None:
         with self._errors("get_session"):
-            value = self._client.get(session_key(digest, self.prefix))
+            value = self._client.get(self._layout.session(digest))
             if value is None:
                 return None
             record = decode_session(digest, value)
@@ -252,11 +251,11 @@ class RedisStore(AsyncFace):
 
     def delete_session(self, digest: str) -> None:
         with self._errors("delete_session"):
-            self._client.delete(session_key(digest, self.prefix))
+            self._client.delete(self._layout.session(digest))
 
     def get_key(self, key_id: str) -> KeyRecord | None:
         with self._errors("get_key"):
-            return decode_key(key_id, self._client.hgetall(apikey_key(key_id, self.prefix)))
+            return decode_key(key_id, self._client.hgetall(self._layout.apikey(key_id)))
 
     def list_keys(
         self, account: str | None = None, *, after: str | None = None, limit: int | None = None
@@ -264,9 +263,9 @@ class RedisStore(AsyncFace):
         raw: list[Any]
         with self._errors("list_keys"):
             if account is not None:
-                raw = list(self._client.smembers(account_keys_key(account, self.prefix)))
+                raw = list(self._client.smembers(self._layout.account_keys(account)))
             elif after is None and limit is None:
-                raw = list(self._client.zrange(keys_index_key(self.prefix), 0, -1))
+                raw = list(self._client.zrange(self._layout.keys_index(), 0, -1))
             else:
                 # By score from the cursor's creation time on; members sharing that exact
                 # score are filtered below, so fetch a few more than a page.
@@ -274,51 +273,41 @@ class RedisStore(AsyncFace):
                 num = -1 if limit is None else limit + 8
                 raw = list(
                     self._client.zrangebyscore(
-                        keys_index_key(self.prefix), low, "+inf", start=0, num=num
+                        self._layout.keys_index(), low, "+inf", start=0, num=num
                     )
                 )
             ids = [text(i) for i in raw]
             pipe = self._client.pipeline(transaction=False)
             for key_id in ids:
-                pipe.hgetall(apikey_key(key_id, self.prefix))
+                pipe.hgetall(self._layout.apikey(key_id))
             found = pipe.execute() if ids else []
             return page_of(sorted_keys(ids, found), after, limit)
 
     def revoke_key(self, key_id: str) -> bool:
-        keys, args = revoke_key_args(key_id, self.prefix)
         with self._errors("revoke_key"):
-            found, _n = self._scripts.revoke_key(keys=keys, args=args)
-        return bool(found)
+            return bool(self._run(revoke_key_plan(key_id, self._layout)))
 
     # -- tokens -----------------------------------------------------------------------
     def put_token(self, record: TokenRecord) -> None:
         """Store a newly issued token (TTL = its `ttl`), unless its key is gone."""
-        keys, args = token_args(record, self.prefix)
         with self._errors("put_token"):
-            self._scripts.put(keys=keys, args=args)
+            self._run(put_token_plan(record, self._layout))
 
     def touch_token(
         self, digest: str, now: float, client_ip: str | None = None
     ) -> TokenRecord | None:
         with self._errors("touch_token"):
-            reply = self._scripts.touch(
-                keys=[token_key(digest, self.prefix)], args=[client_ip or ""]
-            )
+            reply = self._scripts.touch(keys=[self._layout.token(digest)], args=[client_ip or ""])
             return touched(digest, reply, now)
 
     def get_token(self, digest: str, now: float) -> TokenRecord | None:
         with self._errors("get_token"):
-            pipe = self._client.pipeline(transaction=True)
-            key = token_key(digest, self.prefix)
-            pipe.get(key)
-            pipe.pttl(key)
-            value, pttl = pipe.execute()
-            return read_token(digest, value, pttl, now)
+            value, pttl = start(read_token_step(digest, self._layout), self._client, self._scripts)
+            return read_token(digest, value or None, pttl, now)
 
     def revoke_token(self, digest: str) -> bool:
-        keys, args = revoke_token_args(digest, self.prefix)
         with self._errors("revoke_token"):
-            return bool(self._scripts.revoke_token(keys=keys, args=args))
+            return bool(self._run(revoke_token_plan(digest, self._layout)))
 
     # -- invalidations ----------------------------------------------------------------
     def subscribe(self, callback: Callable[[Invalidation], None]) -> Callable[[], None]:
@@ -329,8 +318,13 @@ class RedisStore(AsyncFace):
         """
         if self._closed:
             raise StoreUnavailable("Redis store is closed")
-        client = redis.Redis.from_url(self.url, **self._options)
-        listener = Listener(client, invalidation_channel(self.prefix), callback)
+        target, options = self._target, self._options
+        listener = Listener(
+            lambda: sync_client(target, options, retry=False),
+            self._layout.channel(),
+            callback,
+            sharded=self._layout.cluster,
+        )
         with self._lock:
             self._listeners.add(listener)
         listener.start()
@@ -379,7 +373,8 @@ class RedisStore(AsyncFace):
             self._aclients.clear()
         for listener in listeners:
             listener.stop()
-        with suppress(redis.RedisError, OSError):
-            self._client.close()
+        if self._sync is not None:
+            with suppress(redis.RedisError, OSError):
+                self._sync[0].close()
         for loop, (client, _) in aclients:
             close_on_loop(loop, client, self.timeout)
