@@ -20,22 +20,53 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import BackendUnavailable, ConfigurationError, log_safe
-from .flow import Guard, Lookup
+from .flow import Allow, Decision, Guard, Lookup
 from .metrics import Metrics
 from .tokens import Invalidation, TokenInfo, fingerprint
 
-__all__ = ["AsyncCaller", "SyncCaller", "guard_options", "wire_invalidations"]
+__all__ = [
+    "AsyncCaller",
+    "Faces",
+    "SyncCaller",
+    "drive",
+    "drive_async",
+    "faces",
+    "guard_options",
+    "wire_invalidations",
+]
 
 logger = logging.getLogger("bearerguard")
 
 LookupFn = Callable[[str, "str | None"], Any]
 FlightKey = tuple[bytes, "str | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Faces:
+    """What a backend offers: a sync `lookup`, an async `alookup` (either may be None),
+    and whether it bounds its own calls (`self_timed`, the built-in backends)."""
+
+    lookup: Callable[..., Any] | None
+    alookup: Callable[..., Any] | None
+    self_timed: bool
+
+
+def faces(backend: object) -> Faces:
+    """The faces of `backend`: the one place that asks a backend what it has."""
+    lookup = getattr(backend, "lookup", None)
+    alookup = getattr(backend, "alookup", None)
+    return Faces(
+        lookup if callable(lookup) else None,
+        alookup if alookup is not None and inspect.iscoroutinefunction(alookup) else None,
+        getattr(backend, "self_timed", False) is True,
+    )
 
 
 def _with_client_ip(fn: Callable[..., Any]) -> LookupFn:
@@ -160,6 +191,30 @@ class SyncCaller:
         self._lock = threading.Lock()
         self._flights: dict[FlightKey, Future[Any]] = {}
 
+    @classmethod
+    def of(
+        cls, backend: object, guard: Guard, *, timeout: float = 5.0, max_in_flight: int = 16
+    ) -> SyncCaller:
+        """A caller for `backend`'s sync face; ConfigurationError when it has none."""
+        face = faces(backend)
+        if face.lookup is None:
+            raise ConfigurationError(
+                f"{type(backend).__name__} has no sync lookup(token): WSGI cannot use an "
+                "async-only backend; give it a lookup method or use the ASGI middleware"
+            )
+        return cls(
+            face.lookup,
+            guard,
+            timeout=timeout,
+            max_in_flight=max_in_flight,
+            self_timed=face.self_timed,
+        )
+
+    def submit(self, lk: Lookup, *, background: bool = False) -> Future[Any]:
+        """Run one backend call on a worker thread (the refresh pool for `background`)."""
+        pool = self._refresh_pool if background else self._pool
+        return pool.submit(self._lookup, lk.token, lk.client_ip)
+
     def _join(self, lk: Lookup, *, background: bool) -> tuple[Future[Any], bool]:
         """Return (the flight for `lk`'s token and address, whether the caller must run it)."""
         fk = (lk.key, lk.client_ip)
@@ -171,7 +226,7 @@ class SyncCaller:
                 if self._refreshing >= self._max:
                     raise BackendUnavailable("too many refreshes in flight")
                 self._refreshing += 1
-                fut = self._refresh_pool.submit(self._lookup, lk.token, lk.client_ip)
+                fut = self.submit(lk, background=True)
                 lead = False
             else:
                 self._slots.take(lk.client_ip)
@@ -179,7 +234,7 @@ class SyncCaller:
                     fut = Future()
                     lead = True
                 else:
-                    fut = self._pool.submit(self._lookup, lk.token, lk.client_ip)
+                    fut = self.submit(lk)
                     lead = False
             self._flights[fk] = fut
         fut.add_done_callback(lambda _f: self._land(fk, background))
@@ -263,37 +318,36 @@ class AsyncCaller:
         self._slots = _Slots(max_in_flight)
         self._flights: dict[FlightKey, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        alookup = getattr(backend, "alookup", None)
-        lookup = getattr(backend, "lookup", None)
+        face = faces(backend)
         self._threaded: SyncCaller | None = None
         # A self-timed backend bounds its own calls (see SyncCaller): no timer of ours.
-        self._self_timed = getattr(backend, "self_timed", False) is True
-        if alookup is not None and inspect.iscoroutinefunction(alookup):
-            self._alookup: LookupFn = _with_client_ip(alookup)
-        elif callable(lookup):
-            pool = SyncCaller(lookup, guard, timeout=timeout, max_in_flight=max_in_flight)
-            self._threaded = pool
+        self._self_timed = face.self_timed
+        if face.alookup is not None:
+            self._alookup: Callable[[Lookup, bool], Awaitable[Any]] = self._awaited(face.alookup)
+        elif face.lookup is not None:
+            self._threaded = SyncCaller(
+                face.lookup, guard, timeout=timeout, max_in_flight=max_in_flight
+            )
             self._alookup = self._in_thread
         else:
             raise ConfigurationError(
                 "backend needs a lookup(token) method or an async alookup(token) method"
             )
 
-    async def _in_thread(self, token: str, client_ip: str | None, refresh: bool = False) -> Any:
-        threaded = self._threaded
-        assert threaded is not None
-        pool = threaded._refresh_pool if refresh else threaded._pool
-        fut = pool.submit(threaded._lookup, token, client_ip)
-        return await asyncio.wrap_future(fut)
+    @staticmethod
+    def _awaited(alookup: Callable[..., Any]) -> Callable[[Lookup, bool], Awaitable[Any]]:
+        call = _with_client_ip(alookup)
+        return lambda lk, _background: call(lk.token, lk.client_ip)
+
+    async def _in_thread(self, lk: Lookup, background: bool) -> Any:
+        assert self._threaded is not None
+        return await asyncio.wrap_future(self._threaded.submit(lk, background=background))
 
     async def _call(self, lk: Lookup, background: bool) -> TokenInfo | None:
         metrics = self._guard.metrics
         started = time.perf_counter()
         ok = False
-        if background and self._threaded is not None:
-            call = self._in_thread(lk.token, lk.client_ip, refresh=True)
-        else:
-            call = self._alookup(lk.token, lk.client_ip)
+        call = self._alookup(lk, background)
         try:
             if self._self_timed:
                 result: TokenInfo | None = await call
@@ -364,6 +418,57 @@ class AsyncCaller:
             task.cancel()
         if self._threaded is not None:
             self._threaded.close()
+
+
+Flow = Generator[Lookup, "TokenInfo | None", Decision]
+
+
+async def _run(
+    flow: Flow,
+    lookup: Callable[[Lookup], Awaitable[TokenInfo | None]],
+    refresh: Callable[[Lookup], None],
+) -> Decision:
+    # The one drive loop: answer each Lookup, throw BackendUnavailable back in, start
+    # the follow-up refresh of an allowed request.
+    try:
+        step = next(flow)
+        while True:
+            try:
+                answer = await lookup(step)
+            except BackendUnavailable as exc:
+                step = flow.throw(exc)
+            else:
+                step = flow.send(answer)
+    except StopIteration as stop:
+        decision: Decision = stop.value
+    if isinstance(decision, Allow) and decision.follow_up is not None:
+        refresh(decision.follow_up)
+    return decision
+
+
+def drive(flow: Flow, caller: SyncCaller) -> Decision:
+    """Run the core's flow to its decision, answering each `Lookup` with `caller`.
+
+    The loop is `_run`'s: a sync lookup never suspends it, so one ``send`` runs it to
+    the end, with no event loop.
+    """
+
+    async def lookup(lk: Lookup) -> TokenInfo | None:
+        return caller.lookup(lk)
+
+    run = _run(flow, lookup, caller.refresh)
+    try:
+        run.send(None)
+    except StopIteration as done:
+        decision: Decision = done.value
+        return decision
+    run.close()  # pragma: no cover - nothing in the loop can suspend
+    raise RuntimeError("a sync lookup suspended")  # pragma: no cover
+
+
+async def drive_async(flow: Flow, caller: AsyncCaller) -> Decision:
+    """`drive` under an event loop: each `Lookup` is awaited through `caller`."""
+    return await _run(flow, caller.lookup, caller.refresh)
 
 
 def guard_options(backend: object, options: dict[str, Any]) -> dict[str, Any]:

@@ -181,6 +181,19 @@ class TokenCache:
             self._trim(now)
         return entry
 
+    def record(self, key: bytes, info: TokenInfo | None, asker: str | None) -> TokenInfo | None:
+        """Cache a backend answer for `key`, asked from `asker`; return what now stands.
+
+        A token revoked meanwhile stays refused (P). The source counted the lookup as a
+        use unless it came from another address than the token's (H4); then the
+        holder's next hit asks for a refresh.
+        """
+        if info is not None and self.revoked(key, info.key_id):
+            info = None
+        counted = info is None or asker is None or info.bound_ip in (None, asker)
+        self.put(key, info, self.clock(), counted=counted)
+        return info
+
     def touch_for(self, info: TokenInfo) -> float:
         """How old a hit on `info` may be before it asks for a refresh.
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from .errors import ConfigurationError
 
-__all__ = ["ClientIPResolver", "normalize_ip"]
+__all__ = ["ClientIPResolver", "PeerAddresses", "normalize_ip"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -40,6 +40,23 @@ def normalize_ip(text: str) -> str | None:
         if addr.scope_id:
             return None
     return str(addr)
+
+
+class PeerAddresses(dict[str | None, "str | None"]):
+    """A bounded memo of `normalize_ip` over peer addresses: ``memo[peer]``.
+
+    A dict whose misses normalise (None stays None), so a hit costs one dict lookup:
+    the cached path asks it on every request.
+    """
+
+    __slots__ = ()
+    MAX = 4096
+
+    def __missing__(self, peer: str | None) -> str | None:
+        ip = None if peer is None else normalize_ip(peer)
+        if len(self) < self.MAX:
+            self[peer] = ip
+        return ip
 
 
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")

@@ -180,7 +180,6 @@ class BearerGuardMiddleware:
         except (ConfigurationError, TypeError) as exc:
             raise ImproperlyConfigured(f"settings.BEARERGUARD: {exc}") from exc
         self.guard: Guard = self.edge.guard
-        self._fast = not self.guard.query_token and self.guard.on_decision is None
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
@@ -211,7 +210,7 @@ class BearerGuardMiddleware:
     def _cached(self, meta: Mapping[str, Any]) -> Identity | None:
         # The adapters' hot path: one Authorization value whose token is fresh in the cache.
         auth = meta.get("HTTP_AUTHORIZATION")
-        if auth is None or not self._fast or not auth.isascii():
+        if auth is None or not auth.isascii():
             return None
         return self.guard.cached_identity(
             auth.encode(), meta.get("REMOTE_ADDR"), "HTTP_X_FORWARDED_FOR" in meta
