@@ -140,7 +140,7 @@ async def steps(env: plumbing.Env) -> dict[str, float | str]:
 
         entry = _cache_entry()
         now = time.time()
-        return lambda: decide(entry.info, "127.0.0.1", "dns", now, ip_binding=True)
+        return lambda: decide(entry.info, "127.0.0.1", "dns", now)
 
     def _cache_entry() -> Any:
         entry, _ = guard.cache.get(raw_key)

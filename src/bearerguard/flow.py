@@ -31,6 +31,7 @@ from .policy import (
     MISSING,
     NOT_OURS,
     UNAVAILABLE,
+    Rules,
     admit,
     audience_names,
     decide,
@@ -214,7 +215,7 @@ class Guard:
         # hook needs RequestFacts: both take the full flow, never `cached_identity`.
         self.fast_path = not query_token and on_decision is None
         self._proxied = self.resolver.enabled
-        self._rules = (ip_binding, self.audience, require_audience)
+        self._rules = Rules(ip_binding, self.audience, require_audience)
         self._address = PeerAddresses()
         self._peek = self.cache.peek
         self.unavailable = replace(UNAVAILABLE, retry_after=int(retry_after))
@@ -347,7 +348,7 @@ class Guard:
                 if info is BAD_ANSWER:
                     return Deny(self.unavailable, fingerprint=fp)
             now = self.clock()
-        verdict = decide(info, client_ip, api or self.api, now, *self._rules, fingerprint=fp)
+        verdict = decide(info, client_ip, api or self.api, now, self._rules, fp)
         if isinstance(verdict, Challenge):
             # Refused: the entry's refresh bookkeeping is left alone, so requests that
             # are refused for their address cannot consume or delay the holder's

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from .errors import Challenge, ConfigurationError
 from .tokens import Identity, TokenInfo
@@ -13,6 +14,7 @@ __all__ = [
     "MISSING",
     "NOT_OURS",
     "NO_AUDIENCE",
+    "Rules",
     "UNAVAILABLE",
     "UNKNOWN_ADDRESS",
     "WRONG_ADDRESS",
@@ -96,15 +98,20 @@ def admit(
     return None
 
 
+class Rules(NamedTuple):
+    """A resource's settings for `admit`, in its parameter order (``admit(…, *rules)``)."""
+
+    ip_binding: bool = True
+    audience: frozenset[str] | None = None
+    require_audience: bool = False
+
+
 def decide(
     info: TokenInfo | None,
     client_ip: str | None,
     api: str | None,
     now: float,
-    ip_binding: bool = True,
-    audience: frozenset[str] | None = None,
-    require_audience: bool = False,
-    *,
+    rules: Rules = Rules(),  # noqa: B008  (an immutable tuple)
     fingerprint: str = "",
 ) -> Identity | Challenge:
     """Apply the auth service's rules to one request: an `Identity`, or the refusal.
@@ -113,7 +120,7 @@ def decide(
     """
     if info is None:
         return INVALID
-    refusal = admit(info, client_ip, api, now, ip_binding, audience, require_audience)
+    refusal = admit(info, client_ip, api, now, *rules)
     if refusal is not None:
         return refusal
     return Identity(info.key_id, info.apis, client_ip, info, fingerprint)
