@@ -14,6 +14,7 @@ from bench.plumbing import (
     KEY_ID,
     Env,
     MinimalCheckMiddleware,
+    MinimalCheckWSGI,
     NoopMiddleware,
     TTLCacheMiddleware,
     Variant,
@@ -69,6 +70,16 @@ async def _minimal(env: Env, v: Variant) -> Variant:
     mw = Middleware(MinimalCheckMiddleware, table={digest: time.time() + 3600})
     v.call, v.check = asgi_call(starlette_app([mw]), env.token)
     v.note = "the unavoidable work, no policy"
+    return v
+
+
+@variant("minimal_wsgi", "header+sha256+dict+clock, WSGI (reference)", "floor", "flask", False)
+async def _minimal_wsgi(env: Env, v: Variant) -> Variant:
+    digest = hashlib.sha256(env.token.encode()).hexdigest()
+    app = flask_app()
+    app.wsgi_app = MinimalCheckWSGI(app.wsgi_app, table={digest: time.time() + 3600})
+    v.call, v.check = wsgi_call(app, env.token)
+    v.note = "the unavoidable work, no policy; wraps Flask's wsgi_app as bearerguard does"
     return v
 
 
