@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from urllib.parse import unquote_plus
 
 __all__ = [
+    "BEARER_PREFIXES",
     "DEFAULT_MAX_TOKEN_LENGTH",
     "MalformedCredentials",
-    "bearer_bytes",
     "extract_token",
     "query_tokens",
 ]
@@ -20,8 +20,11 @@ DEFAULT_MAX_TOKEN_LENGTH = 4096
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 # credentials = "Bearer" 1*SP b64token; the scheme is case-insensitive (RFC 7235 §2.1).
 _BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +(.*)", re.DOTALL)
-# The spellings a client sends in practice, one space: the byte-level common case.
-_BEARER_PREFIXES = (b"Bearer ", b"bearer ", b"BEARER ")
+# The byte-level common case, for the cached path: the spellings clients send, one
+# space, then the token (``value[7:]``). A value that starts otherwise goes to
+# `extract_token`. What follows is not checked there: it only serves as a cache key,
+# and a key matches only a token that `extract_token` accepted before.
+BEARER_PREFIXES = (b"Bearer ", b"bearer ", b"BEARER ")
 
 
 class MalformedCredentials(ValueError):
@@ -46,17 +49,6 @@ def query_tokens(query: str) -> tuple[str, ...]:
             if len(found) > 1:
                 break  # two is already "more than one"
     return tuple(found)
-
-
-def bearer_bytes(value: bytes) -> bytes | None:
-    """The token of a raw ``Authorization`` value in its common spelling, else None.
-
-    ``Bearer``, ``bearer`` or ``BEARER`` and one space: what follows, unchecked. This
-    is the cached path's shortcut, not a parser: the bytes only ever serve as a cache
-    key, and a key matches only a token that `extract_token` accepted before. None
-    (another spelling, scheme or spacing) means: ask `extract_token`.
-    """
-    return value[7:] if value.startswith(_BEARER_PREFIXES) else None
 
 
 def extract_token(

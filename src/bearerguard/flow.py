@@ -20,9 +20,9 @@ from . import resource as _resource
 from .cache import TokenCache
 from .clientip import ClientIPResolver, PeerAddresses
 from .credentials import (
+    BEARER_PREFIXES,
     DEFAULT_MAX_TOKEN_LENGTH,
     MalformedCredentials,
-    bearer_bytes,
     extract_token,
 )
 from .errors import BackendUnavailable, Challenge, ConfigurationError, log_safe, quote_param
@@ -233,10 +233,9 @@ class Guard:
         due, proxies to resolve, a query token or an audit hook configured), and the
         caller then runs `authenticate`. It never refuses; tests check the two agree.
         """
-        token = bearer_bytes(authorization)
-        if token is None or not self.fast_path:
+        if not self.fast_path or not authorization.startswith(BEARER_PREFIXES):
             return None
-        key = _sha256(token).digest()
+        key = _sha256(authorization[7:]).digest()
         entry = self._peek(key)
         if entry is None:
             return None
