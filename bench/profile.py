@@ -230,6 +230,6 @@ async def profile(env: plumbing.Env, n: int = 20_000) -> dict[str, Any]:
                 call()
             prof.disable()
         out[name] = _top(prof, n)
-        await plumbing.close_all([v])
+        await apps.close_all([v])
     out["steps_us"] = await steps(env)
     return out
