@@ -15,72 +15,26 @@ their own), so they never wait behind a spray.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from typing import Any
 
+from ._drive import LookupFn, faces, with_client_ip
 from .errors import BackendUnavailable, ConfigurationError, log_safe
-from .flow import Allow, Decision, Guard, Lookup
+from .flow import Guard, Lookup
 from .metrics import Metrics
 from .tokens import Invalidation, TokenInfo, fingerprint
 
-__all__ = [
-    "AsyncCaller",
-    "Faces",
-    "SyncCaller",
-    "drive",
-    "drive_async",
-    "faces",
-    "guard_options",
-    "wire_invalidations",
-]
+__all__ = ["AsyncCaller", "SyncCaller", "guard_options", "wire_invalidations"]
 
 logger = logging.getLogger("bearerguard")
 
-LookupFn = Callable[[str, "str | None"], Any]
 FlightKey = tuple[bytes, "str | None"]
-
-
-@dataclass(frozen=True, slots=True)
-class Faces:
-    """What a backend offers: a sync `lookup`, an async `alookup` (either may be None),
-    and whether it bounds its own calls (`self_timed`, the built-in backends)."""
-
-    lookup: Callable[..., Any] | None
-    alookup: Callable[..., Any] | None
-    self_timed: bool
-
-
-def faces(backend: object) -> Faces:
-    """The faces of `backend`: the one place that asks a backend what it has."""
-    lookup = getattr(backend, "lookup", None)
-    alookup = getattr(backend, "alookup", None)
-    return Faces(
-        lookup if callable(lookup) else None,
-        alookup if alookup is not None and inspect.iscoroutinefunction(alookup) else None,
-        getattr(backend, "self_timed", False) is True,
-    )
-
-
-def _with_client_ip(fn: Callable[..., Any]) -> LookupFn:
-    """`fn` as a (token, client_ip) callable: built-in backends take `client_ip`,
-    a custom backend with a one-argument `lookup(token)` is called as before."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        params = {}  # type: ignore[assignment]
-    if "client_ip" in params or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
-    ):
-        return lambda token, client_ip: fn(token, client_ip=client_ip)
-    return lambda token, _client_ip: fn(token)
 
 
 class _Slots:
@@ -175,7 +129,7 @@ class SyncCaller:
         max_in_flight: int = 16,
         self_timed: bool = False,
     ) -> None:
-        self._lookup = _timed(_with_client_ip(lookup), guard.metrics)
+        self._lookup = _timed(with_client_ip(lookup), guard.metrics)
         self._guard = guard
         self._timeout = _check_timeout(timeout)
         self._max = max_in_flight
@@ -336,7 +290,7 @@ class AsyncCaller:
 
     @staticmethod
     def _awaited(alookup: Callable[..., Any]) -> Callable[[Lookup, bool], Awaitable[Any]]:
-        call = _with_client_ip(alookup)
+        call = with_client_ip(alookup)
         return lambda lk, _background: call(lk.token, lk.client_ip)
 
     async def _in_thread(self, lk: Lookup, background: bool) -> Any:
@@ -418,57 +372,6 @@ class AsyncCaller:
             task.cancel()
         if self._threaded is not None:
             self._threaded.close()
-
-
-Flow = Generator[Lookup, "TokenInfo | None", Decision]
-
-
-async def _run(
-    flow: Flow,
-    lookup: Callable[[Lookup], Awaitable[TokenInfo | None]],
-    refresh: Callable[[Lookup], None],
-) -> Decision:
-    # The one drive loop: answer each Lookup, throw BackendUnavailable back in, start
-    # the follow-up refresh of an allowed request.
-    try:
-        step = next(flow)
-        while True:
-            try:
-                answer = await lookup(step)
-            except BackendUnavailable as exc:
-                step = flow.throw(exc)
-            else:
-                step = flow.send(answer)
-    except StopIteration as stop:
-        decision: Decision = stop.value
-    if isinstance(decision, Allow) and decision.follow_up is not None:
-        refresh(decision.follow_up)
-    return decision
-
-
-def drive(flow: Flow, caller: SyncCaller) -> Decision:
-    """Run the core's flow to its decision, answering each `Lookup` with `caller`.
-
-    The loop is `_run`'s: a sync lookup never suspends it, so one ``send`` runs it to
-    the end, with no event loop.
-    """
-
-    async def lookup(lk: Lookup) -> TokenInfo | None:
-        return caller.lookup(lk)
-
-    run = _run(flow, lookup, caller.refresh)
-    try:
-        run.send(None)
-    except StopIteration as done:
-        decision: Decision = done.value
-        return decision
-    run.close()  # pragma: no cover - nothing in the loop can suspend
-    raise RuntimeError("a sync lookup suspended")  # pragma: no cover
-
-
-async def drive_async(flow: Flow, caller: AsyncCaller) -> Decision:
-    """`drive` under an event loop: each `Lookup` is awaited through `caller`."""
-    return await _run(flow, caller.lookup, caller.refresh)
 
 
 def guard_options(backend: object, options: dict[str, Any]) -> dict[str, Any]:

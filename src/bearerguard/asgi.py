@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._edge import AsyncCaller, drive_async, guard_options, wire_invalidations
+from ._drive import drive_async
+from ._edge import AsyncCaller, guard_options, wire_invalidations
 from ._types import ASGIApp, Receive, Scope, Send
 from .credentials import query_tokens
 from .errors import Challenge

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from ._edge import SyncCaller, drive, guard_options, wire_invalidations
+from ._drive import drive
+from ._edge import SyncCaller, guard_options, wire_invalidations
 from .credentials import query_tokens
 from .errors import Challenge
 from .flow import Allow, Decision, Guard, RequestFacts
