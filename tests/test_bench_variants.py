@@ -11,6 +11,7 @@ variant that is unavailable. None is excluded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import sys
 from collections.abc import Iterator
@@ -30,18 +31,13 @@ from bearerguard import tokens  # noqa: E402
 @pytest.fixture(scope="module")
 def env() -> Iterator[plumbing.Env]:
     env = plumbing.Env(token=tokens.generate())
-    intro = run._start_introspection(env)
-    redis_server = run._start_redis(env)
-    try:
-        assert intro is not None, env.intro_error
-        assert redis_server is not None, env.redis_error
+    with contextlib.ExitStack() as started:
+        started.callback(shutil.rmtree, env.tmpdir, ignore_errors=True)
+        for start, error in ((run._start_introspection, "intro"), (run._start_redis, "redis")):
+            server = start(env)
+            assert server is not None, getattr(env, f"{error}_error")
+            started.callback(server.stop)
         yield env
-    finally:
-        if intro is not None:
-            intro.stop()
-        if redis_server is not None:
-            redis_server.stop()
-        shutil.rmtree(env.tmpdir, ignore_errors=True)
 
 
 async def _built_and_checked(env: plumbing.Env) -> dict[str, str | None]:
