@@ -19,15 +19,15 @@ from .tokens import ANONYMOUS
 __all__ = ["BearerGuardMiddleware"]
 
 
-def _scan(headers: list[tuple[bytes, bytes]]) -> tuple[list[bytes], list[bytes]]:
+def _scan(headers: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
     """The ``Authorization`` and ``X-Forwarded-For`` values: the one pass per request."""
-    auth: list[bytes] = []
-    xff: list[bytes] = []
+    auth: tuple[bytes, ...] = ()
+    xff: tuple[bytes, ...] = ()
     for name, value in headers:
         if name == b"authorization":
-            auth.append(value)
+            auth += (value,)
         elif name == b"x-forwarded-for":
-            xff.append(value)
+            xff += (value,)
     return auth, xff
 
 
@@ -122,8 +122,8 @@ class BearerGuardMiddleware:
     async def _decide(
         self,
         scope: Scope,
-        auth: list[bytes],
-        xff: list[bytes],
+        auth: tuple[bytes, ...],
+        xff: tuple[bytes, ...],
         peer: str | None,
         api: str | None,
     ) -> Decision:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from .errors import ConfigurationError
 
-__all__ = ["ClientIPResolver", "PeerAddresses", "normalize_ip"]
+__all__ = ["ClientIPResolver", "learn_address", "normalize_ip"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -42,21 +42,16 @@ def normalize_ip(text: str) -> str | None:
     return str(addr)
 
 
-class PeerAddresses(dict[str | None, "str | None"]):
-    """A bounded memo of `normalize_ip` over peer addresses: ``memo[peer]``.
+def learn_address(memo: dict[str | None, str | None], peer: str | None) -> str | None:
+    """Normalise `peer` (None stays None) into `memo`, a bounded plain dict.
 
-    A dict whose misses normalise (None stays None), so a hit costs one dict lookup:
-    the cached path asks it on every request.
+    The cached path reads ``memo[peer]`` on every request (a plain dict hit is the
+    cheapest lookup there is) and calls this on a miss.
     """
-
-    __slots__ = ()
-    MAX = 4096
-
-    def __missing__(self, peer: str | None) -> str | None:
-        ip = None if peer is None else normalize_ip(peer)
-        if len(self) < self.MAX:
-            self[peer] = ip
-        return ip
+    ip = None if peer is None else normalize_ip(peer)
+    if len(memo) < 4096:
+        memo[peer] = ip
+    return ip
 
 
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import resource as _resource
 from .cache import TokenCache
-from .clientip import ClientIPResolver, PeerAddresses
+from .clientip import ClientIPResolver, learn_address
 from .credentials import (
     BEARER_PREFIXES,
     DEFAULT_MAX_TOKEN_LENGTH,
@@ -216,7 +216,8 @@ class Guard:
         self.fast_path = not query_token and on_decision is None
         self._proxied = self.resolver.enabled
         self._rules = Rules(ip_binding, self.audience, require_audience)
-        self._address = PeerAddresses()
+        self._aud, self._req_aud = self.audience, require_audience  # one attribute each
+        self._address: dict[str | None, str | None] = {}
         self._peek = self.cache.peek
         self.unavailable = replace(UNAVAILABLE, retry_after=int(retry_after))
 
@@ -244,9 +245,12 @@ class Guard:
         # fresh and needs no touch yet.
         if now >= entry.refresh_at or (forwarded and self._proxied):
             return None
-        client_ip = self._address[peer]
+        try:
+            client_ip = self._address[peer]  # a plain dict: the fastest lookup there is
+        except KeyError:
+            client_ip = learn_address(self._address, peer)
         info = entry.info
-        if admit(info, client_ip, self.api, now, *self._rules) is not None:
+        if admit(info, client_ip, self.api, now, self.ip_binding, self._aud, self._req_aud):
             return None
         ident = entry.identity
         if ident is None or ident.client_ip != client_ip:
