@@ -15,6 +15,7 @@ from bench.plumbing import (
     KEY_ID,
     Env,
     MinimalCheckMiddleware,
+    MinimalCheckWSGI,
     NoopMiddleware,
     TTLCacheMiddleware,
     Variant,
@@ -70,6 +71,16 @@ async def _minimal(env: Env, v: Variant) -> Variant:
     mw = Middleware(MinimalCheckMiddleware, table={digest: time.time() + 3600})
     v.call, v.check = asgi_call(starlette_app([mw]), env.token)
     v.note = "the unavoidable work, no policy"
+    return v
+
+
+@variant("minimal_wsgi", "header+sha256+dict+clock, WSGI (reference)", "floor", "flask", False)
+async def _minimal_wsgi(env: Env, v: Variant) -> Variant:
+    digest = hashlib.sha256(env.token.encode()).hexdigest()
+    app = flask_app()
+    app.wsgi_app = MinimalCheckWSGI(app.wsgi_app, table={digest: time.time() + 3600})
+    v.call, v.check = wsgi_call(app, env.token)
+    v.note = "the unavoidable work, no policy; wraps Flask's wsgi_app as bearerguard does"
     return v
 
 
@@ -283,7 +294,7 @@ def _raw_evalsha(name: str, label: str, is_async: bool) -> None:
         import redis.asyncio as aredis
 
         from bearerguard import open_store
-        from bearerguard.stores.redis.keys import token_key
+        from bearerguard.stores.redis.keys import token_record_key
         from bearerguard.stores.redis.scripts import Scripts
         from bearerguard.tokens import token_digest
         from bench.plumbing import issue_token
@@ -299,7 +310,7 @@ def _raw_evalsha(name: str, label: str, is_async: bool) -> None:
         issue_token(store, env.token)
         store.close()
         setup.close()
-        key = token_key(token_digest(env.token))
+        key = token_record_key(token_digest(env.token))
         if is_async:
             aclient = aredis.Redis.from_url(env.redis_url)
 

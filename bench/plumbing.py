@@ -229,6 +229,23 @@ class MinimalCheckMiddleware:
         await self.app(scope, receive, send)
 
 
+class MinimalCheckWSGI:
+    """`MinimalCheckMiddleware`'s WSGI twin: read the header, hash, dict, clock."""
+
+    def __init__(self, app: Any, *, table: dict[str, float]) -> None:
+        self.app = app
+        self.table = table
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        auth = environ.get("HTTP_AUTHORIZATION")
+        if auth is None:
+            raise RuntimeError("bench: no token")
+        exp = self.table.get(hashlib.sha256(auth[7:].encode()).hexdigest())
+        if exp is None or time.time() >= exp:
+            raise RuntimeError("bench: token not accepted")
+        return self.app(environ, start_response)
+
+
 class TTLCacheMiddleware:
     """Reference from the issue: a pure ASGI middleware with a cachetools TTLCache hit."""
 

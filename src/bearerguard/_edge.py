@@ -15,7 +15,6 @@ their own), so they never wait behind a spray.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import sys
 import threading
@@ -25,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+from ._drive import LookupFn, faces, with_client_ip
 from .errors import BackendUnavailable, ConfigurationError, log_safe
 from .flow import Guard, Lookup
 from .metrics import Metrics
@@ -34,22 +34,7 @@ __all__ = ["AsyncCaller", "SyncCaller", "guard_options", "wire_invalidations"]
 
 logger = logging.getLogger("bearerguard")
 
-LookupFn = Callable[[str, "str | None"], Any]
 FlightKey = tuple[bytes, "str | None"]
-
-
-def _with_client_ip(fn: Callable[..., Any]) -> LookupFn:
-    """`fn` as a (token, client_ip) callable: built-in backends take `client_ip`,
-    a custom backend with a one-argument `lookup(token)` is called as before."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        params = {}  # type: ignore[assignment]
-    if "client_ip" in params or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
-    ):
-        return lambda token, client_ip: fn(token, client_ip=client_ip)
-    return lambda token, _client_ip: fn(token)
 
 
 class _Slots:
@@ -144,7 +129,7 @@ class SyncCaller:
         max_in_flight: int = 16,
         self_timed: bool = False,
     ) -> None:
-        self._lookup = _timed(_with_client_ip(lookup), guard.metrics)
+        self._lookup = _timed(with_client_ip(lookup), guard.metrics)
         self._guard = guard
         self._timeout = _check_timeout(timeout)
         self._max = max_in_flight
@@ -160,6 +145,30 @@ class SyncCaller:
         self._lock = threading.Lock()
         self._flights: dict[FlightKey, Future[Any]] = {}
 
+    @classmethod
+    def of(
+        cls, backend: object, guard: Guard, *, timeout: float = 5.0, max_in_flight: int = 16
+    ) -> SyncCaller:
+        """A caller for `backend`'s sync face; ConfigurationError when it has none."""
+        face = faces(backend)
+        if face.lookup is None:
+            raise ConfigurationError(
+                f"{type(backend).__name__} has no sync lookup(token): WSGI cannot use an "
+                "async-only backend; give it a lookup method or use the ASGI middleware"
+            )
+        return cls(
+            face.lookup,
+            guard,
+            timeout=timeout,
+            max_in_flight=max_in_flight,
+            self_timed=face.self_timed,
+        )
+
+    def submit(self, lk: Lookup, *, background: bool = False) -> Future[Any]:
+        """Run one backend call on a worker thread (the refresh pool for `background`)."""
+        pool = self._refresh_pool if background else self._pool
+        return pool.submit(self._lookup, lk.token, lk.client_ip)
+
     def _join(self, lk: Lookup, *, background: bool) -> tuple[Future[Any], bool]:
         """Return (the flight for `lk`'s token and address, whether the caller must run it)."""
         fk = (lk.key, lk.client_ip)
@@ -171,7 +180,7 @@ class SyncCaller:
                 if self._refreshing >= self._max:
                     raise BackendUnavailable("too many refreshes in flight")
                 self._refreshing += 1
-                fut = self._refresh_pool.submit(self._lookup, lk.token, lk.client_ip)
+                fut = self.submit(lk, background=True)
                 lead = False
             else:
                 self._slots.take(lk.client_ip)
@@ -179,7 +188,7 @@ class SyncCaller:
                     fut = Future()
                     lead = True
                 else:
-                    fut = self._pool.submit(self._lookup, lk.token, lk.client_ip)
+                    fut = self.submit(lk)
                     lead = False
             self._flights[fk] = fut
         fut.add_done_callback(lambda _f: self._land(fk, background))
@@ -263,37 +272,36 @@ class AsyncCaller:
         self._slots = _Slots(max_in_flight)
         self._flights: dict[FlightKey, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        alookup = getattr(backend, "alookup", None)
-        lookup = getattr(backend, "lookup", None)
+        face = faces(backend)
         self._threaded: SyncCaller | None = None
         # A self-timed backend bounds its own calls (see SyncCaller): no timer of ours.
-        self._self_timed = getattr(backend, "self_timed", False) is True
-        if alookup is not None and inspect.iscoroutinefunction(alookup):
-            self._alookup: LookupFn = _with_client_ip(alookup)
-        elif callable(lookup):
-            pool = SyncCaller(lookup, guard, timeout=timeout, max_in_flight=max_in_flight)
-            self._threaded = pool
+        self._self_timed = face.self_timed
+        if face.alookup is not None:
+            self._alookup: Callable[[Lookup, bool], Awaitable[Any]] = self._awaited(face.alookup)
+        elif face.lookup is not None:
+            self._threaded = SyncCaller(
+                face.lookup, guard, timeout=timeout, max_in_flight=max_in_flight
+            )
             self._alookup = self._in_thread
         else:
             raise ConfigurationError(
                 "backend needs a lookup(token) method or an async alookup(token) method"
             )
 
-    async def _in_thread(self, token: str, client_ip: str | None, refresh: bool = False) -> Any:
-        threaded = self._threaded
-        assert threaded is not None
-        pool = threaded._refresh_pool if refresh else threaded._pool
-        fut = pool.submit(threaded._lookup, token, client_ip)
-        return await asyncio.wrap_future(fut)
+    @staticmethod
+    def _awaited(alookup: Callable[..., Any]) -> Callable[[Lookup, bool], Awaitable[Any]]:
+        call = with_client_ip(alookup)
+        return lambda lk, _background: call(lk.token, lk.client_ip)
+
+    async def _in_thread(self, lk: Lookup, background: bool) -> Any:
+        assert self._threaded is not None
+        return await asyncio.wrap_future(self._threaded.submit(lk, background=background))
 
     async def _call(self, lk: Lookup, background: bool) -> TokenInfo | None:
         metrics = self._guard.metrics
         started = time.perf_counter()
         ok = False
-        if background and self._threaded is not None:
-            call = self._in_thread(lk.token, lk.client_ip, refresh=True)
-        else:
-            call = self._alookup(lk.token, lk.client_ip)
+        call = self._alookup(lk, background)
         try:
             if self._self_timed:
                 result: TokenInfo | None = await call

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._drive import drive_async
 from ._edge import AsyncCaller, guard_options, wire_invalidations
 from ._types import ASGIApp, Receive, Scope, Send
 from .credentials import query_tokens
-from .errors import BackendUnavailable, Challenge
+from .errors import Challenge
 from .flow import Allow, Decision, Guard, RequestFacts
 from .ratelimit import LimitedASGI, RateLimit, rate_limiter
 from .tokens import ANONYMOUS
@@ -23,6 +24,18 @@ if TYPE_CHECKING:
     from .options import MiddlewareOptions
 
 __all__ = ["BearerGuardMiddleware"]
+
+
+def _scan(headers: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """The ``Authorization`` and ``X-Forwarded-For`` values: the one pass per request."""
+    auth: tuple[bytes, ...] = ()
+    xff: tuple[bytes, ...] = ()
+    for name, value in headers:
+        if name == b"authorization":
+            auth += (value,)
+        elif name == b"x-forwarded-for":
+            xff += (value,)
+    return auth, xff
 
 
 def _query_tokens(scope: Scope) -> tuple[str, ...]:
@@ -74,9 +87,6 @@ class BearerGuardMiddleware:
             backend, self.guard, timeout=backend_timeout, max_in_flight=max_in_flight
         )
         self._unsubscribe = wire_invalidations(backend, self.guard)
-        # With query tokens, "two methods at once" needs the query string, and an audit
-        # hook needs RequestFacts: both take the full flow.
-        self._fast = not self.guard.query_token and self.guard.on_decision is None
         self._cached = self.guard.cached_identity
         resource = self.guard.resource
         self._wellknown = resource.paths if resource is not None else None
@@ -89,26 +99,18 @@ class BearerGuardMiddleware:
         if self._wellknown is not None and kind == "http" and scope["path"] in self._wellknown:
             await self._serve_metadata(scope, receive, send)
             return
-        if kind == "http" and self._fast:
-            # Hot path: one Authorization header whose token is fresh in the cache.
-            auth = b""
-            count = 0
-            forwarded = False
-            for name, value in scope["headers"]:
-                if name == b"authorization":
-                    auth = value
-                    count += 1
-                elif name == b"x-forwarded-for":
-                    forwarded = True
-            if count == 1:
-                client = scope.get("client")
-                ident = self._cached(auth, client[0] if client else None, forwarded)
-                if ident is not None:
-                    scope["bearerguard"] = scope["user"] = scope["auth"] = ident
-                    scope["bearerguard.guard"] = self.guard
-                    await self.app(scope, receive, send)
-                    return
-        decision = await self.decide(scope)
+        auth, xff = _scan(scope["headers"])
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if len(auth) == 1 and kind == "http":
+            # The cached path: one Authorization header whose token is fresh in the cache.
+            ident = self._cached(auth[0], peer, bool(xff))
+            if ident is not None:
+                scope["bearerguard"] = scope["user"] = scope["auth"] = ident
+                scope["bearerguard.guard"] = self.guard
+                await self.app(scope, receive, send)
+                return
+        decision = await self._decide(scope, auth, xff, peer, None)
         if isinstance(decision, Allow):
             identity = decision.identity
             scope["bearerguard.guard"] = self.guard
@@ -125,38 +127,28 @@ class BearerGuardMiddleware:
 
     async def decide(self, scope: Scope, api: str | None = None) -> Decision:
         """Run the core's flow for one HTTP or WebSocket scope."""
-        guard = self.guard
-        auth: list[str] = []
-        xff: list[str] = []
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                auth.append(value.decode("latin-1"))
-            elif name == b"x-forwarded-for":
-                xff.append(value.decode("latin-1"))
-        query = guard.query_token or (guard.websocket_query_token and scope["type"] == "websocket")
         client = scope.get("client")
+        peer = client[0] if client else None
+        return await self._decide(scope, *_scan(scope["headers"]), peer, api)
+
+    async def _decide(
+        self,
+        scope: Scope,
+        auth: tuple[bytes, ...],
+        xff: tuple[bytes, ...],
+        peer: str | None,
+        api: str | None,
+    ) -> Decision:
+        guard = self.guard
+        query = guard.query_token or (guard.websocket_query_token and scope["type"] == "websocket")
         facts = RequestFacts(
             scope["path"],
-            tuple(auth),
+            tuple(v.decode("latin-1") for v in auth),
             _query_tokens(scope) if query else (),
-            client[0] if client else None,
-            tuple(xff),
+            peer,
+            tuple(v.decode("latin-1") for v in xff),
         )
-        flow = guard.authenticate(facts, api)
-        try:
-            step = next(flow)
-            while True:
-                try:
-                    answer = await self._caller.lookup(step)
-                except BackendUnavailable as exc:
-                    step = flow.throw(exc)
-                else:
-                    step = flow.send(answer)
-        except StopIteration as stop:
-            decision: Decision = stop.value
-        if isinstance(decision, Allow) and decision.follow_up is not None:
-            self._caller.refresh(decision.follow_up)
-        return decision
+        return await drive_async(guard.authenticate(facts, api), self._caller)
 
     async def _serve_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
         # RFC 9728 §3: the metadata is public; only GET (and HEAD) read it.

@@ -35,26 +35,46 @@ from cachetools import TTLCache
 from .errors import ConfigurationError
 from .tokens import Identity, TokenInfo
 
-__all__ = ["Entry", "TokenCache"]
+__all__ = ["Entry", "LingeringEntry", "TokenCache"]
 
 
 class Entry:
     """A cached positive answer and the times that govern it.
 
     `identity` memoises the `Identity` last handed to the app for this token, so the
-    cached path does not build one per request.
+    cached path does not build one per request. Without ``stale_if_error`` an entry is
+    not served past `fresh_until`, so `stale_until` is that same time and costs no
+    slot (four slots fit a smaller allocation class than five: 64 bytes, not 80).
     """
 
-    __slots__ = ("fresh_until", "identity", "info", "refresh_at", "stale_until")
+    __slots__ = ("fresh_until", "identity", "info", "refresh_at")
+
+    def __init__(self, info: TokenInfo, fresh_until: float, refresh_at: float) -> None:
+        self.info = info
+        self.fresh_until = fresh_until
+        self.refresh_at = refresh_at
+        self.identity: Identity | None = None
+
+    @property
+    def stale_until(self) -> float:
+        """Until when the entry may be served while the backend is down."""
+        return self.fresh_until
+
+
+class LingeringEntry(Entry):
+    """An `Entry` of a cache with ``stale_if_error``: served stale until `stale_until`."""
+
+    __slots__ = ("_stale_until",)
 
     def __init__(
         self, info: TokenInfo, fresh_until: float, refresh_at: float, stale_until: float
     ) -> None:
-        self.info = info
-        self.fresh_until = fresh_until
-        self.refresh_at = refresh_at
-        self.stale_until = stale_until
-        self.identity: Identity | None = None
+        super().__init__(info, fresh_until, refresh_at)
+        self._stale_until = stale_until
+
+    @property
+    def stale_until(self) -> float:
+        return self._stale_until
 
 
 _T = TypeVar("_T")
@@ -63,15 +83,28 @@ _T = TypeVar("_T")
 _GONE_TTL = 120.0
 _GONE_MAX = 10_000
 _SHARED_MAX = 65_536
+# Addresses and deadlines are shared among the entries written lately: a table that
+# starts over when full, so a cache of tokens that share nothing pays little for it.
+_RECENT_MAX = 4096
+# Deadlines are computed from the put time rounded down to this grid (in seconds, a
+# power of two, so exact): entries written within one tick share their float objects.
+_TICK = 1 / 1024
 
 
-def _share(table: dict[Any, Any], value: _T) -> _T:
-    """The copy of `value` kept in `table` (adding it while the table has room)."""
+def _share(table: dict[Any, Any], value: _T, limit: int = _SHARED_MAX) -> _T:
+    """The copy of `value` kept in `table` (adding it while the table has room).
+
+    With `limit` below `_SHARED_MAX` the table keeps the recent values: it is emptied
+    when full, and what entries already hold stays shared.
+    """
     kept = table.get(value)
     if kept is not None:
         return cast(_T, kept)
-    if len(table) < _SHARED_MAX:
-        table[value] = value
+    if len(table) >= limit:
+        if limit == _SHARED_MAX:
+            return value
+        table.clear()
+    table[value] = value
     return value
 
 
@@ -125,6 +158,7 @@ class TokenCache:
         self._pos: dict[bytes, Entry] = {}
         self._shared: dict[Any, Any] = {}
         self._shared_ips: dict[str, str] = {}
+        self._shared_times: dict[float, float] = {}
         self._neg: TTLCache[bytes, bool] = TTLCache(negative_maxsize, negative_ttl, timer=clock)
         # Tokens (raw digests) and key ids revoked lately: an answer that was already
         # on its way when the revocation arrived must not put them back (P).
@@ -164,13 +198,20 @@ class TokenCache:
                 self._pos.pop(key, None)
             return None
         info = self._shrink(info)
+        # Deadlines from the put time rounded down (never later than before), each
+        # shared with the entries written in the same tick; one the token's own
+        # expiry caps is that expiry itself (G2), so it costs no object either.
+        tick = math.floor(now / _TICK) * _TICK
         fresh = min(self.ttl, life)
-        touch = self.touch_for(info)
-        fresh_until = now + fresh
-        stale_until = now + min(fresh + self.stale_if_error, life)
-        if stale_until == fresh_until:
-            stale_until = fresh_until  # one float object, not two equal ones
-        entry = Entry(info, fresh_until, now + min(touch, fresh) if counted else now, stale_until)
+        fresh_until = self._deadline(info, tick, fresh, life)
+        refresh_at = now
+        if counted:
+            refresh_at = min(self._deadline(info, tick, self.touch_for(info), life), fresh_until)
+        if self.stale_if_error:
+            stale_until = self._deadline(info, tick, fresh + self.stale_if_error, life)
+            entry: Entry = LingeringEntry(info, fresh_until, refresh_at, stale_until)
+        else:
+            entry = Entry(info, fresh_until, refresh_at)
         pos = self._pos
         with self._lock:
             self._neg.pop(key, None)
@@ -181,6 +222,19 @@ class TokenCache:
             self._trim(now)
         return entry
 
+    def record(self, key: bytes, info: TokenInfo | None, asker: str | None) -> TokenInfo | None:
+        """Cache a backend answer for `key`, asked from `asker`; return what now stands.
+
+        A token revoked meanwhile stays refused (P). The source counted the lookup as a
+        use unless it came from another address than the token's (H4); then the
+        holder's next hit asks for a refresh.
+        """
+        if info is not None and self.revoked(key, info.key_id):
+            info = None
+        counted = info is None or asker is None or info.bound_ip in (None, asker)
+        self.put(key, info, self.clock(), counted=counted)
+        return info
+
     def touch_for(self, info: TokenInfo) -> float:
         """How old a hit on `info` may be before it asks for a refresh.
 
@@ -188,6 +242,12 @@ class TokenCache:
         token is touched at the source well before it lapses there.
         """
         return min(self.touch_interval, info.ttl / 3) if info.ttl else self.touch_interval
+
+    def _deadline(self, info: TokenInfo, tick: float, after: float, life: float) -> float:
+        """`tick` + `after`, capped by the token's expiry, as a shared float object."""
+        if after >= life and info.expires_at is not None:
+            return info.expires_at
+        return _share(self._shared_times, tick + after, _RECENT_MAX)
 
     def _shrink(self, info: TokenInfo) -> TokenInfo:
         # Many tokens share a key id, an API set, a TTL and often an address: keep one
@@ -198,7 +258,7 @@ class TokenCache:
             key_id=_share(self._shared, info.key_id),
             apis=_share(self._shared, info.apis),
             ttl=info.ttl and _share(self._shared, info.ttl),
-            bound_ip=info.bound_ip and _share(self._shared_ips, info.bound_ip),
+            bound_ip=info.bound_ip and _share(self._shared_ips, info.bound_ip, _RECENT_MAX),
         )
 
     def _trim(self, now: float) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from .errors import ConfigurationError
 
-__all__ = ["ClientIPResolver", "normalize_ip"]
+__all__ = ["ClientIPResolver", "learn_address", "normalize_ip"]
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -40,6 +40,18 @@ def normalize_ip(text: str) -> str | None:
         if addr.scope_id:
             return None
     return str(addr)
+
+
+def learn_address(memo: dict[str | None, str | None], peer: str | None) -> str | None:
+    """Normalise `peer` (None stays None) into `memo`, a bounded plain dict.
+
+    The cached path reads ``memo[peer]`` on every request (a plain dict hit is the
+    cheapest lookup there is) and calls this on a miss.
+    """
+    ip = None if peer is None else normalize_ip(peer)
+    if len(memo) < 4096:
+        memo[peer] = ip
+    return ip
 
 
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")

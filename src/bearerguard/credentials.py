@@ -8,7 +8,13 @@ from urllib.parse import unquote_plus
 
 from .errors import RequestError
 
-__all__ = ["DEFAULT_MAX_TOKEN_LENGTH", "MalformedCredentials", "extract_token", "query_tokens"]
+__all__ = [
+    "BEARER_PREFIXES",
+    "DEFAULT_MAX_TOKEN_LENGTH",
+    "MalformedCredentials",
+    "extract_token",
+    "query_tokens",
+]
 
 DEFAULT_MAX_TOKEN_LENGTH = 4096
 
@@ -16,6 +22,11 @@ DEFAULT_MAX_TOKEN_LENGTH = 4096
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 # credentials = "Bearer" 1*SP b64token; the scheme is case-insensitive (RFC 7235 §2.1).
 _BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +(.*)", re.DOTALL)
+# The byte-level common case, for the cached path: the spellings clients send, one
+# space, then the token (``value[7:]``). A value that starts otherwise goes to
+# `extract_token`. What follows is not checked there: it only serves as a cache key,
+# and a key matches only a token that `extract_token` accepted before.
+BEARER_PREFIXES = (b"Bearer ", b"bearer ", b"BEARER ")
 
 
 class MalformedCredentials(RequestError, ValueError):

@@ -196,7 +196,6 @@ class BearerGuardMiddleware:
             raise ImproperlyConfigured(f"settings.BEARERGUARD: {exc}") from exc
         self.guard: Guard = self.adapter.guard
         self.limiter = self.adapter.limiter
-        self._fast = not self.guard.query_token and self.guard.on_decision is None
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
@@ -235,7 +234,7 @@ class BearerGuardMiddleware:
     def _cached(self, meta: Mapping[str, Any]) -> Identity | None:
         # The adapters' hot path: one Authorization value whose token is fresh in the cache.
         auth = meta.get("HTTP_AUTHORIZATION")
-        if auth is None or not self._fast or not auth.isascii():
+        if auth is None or not auth.isascii():
             return None
         return self.guard.cached_identity(
             auth.encode(), meta.get("REMOTE_ADDR"), "HTTP_X_FORWARDED_FOR" in meta

@@ -14,16 +14,31 @@ import logging
 import math
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from . import resource as _resource
 from .cache import TokenCache
-from .clientip import ClientIPResolver, normalize_ip
-from .credentials import DEFAULT_MAX_TOKEN_LENGTH, MalformedCredentials, extract_token
+from .clientip import ClientIPResolver, learn_address
+from .credentials import (
+    BEARER_PREFIXES,
+    DEFAULT_MAX_TOKEN_LENGTH,
+    MalformedCredentials,
+    extract_token,
+)
 from .errors import BackendUnavailable, Challenge, ConfigurationError, log_safe, quote_param
 from .metrics import Metrics
-from .policy import UNAVAILABLE, audience_ok, decide, insufficient_scope
+from .policy import (
+    MISSING,
+    NOT_OURS,
+    UNAVAILABLE,
+    Rules,
+    admit,
+    audience_names,
+    decide,
+    insufficient_scope,
+    public_matcher,
+)
 from .resource import ResourceMetadata
 from .tokens import Identity, TokenInfo, fingerprint, is_well_formed, token_key
 
@@ -38,10 +53,7 @@ __all__ = [
 
 logger = logging.getLogger("bearerguard")
 
-MISSING = Challenge(401)
-NOT_OURS = Challenge(401, "invalid_token", "The access token is not a bearerguard token")
 TOKEN_FORMATS = ("bearerguard",)
-_BEARER_PREFIXES = (b"Bearer ", b"bearer ", b"BEARER ")
 _sha256 = hashlib.sha256
 
 
@@ -97,22 +109,6 @@ class Deny:
 
 Decision = Allow | Deny
 PUBLIC = Allow(None)
-
-
-def _public_matcher(paths: Iterable[str]) -> Callable[[str], bool]:
-    exact: set[str] = set()
-    prefixes: list[str] = []
-    for p in paths:
-        if not p.startswith("/"):
-            raise ConfigurationError(f"public path must start with '/': {p!r}")
-        if p.endswith("*"):
-            prefixes.append(p[:-1])
-        else:
-            exact.add(p)
-    prefix_tuple = tuple(prefixes)
-    if not prefix_tuple:
-        return exact.__contains__
-    return lambda path: path in exact or path.startswith(prefix_tuple)
 
 
 class Guard:
@@ -190,7 +186,7 @@ class Guard:
         self.query_token = query_token
         self.websocket_query_token = websocket_query_token or query_token
         self.ip_binding = ip_binding
-        self.audience = _audiences(audience)
+        self.audience = audience_names(audience)
         if require_audience and self.audience is None:
             raise ConfigurationError("require_audience needs audience=")
         self.require_audience = require_audience
@@ -203,7 +199,7 @@ class Guard:
         self.max_token_length = max_token_length
         self.token_format = token_format
         self.clock = clock
-        self.is_public = _public_matcher(public_paths)
+        self.is_public = public_matcher(public_paths)
         self.resolver = ClientIPResolver(trusted_proxies)
         self.cache = cache or TokenCache(
             maxsize=cache_maxsize,
@@ -216,53 +212,46 @@ class Guard:
         )
         self.metrics = metrics
         self.on_decision = on_decision
-        self._ip_memo: dict[str | None, str | None] = {}
+        # With query tokens, "two methods at once" needs the query string, and an audit
+        # hook needs RequestFacts: both take the full flow, never `cached_identity`.
+        self.fast_path = not query_token and on_decision is None
+        self._proxied = self.resolver.enabled
+        self._rules = Rules(ip_binding, self.audience, require_audience)
+        self._aud, self._req_aud = self.audience, require_audience  # one attribute each
+        self._address: dict[str | None, str | None] = {}
         self._peek = self.cache.peek
-        self.unavailable = Challenge(
-            UNAVAILABLE.status,
-            UNAVAILABLE.error,
-            UNAVAILABLE.description,
-            retry_after=int(retry_after),
-        )
+        self.unavailable = replace(UNAVAILABLE, retry_after=int(retry_after))
 
     def cached_identity(
         self, authorization: bytes, peer: str | None, forwarded: bool = False
     ) -> Identity | None:
-        """The common case in one step, for the adapters' hot path.
+        """The common case in one step, for the adapters' cached path.
 
         `authorization` is the request's only ``Authorization`` value, `peer` the peer
         address, `forwarded` whether an ``X-Forwarded-For`` header came along. Returns
-        the Identity when the token is fresh in the cache and passes every check for the
-        guard's own `api`: exactly what `authenticate` would allow without asking the
-        backend. Returns None in every other case (refusals, misses, refresh due,
-        proxies to resolve), and the caller then runs `authenticate`. It never refuses.
-
-        A memo of `policy.decide` over the cache; tests check the two agree.
+        the Identity when the token is fresh in the cache and `policy.admit` admits it
+        for the guard's own `api`: exactly what `authenticate` would allow without
+        asking the backend. Returns None in every other case (refusals, misses, refresh
+        due, proxies to resolve, a query token or an audit hook configured), and the
+        caller then runs `authenticate`. It never refuses; tests check the two agree.
         """
-        if not authorization.startswith(_BEARER_PREFIXES):
+        if not self.fast_path or not authorization.startswith(BEARER_PREFIXES):
             return None
         key = _sha256(authorization[7:]).digest()
         entry = self._peek(key)
-        if entry is None or self.clock() >= entry.refresh_at:
-            # refresh_at <= fresh_until <= the token's expiry, so a hit before
-            # refresh_at is fresh and unexpired, and needs no touch yet.
+        if entry is None:
             return None
-        if forwarded and self.resolver.enabled:
+        now = self.clock()
+        # refresh_at <= fresh_until <= the token's expiry, so a hit before refresh_at is
+        # fresh and needs no touch yet.
+        if now >= entry.refresh_at or (forwarded and self._proxied):
             return None
-        memo = self._ip_memo
         try:
-            client_ip = memo[peer]
+            client_ip = self._address[peer]  # a plain dict: the fastest lookup there is
         except KeyError:
-            client_ip = normalize_ip(peer) if peer is not None else None
-            if len(memo) < 4096:
-                memo[peer] = client_ip
+            client_ip = learn_address(self._address, peer)
         info = entry.info
-        if self.ip_binding and info.bound_ip is not None and client_ip != info.bound_ip:
-            return None
-        aud = self.audience
-        if aud is not None and not audience_ok(info.audience, aud, self.require_audience):
-            return None
-        if self.api is not None and self.api not in info.apis:
+        if admit(info, client_ip, self.api, now, self.ip_binding, self._aud, self._req_aud):
             return None
         ident = entry.identity
         if ident is None or ident.client_ip != client_ip:
@@ -364,16 +353,7 @@ class Guard:
                     return Deny(self.unavailable, fingerprint=fp)
                 info = accepted
             now = self.clock()
-        verdict = decide(
-            info,
-            client_ip,
-            api or self.api,
-            now,
-            ip_binding=self.ip_binding,
-            fingerprint=fp,
-            audience=self.audience,
-            require_audience=self.require_audience,
-        )
+        verdict = decide(info, client_ip, api or self.api, now, self._rules, fp)
         if isinstance(verdict, Challenge):
             # Refused: the entry's refresh bookkeeping is left alone, so requests that
             # are refused for their address cannot consume or delay the holder's
@@ -398,32 +378,22 @@ class Guard:
                 fingerprint(key),
             )
             return BAD_ANSWER
-        return self._store(key, answer, asker)
-
-    def _store(self, key: bytes, info: TokenInfo | None, asker: str | None) -> TokenInfo | None:
-        """Cache a backend answer; a token revoked meanwhile stays refused (P)."""
-        if info is not None and self.cache.revoked(key, info.key_id):
-            info = None
-        # The source counted the lookup as a use unless it came from another address
-        # than the token's (H4); then the holder's next hit asks for a refresh.
-        counted = info is None or asker is None or info.bound_ip in (None, asker)
-        self.cache.put(key, info, self.clock(), counted=counted)
-        return info
+        return self.cache.record(key, answer, asker)
 
     def refreshed(self, key: bytes, answer: object, asker: str | None = None) -> None:
         """Record the outcome of a background refresh (a value or an exception).
 
         `asker` is the refresh `Lookup`'s client_ip.
         """
+        failed = isinstance(answer, BaseException)
         if self.metrics is not None:
             self.metrics.refreshes += 1
-            if isinstance(answer, BaseException):
-                self.metrics.refresh_failures += 1
-        if isinstance(answer, BaseException):
+            self.metrics.refresh_failures += failed
+        if failed:
             logger.warning("background refresh of token %s failed: %s", fingerprint(key), answer)
             return
         if answer is None or isinstance(answer, TokenInfo):
-            self._store(key, answer, asker)
+            self.cache.record(key, answer, asker)
 
     def challenge_headers(self, challenge: Challenge) -> list[tuple[str, str]]:
         """The response headers of a refusal; a 401 names the RFC 9728 metadata."""
@@ -433,15 +403,6 @@ class Guard:
     def check_api(self, identity: Identity, api: str) -> Challenge | None:
         """For per-route requirements: the challenge if `identity` lacks `api`."""
         return None if api in identity.apis else insufficient_scope(api)
-
-
-def _audiences(value: str | Iterable[str] | None) -> frozenset[str] | None:
-    if value is None:
-        return None
-    names = frozenset([value] if isinstance(value, str) else value)
-    if not names or not all(isinstance(n, str) and n for n in names):
-        raise ConfigurationError("audience must be a non-empty string or strings")
-    return names
 
 
 class BadAnswer(enum.Enum):

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
-from .errors import Challenge
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+from .errors import Challenge, ConfigurationError
 from .tokens import Identity, TokenInfo
 
 __all__ = [
     "EXPIRED",
     "INVALID",
+    "MISSING",
+    "NOT_OURS",
     "NO_AUDIENCE",
+    "Rules",
     "UNAVAILABLE",
     "UNKNOWN_ADDRESS",
     "WRONG_ADDRESS",
     "WRONG_AUDIENCE",
+    "admit",
+    "audience_names",
     "audience_ok",
     "decide",
     "insufficient_scope",
+    "public_matcher",
 ]
 
+MISSING = Challenge(401)  # RFC 6750 §3.1: no credentials, so no error code
+NOT_OURS = Challenge(401, "invalid_token", "The access token is not a bearerguard token")
 INVALID = Challenge(401, "invalid_token", "The access token is unknown, revoked or expired")
 EXPIRED = Challenge(401, "invalid_token", "The access token expired")
 WRONG_ADDRESS = Challenge(401, "invalid_token", "The access token is not valid from this address")
@@ -57,24 +68,22 @@ def audience_ok(
     return not require
 
 
-def decide(
-    info: TokenInfo | None,
+def admit(
+    info: TokenInfo,
     client_ip: str | None,
     api: str | None,
     now: float,
-    *,
     ip_binding: bool = True,
-    fingerprint: str = "",
     audience: frozenset[str] | None = None,
     require_audience: bool = False,
-) -> Identity | Challenge:
-    """Apply the auth service's rules to one request.
+) -> Challenge | None:
+    """The rules for one active token used from `client_ip` for `api`: None admits it.
 
-    Runs on every request, cache hits included: expiry, the audience, the address the
-    token is bound to and the API the route needs are checked here and nowhere else.
+    Runs on every request, cache hits included (R10): expiry, the audience, the address
+    the token is bound to and the API the route needs are checked here and nowhere
+    else. Both the full flow (`decide`) and the cached path (`Guard.cached_identity`)
+    ask this function. Positional parameters: it is on the hot path.
     """
-    if info is None:
-        return INVALID
     if info.expires_at is not None and now >= info.expires_at:
         return EXPIRED
     # RFC 8707 §2: a token meant for another resource must not be accepted here.
@@ -86,4 +95,59 @@ def decide(
         return WRONG_ADDRESS if client_ip is not None else UNKNOWN_ADDRESS
     if api is not None and api not in info.apis:
         return insufficient_scope(api)
+    return None
+
+
+class Rules(NamedTuple):
+    """A resource's settings for `admit`, in its parameter order (``admit(…, *rules)``)."""
+
+    ip_binding: bool = True
+    audience: frozenset[str] | None = None
+    require_audience: bool = False
+
+
+def decide(
+    info: TokenInfo | None,
+    client_ip: str | None,
+    api: str | None,
+    now: float,
+    rules: Rules = Rules(),  # noqa: B008  (an immutable tuple)
+    fingerprint: str = "",
+) -> Identity | Challenge:
+    """Apply the auth service's rules to one request: an `Identity`, or the refusal.
+
+    `info` None (the backend does not know the token) is refused; otherwise `admit`.
+    """
+    if info is None:
+        return INVALID
+    refusal = admit(info, client_ip, api, now, *rules)
+    if refusal is not None:
+        return refusal
     return Identity(info.key_id, info.apis, client_ip, info, fingerprint)
+
+
+def public_matcher(paths: Iterable[str]) -> Callable[[str], bool]:
+    """R1: a test of whether a path is public; an entry ending in ``*`` is a prefix."""
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    for p in paths:
+        if not p.startswith("/"):
+            raise ConfigurationError(f"public path must start with '/': {p!r}")
+        if p.endswith("*"):
+            prefixes.append(p[:-1])
+        else:
+            exact.add(p)
+    prefix_tuple = tuple(prefixes)
+    if not prefix_tuple:
+        return exact.__contains__
+    return lambda path: path in exact or path.startswith(prefix_tuple)
+
+
+def audience_names(value: str | Iterable[str] | None) -> frozenset[str] | None:
+    """The `audience` option as a set of names (None: no audience check)."""
+    if value is None:
+        return None
+    names = frozenset([value] if isinstance(value, str) else value)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ConfigurationError("audience must be a non-empty string or strings")
+    return names

@@ -6,9 +6,10 @@ from collections.abc import Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
+from ._drive import drive
 from ._edge import SyncCaller, guard_options, wire_invalidations
 from .credentials import query_tokens
-from .errors import BackendUnavailable, Challenge, ConfigurationError
+from .errors import Challenge
 from .flow import Allow, Decision, Guard, RequestFacts
 from .ratelimit import LimitedWSGI, RateLimit, rate_limiter
 
@@ -52,26 +53,15 @@ class WSGIBearerGuard:
         rate_limit: RateLimit | float | tuple[float, int] | None = None,
         **options: Unpack[MiddlewareOptions],
     ) -> None:
-        lookup = getattr(backend, "lookup", None)
-        if not callable(lookup):
-            raise ConfigurationError(
-                f"{type(backend).__name__} has no sync lookup(token): WSGI cannot use an "
-                "async-only backend; give it a lookup method or use the ASGI middleware"
-            )
         # rate_limit (bearerguard.ratelimit) wraps the app: nothing runs when unset.
         self.limiter = rate_limiter(rate_limit, backend)
         self.app = app if self.limiter is None else LimitedWSGI(app, self.limiter)
         self.backend = backend
         self.guard = guard or Guard(**guard_options(backend, options))
-        self._caller = SyncCaller(
-            lookup,
-            self.guard,
-            timeout=backend_timeout,
-            max_in_flight=max_in_flight,
-            self_timed=getattr(backend, "self_timed", False) is True,
+        self._caller = SyncCaller.of(
+            backend, self.guard, timeout=backend_timeout, max_in_flight=max_in_flight
         )
         self._unsubscribe = wire_invalidations(backend, self.guard)
-        self._fast = not self.guard.query_token and self.guard.on_decision is None
         resource = self.guard.resource
         self._wellknown = resource.paths if resource is not None else None
 
@@ -81,15 +71,15 @@ class WSGIBearerGuard:
             if method in ("GET", "HEAD"):
                 return self._serve_metadata(method, start_response)
         auth = environ.get("HTTP_AUTHORIZATION")
-        if auth is not None and self._fast and auth.isascii():
-            # Hot path: the token is fresh in the cache.
+        if auth is not None and auth.isascii():
+            # The cached path: the token is fresh in the cache.
             ident = self.guard.cached_identity(
                 auth.encode(), environ.get("REMOTE_ADDR"), "HTTP_X_FORWARDED_FOR" in environ
             )
             if ident is not None:
                 environ["bearerguard.identity"] = ident
                 return self.app(environ, start_response)
-        decision = self.decide(environ)
+        decision = self._decide(environ, auth, None)
         if isinstance(decision, Allow):
             if decision.identity is not None:
                 environ["bearerguard.identity"] = decision.identity
@@ -98,8 +88,10 @@ class WSGIBearerGuard:
 
     def decide(self, environ: WSGIEnvironment, api: str | None = None) -> Decision:
         """Run the core's flow for one WSGI request."""
+        return self._decide(environ, environ.get("HTTP_AUTHORIZATION"), api)
+
+    def _decide(self, environ: WSGIEnvironment, auth: str | None, api: str | None) -> Decision:
         guard = self.guard
-        auth = environ.get("HTTP_AUTHORIZATION")
         xff = environ.get("HTTP_X_FORWARDED_FOR")
         query: tuple[str, ...] = ()
         if guard.query_token:
@@ -111,21 +103,7 @@ class WSGIBearerGuard:
             environ.get("REMOTE_ADDR"),
             (xff,) if xff else (),
         )
-        flow = guard.authenticate(facts, api)
-        try:
-            step = next(flow)
-            while True:
-                try:
-                    answer = self._caller.lookup(step)
-                except BackendUnavailable as exc:
-                    step = flow.throw(exc)
-                else:
-                    step = flow.send(answer)
-        except StopIteration as stop:
-            decision: Decision = stop.value
-        if isinstance(decision, Allow) and decision.follow_up is not None:
-            self._caller.refresh(decision.follow_up)
-        return decision
+        return drive(guard.authenticate(facts, api), self._caller)
 
     def _serve_metadata(self, method: str, start_response: StartResponse) -> list[bytes]:
         # RFC 9728 §3: the metadata is public.
