@@ -11,10 +11,10 @@ that a spray of unknown tokens can only evict other unknown tokens (G5):
   backend is down. Bounded by `maxsize`, oldest-fetched first out;
 * negatives: digests the backend called unknown, in a cachetools `TTLCache`.
 
-A hit older than the touch interval (`Entry.refresh_at`) asks for a refresh: the edge
+A hit older than the touch interval (`Entry.refresh_at`) asks for a refresh: the adapter
 looks the token up again in the background, which counts as a use at the source, so
 steady traffic keeps a sliding token alive (G1) and revocations show up within the
-touch interval. The cache makes no I/O and never waits: the edges do that.
+touch interval. The cache makes no I/O and never waits: the adapters do that.
 
 Positives live in a plain dict rather than a cachetools class: the cached path reads
 it without a lock (a dict lookup is atomic), and an entry costs a dict slot instead of

@@ -1,8 +1,8 @@
 """Request logic, written once for both adapters as a sans-I/O generator.
 
 `Guard.authenticate(facts)` yields a `Lookup` when the cache cannot answer and the
-driver (ASGI or WSGI) sends back the backend's `TokenInfo | None`, or throws
-`BackendUnavailable` into the generator. It returns `Allow` or `Deny`. Drivers wait,
+adapter (ASGI or WSGI) sends back the backend's `TokenInfo | None`, or throws
+`BackendUnavailable` into the generator. It returns `Allow` or `Deny`. Adapters wait,
 time out and run refreshes; they make no decision of their own.
 """
 
@@ -74,7 +74,7 @@ class Lookup:
 
     `client_ip` is the address of the request that asks (None: unknown, or addresses
     do not matter because `ip_binding` is off). Backends that take it extend the token
-    at the source only when it is the token's own address (H4). The edges key
+    at the source only when it is the token's own address (H4). The adapters key
     single-flight by (key, client_ip), so a request from another address never leads
     the lookup of the holder's request: the holder's use always counts.
     """
@@ -88,7 +88,7 @@ class Lookup:
 class Allow:
     """Let the request through; `identity` is None on a public path.
 
-    `follow_up`, when set, is a background lookup the driver should start (once per
+    `follow_up`, when set, is a background lookup the adapter should start (once per
     token) and report through `Guard.refreshed`: the touch that keeps a cached token
     alive at the source.
     """

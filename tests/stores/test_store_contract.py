@@ -69,6 +69,16 @@ def test_keys_create_get_list_revoke(store: Any) -> None:
     assert [k.key_id for k in store.list_keys()] == [b.key_id]
 
 
+def test_create_key_refuses_an_option_it_does_not_know(store: Any) -> None:
+    # The options are typed (stores.base.KeyOptions); a misspelt one must not be
+    # dropped silently at run time either, on either face.
+    with pytest.raises(TypeError, match="introspekt"):
+        store.create_key(["dns"], introspekt=True)
+    with pytest.raises(TypeError, match="introspekt"):
+        asyncio.run(store.acreate_key(["dns"], introspekt=True))
+    assert store.list_keys() == []
+
+
 def test_secrets_are_verified_and_stored_only_as_digests(store: Any) -> None:
     key, secret = store.create_key(["dns"])
     remember_secret(secret)

@@ -222,8 +222,8 @@ class IntrospectionBackend:
     ) -> Generator[float | httpx.Request, Reply, TokenInfo | None]:
         """One lookup as a generator, no I/O and no waiting (httpx's `auth_flow` pattern).
 
-        Yields an `httpx.Request` to send: the driver sends back an `Answer` or a
-        `Failed`. Yields a float for "wait this many seconds, then go on" (`next`).
+        Yields an `httpx.Request` to send: the loop (`lookup` or `alookup`) sends back
+        an `Answer` or a `Failed`. Yields a float for "wait this many seconds, then go on" (`next`).
         Returns the token's `TokenInfo` or None.
         Raises BackendUnavailable: breaker open, budget spent, a failure that is not
         retried, or an answer that is not RFC 7662. The breaker hears exactly once how

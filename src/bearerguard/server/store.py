@@ -27,7 +27,7 @@ _Face = Callable[..., Awaitable[Any]]
 
 
 def _failed(op: str, exc: Exception) -> StoreUnavailable:
-    # Only the exception type is logged: a driver's message could quote arguments.
+    # Only the exception type is logged: a client library's message could quote arguments.
     logger.error("store %s failed: %s", op, type(exc).__name__)
     return StoreUnavailable(f"store {op} raised {type(exc).__name__}")
 
@@ -43,7 +43,7 @@ class ServiceStore:
     """The store's operations as coroutines (the module docstring says which face).
 
     Every failure becomes StoreUnavailable: a store that breaks its contract by raising
-    its driver's own error still yields 503, not 500.
+    its client library's own error still yields 503, not 500.
     """
 
     def __init__(self, store: TokenStore) -> None:

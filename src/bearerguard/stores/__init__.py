@@ -47,7 +47,7 @@ _HINT = (
 def open_store(url: str) -> MemoryStore | SQLiteStore | RedisStore:
     """Open the store named by `url`.
 
-    Raises ConfigurationError (one line) for a bad URL or a missing driver, and
+    Raises ConfigurationError (one line) for a bad URL or a missing client library, and
     StoreUnavailable when a SQLite file cannot be opened. A Redis store connects
     lazily: call ``ping()`` to check the server answers.
     """

@@ -17,10 +17,15 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..errors import ConfigurationError
 from .base import KeyRecord
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .base import KeyOptions
 
 __all__ = [
     "ADMIN_API",
@@ -195,14 +200,7 @@ class AccountStore(Protocol):
         ...
 
     def create_key(
-        self,
-        apis: Iterable[str],
-        *,
-        introspect: bool = False,
-        now: float | None = None,
-        account: str = "",
-        name: str = "",
-        expires_at: float | None = None,
+        self, apis: Iterable[str], **options: Unpack[KeyOptions]
     ) -> tuple[KeyRecord, str]: ...
 
     def list_keys(self, account: str | None = None) -> list[KeyRecord]: ...

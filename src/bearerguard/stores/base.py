@@ -24,13 +24,17 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypedDict, runtime_checkable
 
 from ..errors import BackendUnavailable
 from ..tokens import SECRET_PREFIX, TOKEN_PREFIX, Invalidation, TokenInfo, generate
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
     "AsyncTokenStore",
+    "KeyOptions",
     "KeyRecord",
     "LocalSubscribers",
     "StoreUnavailable",
@@ -72,30 +76,40 @@ def new_token() -> str:
     return generate(TOKEN_PREFIX)
 
 
-def new_key(
-    apis: Iterable[str],
-    *,
-    introspect: bool = False,
-    now: float | None = None,
-    account: str = "",
-    name: str = "",
-    expires_at: float | None = None,
-) -> tuple[KeyRecord, str]:
+class KeyOptions(TypedDict, total=False):
+    """The keyword options of `new_key` and of every store's `create_key`.
+
+    `introspect` grants the right to call ``/introspect``; `now` is the creation time
+    (default: the clock); `account` the owner ("" for the operator); `name` free text;
+    `expires_at` an optional wall-clock time after which the key's secrets stop working.
+    """
+
+    introspect: bool
+    now: float | None
+    account: str
+    name: str
+    expires_at: float | None
+
+
+def new_key(apis: Iterable[str], **options: Unpack[KeyOptions]) -> tuple[KeyRecord, str]:
     """A fresh key record and its secret (the caller stores the record, shows the secret).
 
-    `account` is the owner ("" for the operator), `name` free text, `expires_at` an
-    optional wall-clock time after which the key's secrets stop working.
+    Raises TypeError for an option `KeyOptions` does not name (as a keyword would).
     """
+    unknown = options.keys() - KeyOptions.__optional_keys__
+    if unknown:
+        raise TypeError(f"create_key() got unexpected keyword arguments: {sorted(unknown)}")
     secret = new_secret()
+    now = options.get("now")
     record = KeyRecord(
         key_id=new_key_id(),
         apis=frozenset(apis),
-        introspect=introspect,
+        introspect=options.get("introspect", False),
         created_at=time.time() if now is None else now,
         secret_digest=digest_secret(secret),
-        account=account,
-        name=name,
-        expires_at=expires_at,
+        account=options.get("account", ""),
+        name=options.get("name", ""),
+        expires_at=options.get("expires_at"),
     )
     return record, secret
 
@@ -257,14 +271,7 @@ class TokenStore(Protocol):
     url: str
 
     def create_key(
-        self,
-        apis: Iterable[str],
-        *,
-        introspect: bool = False,
-        now: float | None = None,
-        account: str = "",
-        name: str = "",
-        expires_at: float | None = None,
+        self, apis: Iterable[str], **options: Unpack[KeyOptions]
     ) -> tuple[KeyRecord, str]:
         """Create a key; return its record and its secret (shown once, never stored)."""
         ...
@@ -321,14 +328,7 @@ class AsyncTokenStore(Protocol):
     """The async face of a store: the same operations, prefixed with ``a``."""
 
     async def acreate_key(
-        self,
-        apis: Iterable[str],
-        *,
-        introspect: bool = False,
-        now: float | None = None,
-        account: str = "",
-        name: str = "",
-        expires_at: float | None = None,
+        self, apis: Iterable[str], **options: Unpack[KeyOptions]
     ) -> tuple[KeyRecord, str]: ...
 
     async def aget_key(self, key_id: str) -> KeyRecord | None: ...

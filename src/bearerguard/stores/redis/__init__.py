@@ -42,7 +42,7 @@ records returned.
 
 from __future__ import annotations
 
-# The driver is required: fail here, even when the submodules are already imported.
+# The client library is required: fail here, even when the submodules are already imported.
 import redis as _redis  # noqa: F401
 
 from .codecs import decode_account as decode_account

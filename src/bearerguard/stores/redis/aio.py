@@ -16,6 +16,12 @@ from ..base import KeyRecord, TokenRecord, new_key
 from .codecs import decode_key, read_token, sorted_keys, text, touched
 from .connect import Target, async_client
 from .keys import Layout
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ..base import KeyOptions
+
 from .scripts import (
     Plan,
     Scripts,
@@ -74,18 +80,9 @@ class AsyncFace:
 
     # -- async face -------------------------------------------------------------------
     async def acreate_key(
-        self,
-        apis: Iterable[str],
-        *,
-        introspect: bool = False,
-        now: float | None = None,
-        account: str = "",
-        name: str = "",
-        expires_at: float | None = None,
+        self, apis: Iterable[str], **options: Unpack[KeyOptions]
     ) -> tuple[KeyRecord, str]:
-        record, secret = new_key(
-            apis, introspect=introspect, now=now, account=account, name=name, expires_at=expires_at
-        )
+        record, secret = new_key(apis, **options)
         with self._errors("create_key"):
             client, scripts = self._aclient()
             await start(create_key_step(record, self._layout), client, scripts)

@@ -40,7 +40,7 @@ SCHEMES = (
 )
 _MAX_NODES = 32
 
-# What the driver raises when Redis cannot answer: a cluster client's "no node
+# What the client library raises when Redis cannot answer: a cluster client's "no node
 # reachable" (RedisClusterException) is not a RedisError.
 DRIVER_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
 

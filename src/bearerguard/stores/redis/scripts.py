@@ -6,7 +6,7 @@ several slots (a login: the token record and its key's index; a key revocation: 
 key and every token) is a *plan*: a generator yielding `Run` (one script) and `Pipe`
 (a non-transactional pipeline of commands) steps, sent back each step's reply. The sync
 face drives plans with blocking calls, the async face with ``await``: one plan each,
-shared (as `flow.authenticate` is shared by the middleware's two drivers).
+shared (as `flow.authenticate` is shared by the two adapters).
 
 The rule that keeps revocation sound across slots (docs/design.md, "Redis Cluster"):
 a login writes the token record first and then enlists its digest in the key's index

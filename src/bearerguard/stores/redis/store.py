@@ -13,7 +13,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aredis
@@ -46,6 +46,12 @@ from .codecs import (
 from .connect import DRIVER_ERRORS, parse_url, sync_client
 from .keys import DEFAULT_PREFIX, Layout
 from .listener import Listener
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ..base import KeyOptions
+
 from .scripts import (
     Plan,
     Scripts,
@@ -127,7 +133,7 @@ class RedisStore(AsyncFace):
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
-        """Translate driver errors at one boundary: all become StoreUnavailable."""
+        """Translate client-library errors at one boundary: all become StoreUnavailable."""
         if self._closed:
             raise StoreUnavailable("Redis store is closed")
         try:
@@ -151,18 +157,9 @@ class RedisStore(AsyncFace):
 
     # -- keys -------------------------------------------------------------------------
     def create_key(
-        self,
-        apis: Iterable[str],
-        *,
-        introspect: bool = False,
-        now: float | None = None,
-        account: str = "",
-        name: str = "",
-        expires_at: float | None = None,
+        self, apis: Iterable[str], **options: Unpack[KeyOptions]
     ) -> tuple[KeyRecord, str]:
-        record, secret = new_key(
-            apis, introspect=introspect, now=now, account=account, name=name, expires_at=expires_at
-        )
+        record, secret = new_key(apis, **options)
         with self._errors("create_key"):
             start(create_key_step(record, self._layout), self._client, self._scripts)
         return record, secret
