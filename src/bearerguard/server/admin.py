@@ -51,7 +51,7 @@ from ..stores.base import key_cursor, parse_key_cursor
 from .forms import BadRequest
 
 if TYPE_CHECKING:
-    from .app import _Service
+    from .service import _Service
 
 __all__ = ["MAX_PAGE_SIZE", "PAGE_SIZE", "admin_app"]
 
