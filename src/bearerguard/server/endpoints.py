@@ -60,6 +60,7 @@ class Endpoints:
 
     # -- endpoints --------------------------------------------------------------------
     async def login(self, request: Request) -> Response:
+        """``POST /login``: the client-credentials grant (RFC 6749 §4.4); a new bound token."""
         form = await self.service.read_form(request)
         grant = form.get("grant_type")
         if grant is None:
@@ -110,6 +111,7 @@ class Endpoints:
         return JSONResponse(body, headers=NO_STORE)
 
     async def introspect(self, request: Request) -> Response:
+        """``POST /introspect``: RFC 7662, for keys with the introspection right."""
         form = await self.service.read_form(request, self.service.token_body)
         key = await self.service.clients.authenticate(request, form)
         if not key.introspect:
@@ -128,6 +130,7 @@ class Endpoints:
         return JSONResponse(introspection_answer(record), headers=NO_STORE)
 
     async def revoke(self, request: Request) -> Response:
+        """``POST /revoke``: RFC 7009; 200 whether or not the token was the caller's."""
         form = await self.service.read_form(request, self.service.token_body)
         key = await self.service.clients.authenticate(request, form)
         token = form.get("token")
@@ -147,6 +150,7 @@ class Endpoints:
         return Response(status_code=200, headers=NO_STORE)
 
     async def metadata(self, request: Request) -> Response:
+        """``GET /.well-known/oauth-authorization-server``: RFC 8414 metadata."""
         # Without an issuer the URLs follow the request's Host: no-store, so no cache
         # keeps what one client's Host header made of them (H7).
         issuer = self.service.issuer or str(request.base_url).rstrip("/")
