@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
+from types import TracebackType
 from typing import Any
 
 import httpx
@@ -165,14 +166,21 @@ class JWTBackend:
         logger.info("refused JWT %s: %s", fingerprint(token_key(token)), reason)
         return None
 
-    def _fetch_flow(self) -> Generator[Get, Answer, tuple[Any, float]]:
-        """Find the JWKS (through the metadata unless `jwks_url`) and fetch it."""
+    def _fetch_flow(self, generation: int) -> Generator[Get, Answer, tuple[Any, float] | None]:
+        """Find the JWKS (through the metadata unless `jwks_url`) and fetch it.
+
+        None at once when `generation` has moved on: another face fetched meanwhile.
+        """
+        if self.ring.generation != generation:
+            return None
         url = self.jwks_url
         if url is None:
             url = self.jwks_url = yield from discover(self.issuer)
         return (yield from fetch_jwks(url, self.ring.default_max_age))
 
-    def _landed(self, outcome: tuple[Any, float] | BackendUnavailable) -> None:
+    def _landed(self, outcome: tuple[Any, float] | BackendUnavailable | None) -> None:
+        if outcome is None:
+            return
         now = self._clock()
         if isinstance(outcome, BackendUnavailable):
             logger.warning("fetching the keys of %s failed: %s", self.issuer, outcome)
@@ -181,6 +189,9 @@ class JWTBackend:
         jwks, age = outcome
         if self.ring.install(jwks, age, now, self.algorithms) == 0:
             logger.warning("the JWKS of %s has no usable key; keeping the old keys", self.issuer)
+
+    def _landing(self) -> _Landing:
+        return _Landing(self._landed, lambda: self.ring.failed(self._clock()))
 
     def _limit(self, body: bytearray) -> None:
         if len(body) > self.max_response_bytes:
@@ -208,22 +219,11 @@ class JWTBackend:
     def _fetch(self, generation: int) -> None:
         # Single flight: whoever holds the lock fetches; the others wait for it and
         # then plan again with the keys it brought (or its failure).
-        with self._fetch_lock:
-            if self.ring.generation != generation:
-                return
-            flow = self._fetch_flow()
-            try:
-                get = next(flow)
-                while True:
-                    get = flow.send(self._get(get.url))
-            except StopIteration as stop:
-                self._landed(stop.value)
-            except BackendUnavailable as exc:
-                self._landed(exc)
-            except BaseException:
-                # Cancelled or crashed: never leave the ring waiting for this fetch.
-                self.ring.failed(self._clock())
-                raise
+        with self._fetch_lock, self._landing():
+            flow = self._fetch_flow(generation)
+            get = next(flow)
+            while True:
+                get = flow.send(self._get(get.url))
 
     def lookup(self, token: str) -> TokenInfo | None:
         """Check `token`; None if it is not a valid access token. Raises BackendUnavailable."""
@@ -274,21 +274,11 @@ class JWTBackend:
     async def _afetch(self, generation: int) -> None:
         _, lock = self._async_parts()
         async with lock:
-            if self.ring.generation != generation:
-                return
-            flow = self._fetch_flow()
-            try:
+            with self._landing():
+                flow = self._fetch_flow(generation)
                 get = next(flow)
                 while True:
                     get = flow.send(await self._aget(get.url))
-            except StopIteration as stop:
-                self._landed(stop.value)
-            except BackendUnavailable as exc:
-                self._landed(exc)
-            except BaseException:
-                # Cancelled or crashed: never leave the ring waiting for this fetch.
-                self.ring.failed(self._clock())
-                raise
 
     async def alookup(self, token: str) -> TokenInfo | None:
         """Async face of `lookup`; fetches never block the event loop."""
@@ -314,3 +304,41 @@ class JWTBackend:
         if client is not None:
             await client.aclose()
         self.close()
+
+
+class _Landing:
+    """Where a fetch flow ends, for both faces: with the flow's outcome, or its failure.
+
+    The flow's return value (`StopIteration`) or its `BackendUnavailable` goes to
+    `landed`; anything else (cancelled or crashed) calls `failed`, so the ring is never
+    left waiting for this fetch, and propagates.
+    """
+
+    __slots__ = ("failed", "landed")
+
+    def __init__(
+        self,
+        landed: Callable[[tuple[Any, float] | BackendUnavailable | None], None],
+        failed: Callable[[], None],
+    ) -> None:
+        self.landed = landed
+        self.failed = failed
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if isinstance(exc, StopIteration):
+            self.landed(exc.value)
+            return True
+        if isinstance(exc, BackendUnavailable):
+            self.landed(exc)
+            return True
+        if exc is not None:
+            self.failed()
+        return False
