@@ -62,6 +62,8 @@ class Get:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
+    """The answer to a `Get`: what the fetch flow reads of an HTTP response."""
+
     status: int
     content_type: str
     cache_control: str
@@ -78,6 +80,7 @@ def _json(answer: Answer, what: str) -> Any:
 
 
 def is_absolute_url(url: object) -> bool:
+    """Whether `url` is an absolute http(s) URL with a host."""
     if not isinstance(url, str):
         return False
     try:
@@ -112,6 +115,7 @@ def fetch_jwks(url: str, default_max_age: float) -> Generator[Get, Answer, tuple
 
 
 def answer_of(r: httpx.Response, body: bytes) -> Answer:
+    """The `Answer` of a response whose (bounded) body has been read."""
     return Answer(
         r.status_code,
         r.headers.get("content-type", ""),
