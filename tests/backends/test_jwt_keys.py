@@ -210,3 +210,53 @@ def test_bad_configuration_fails_at_construction(options: dict[str, object]) -> 
     args.update(options)
     with pytest.raises(ConfigurationError):
         JWTBackend(**args)  # type: ignore[arg-type]
+
+
+def test_a_cancelled_fetch_never_leaves_the_ring_waiting(clock: FakeClock) -> None:
+    """An `alookup` cancelled mid-fetch marks the fetch failed: the next one does not
+    fetch again before `retry_interval` (one connection), it answers 503 at once."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def hold() -> None:  # accept and never answer: the fetch stays in flight
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=hold, daemon=True).start()
+    port = listener.getsockname()[1]
+    backend = JWTBackend(
+        f"http://127.0.0.1:{port}", AUDIENCE, f"http://127.0.0.1:{port}/jwks", clock=clock
+    )
+
+    async def run() -> BaseException | None:
+        token = JWTIssuer().sign()
+        task = asyncio.ensure_future(backend.alookup(token))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if accepted:
+                break
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        try:
+            await asyncio.wait_for(backend.alookup(token), 1.0)
+        except BackendUnavailable as exc:
+            return exc
+        finally:
+            await backend.aclose()
+        return None
+
+    try:
+        outcome = asyncio.run(run())
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()
+    assert isinstance(outcome, BackendUnavailable)
+    assert "yet" in str(outcome)
+    assert len(accepted) == 1

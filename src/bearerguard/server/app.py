@@ -39,8 +39,13 @@ from ..stores.base import TokenStore
 from .endpoints import Endpoints
 from .forms import MAX_HEADER_BYTES, BadRequest
 from .keycache import DEFAULT_KEY_CACHE_TTL
-from .service import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY, TOKEN_BODY_LIMIT, token_body_limit
-from .service import _Service as _Service  # re-exported: the panel's type hints name it here
+from .service import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_MAX_BODY,
+    TOKEN_BODY_LIMIT,
+    _Service,
+    token_body_limit,
+)
 from .throttle import Throttle, default_throttle
 
 __all__ = [

@@ -7,6 +7,10 @@ service documentation's curl + jq lines filled in; rotate a key's secret (the ol
 keeps working for the service's rotation grace period); revoke a key after a
 confirmation step.
 
+This module holds the routes and what each page does; `session` holds cookies,
+sessions, CSRF tokens and forms, and `render` the templates and the headers every answer
+carries.
+
 Security (docs/design.md, "Accounts, keys and the control panel"):
 
 * sessions live server-side in the store (so they work across replicas), under the
@@ -31,218 +35,79 @@ Security (docs/design.md, "Accounts, keys and the control panel"):
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import secrets
-import shlex
 import time
-from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, Router
 
 from ..._types import ASGIApp
 from ...errors import BackendUnavailable
-from ...stores.accounts import (
-    AccountRecord,
-    SessionRecord,
-    check_key_name,
-    verify_password,
-)
-from ...tokens import token_digest
+from ...stores.accounts import AccountRecord, SessionRecord, check_key_name, verify_password
 from ..forms import BadRequest
 from ..throttle import default_throttle
+from .render import CSP as CSP
+from .render import HERE as HERE
+from .render import Pages
+from .render import curl_lines as curl_lines
+from .session import SESSION_COOKIE, SESSION_LIFETIME, Forbidden, Sessions, SignedOut, form_field
+from .session import SIGNIN_COOKIE as SIGNIN_COOKIE
 
 if TYPE_CHECKING:
-    from ..app import _Service
+    from ..service import _Service
 
 __all__ = ["SESSION_COOKIE", "SESSION_LIFETIME", "panel_app"]
 
 logger = logging.getLogger("bearerguard.server.panel")
 
-HERE = Path(__file__).parent
-SESSION_COOKIE = "bg_session"
-SIGNIN_COOKIE = "bg_signin"
-SESSION_LIFETIME = 8 * 3600.0
-"""Seconds a panel session lasts after sign-in."""
-
-CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
-_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-_MAX_FORM_FIELDS = 64
 # Password checks (argon2id: tens of MiB each) run a few at a time.
 _PASSWORD_CHECKS = 4
-
-
-class _Forbidden(Exception):
-    """A POST without a valid CSRF token (403, nothing changed)."""
-
-
-class _SignedOut(Exception):
-    """No valid session: back to the sign-in page."""
-
-
-def _parse_form(body: bytes) -> list[tuple[str, str]]:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("invalid_request", "The form is not UTF-8") from None
-    try:
-        return parse_qsl(
-            text, keep_blank_values=True, strict_parsing=False, max_num_fields=_MAX_FORM_FIELDS
-        )
-    except ValueError:
-        raise BadRequest("invalid_request", "Too many form fields") from None
-
-
-def _field(form: list[tuple[str, str]], name: str) -> str:
-    values = [v for k, v in form if k == name]
-    if len(values) > 1:
-        raise BadRequest("invalid_request", f"More than one {name} field")
-    return values[0] if values else ""
-
-
-def _same(a: str, b: str) -> bool:
-    return bool(a) and bool(b) and hmac.compare_digest(a.encode(), b.encode())
-
-
-def curl_lines(key_id: str, secret: str, service_url: str, api_url: str | None) -> str:
-    """The documentation's curl + jq lines, filled in, ready to paste into a shell."""
-    target = shlex.quote(api_url) if api_url else '"$API_URL"'
-    return "\n".join(
-        [
-            f"KEY_ID={shlex.quote(key_id)}",
-            f"SECRET={shlex.quote(secret)}",
-            "TOKEN=$(curl -s -d grant_type=client_credentials "
-            f'-u "$KEY_ID:$SECRET" {shlex.quote(service_url + "/login")} | jq -r .access_token)',
-            f'curl -s -H "Authorization: Bearer $TOKEN" {target}',
-        ]
-    )
-
-
-def _when(value: float | None) -> str:
-    if value is None:
-        return "never"
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(value))
 
 
 class _Panel:
     def __init__(self, service: _Service, *, secure_cookies: bool, api_url: str | None) -> None:
         self.service = service
         self.store = service.store
-        self.secure = secure_cookies
         self.api_url = api_url
+        self.pages = Pages()
+        self.sessions = Sessions(service.store, service.read_body, secure_cookies=secure_cookies)
         self.throttle = default_throttle(service.store.store, table="panel")
         self._checks = asyncio.Semaphore(_PASSWORD_CHECKS)
-        self.env = Environment(
-            loader=FileSystemLoader(HERE / "templates"),
-            autoescape=select_autoescape(default=True, default_for_string=True),
-            auto_reload=False,
-        )
-        self.env.filters["when"] = _when
-
-    # -- rendering --------------------------------------------------------------------
-    def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        html = self.env.get_template(name).render(**context)
-        return HTMLResponse(html, status_code=status, headers=_HEADERS)
-
-    def _redirect(self, path: str) -> Response:
-        return RedirectResponse("/panel" + path, status_code=303, headers=_HEADERS)
-
-    def _set_cookie(self, response: Response, name: str, value: str, max_age: int) -> None:
-        response.set_cookie(
-            name,
-            value,
-            max_age=max_age,
-            path="/panel",
-            secure=self.secure,
-            httponly=True,
-            samesite="strict",
-        )
-
-    def _clear_cookie(self, response: Response, name: str) -> None:
-        response.delete_cookie(
-            name, path="/panel", secure=self.secure, httponly=True, samesite="strict"
-        )
 
     def service_url(self, request: Request) -> str:
         if self.service.issuer:
             return self.service.issuer
         return f"{request.url.scheme}://{request.url.netloc}"
 
-    # -- sessions ---------------------------------------------------------------------
-    async def _session(self, request: Request) -> tuple[SessionRecord, AccountRecord]:
-        sid = request.cookies.get(SESSION_COOKIE, "")
-        if not sid or len(sid) > 128:
-            raise _SignedOut
-        session = await self.store.call_sync("get_session", token_digest(sid), time.time())
-        if session is None:
-            raise _SignedOut
-        account = await self.store.call_sync("get_account", session.account)
-        if account is None or account.disabled:
-            await self.store.call_sync("delete_session", session.digest)
-            raise _SignedOut
-        return session, account
-
-    async def _form(self, request: Request) -> list[tuple[str, str]]:
-        return _parse_form(await self.service.read_body(request))
-
-    async def _checked(
-        self, request: Request
-    ) -> tuple[SessionRecord, AccountRecord, list[tuple[str, str]]]:
-        """Session, account and form of a POST whose CSRF token is right (else 403)."""
-        session, account = await self._session(request)
-        form = await self._form(request)
-        if not _same(_field(form, "csrf"), session.csrf):
-            raise _Forbidden
-        return session, account, form
-
-    async def _new_csrf(self, session: SessionRecord) -> SessionRecord:
-        fresh = replace(session, csrf=secrets.token_urlsafe(32))
-        await self.store.call_sync("put_session", fresh)
-        return fresh
-
     # -- pages ------------------------------------------------------------------------
     async def index(self, request: Request) -> Response:
         try:
-            await self._session(request)
-        except _SignedOut:
-            return self._redirect("/signin")
-        return self._redirect("/keys")
+            await self.sessions.current(request)
+        except SignedOut:
+            return self.pages.redirect("/signin")
+        return self.pages.redirect("/keys")
 
     async def signin_page(
         self, request: Request, *, error: str = "", status: int = 200
     ) -> Response:
         token = secrets.token_urlsafe(32)
-        response = self.render(
+        response = self.pages.render(
             "signin.html",
             status=status,
             csrf=token,
             error=error,
             account_name=request.query_params.get("account", "")[:64],
         )
-        self._set_cookie(response, SIGNIN_COOKIE, token, 3600)
+        self.sessions.set_cookie(response, SIGNIN_COOKIE, token, 3600)
         return response
 
     async def signin(self, request: Request) -> Response:
-        form = await self._form(request)
-        if not _same(_field(form, "csrf"), request.cookies.get(SIGNIN_COOKIE, "")):
-            raise _Forbidden
-        name = _field(form, "account").strip()[:64]
-        password = _field(form, "password")[:1024]
+        form = await self.sessions.signin_form(request)
+        name = form_field(form, "account").strip()[:64]
+        password = form_field(form, "password")[:1024]
         account = await self.store.call_sync("get_account", name) if name else None
         async with self._checks:
             # H3: the right password is always accepted, even while the name is throttled.
@@ -262,33 +127,16 @@ class _Panel:
                 request, error="Wrong account name or password.", status=401
             )
         assert account is not None
+        response = self.pages.redirect("/keys")
         # A new session id at every sign-in; any session this browser had ends.
-        old = request.cookies.get(SESSION_COOKIE, "")
-        if old and len(old) <= 128:
-            await self.store.call_sync("delete_session", token_digest(old))
-        sid = secrets.token_urlsafe(32)
-        now = time.time()
-        await self.store.call_sync(
-            "put_session",
-            SessionRecord(
-                digest=token_digest(sid),
-                account=account.name,
-                csrf=secrets.token_urlsafe(32),
-                created_at=now,
-                expires_at=now + SESSION_LIFETIME,
-            ),
-        )
+        await self.sessions.start(request, account, response)
         logger.info("panel sign-in of account %s", account.name)
-        response = self._redirect("/keys")
-        self._set_cookie(response, SESSION_COOKIE, sid, int(SESSION_LIFETIME))
-        self._clear_cookie(response, SIGNIN_COOKIE)
         return response
 
     async def signout(self, request: Request) -> Response:
-        session, _account, _form = await self._checked(request)
-        await self.store.call_sync("delete_session", session.digest)
-        response = self._redirect("/signin")
-        self._clear_cookie(response, SESSION_COOKIE)
+        session, _account, _form = await self.sessions.checked(request)
+        response = self.pages.redirect("/signin")
+        await self.sessions.end(session, response)
         return response
 
     async def _keys_page(
@@ -302,7 +150,7 @@ class _Panel:
     ) -> Response:
         keys = await self.store.call_sync("list_keys", account.name)
         now = time.time()
-        return self.render(
+        return self.pages.render(
             "keys.html",
             status=status,
             account=account,
@@ -314,15 +162,15 @@ class _Panel:
         )
 
     async def keys(self, request: Request) -> Response:
-        session, account = await self._session(request)
+        session, account = await self.sessions.current(request)
         notice = "The key was revoked." if request.query_params.get("revoked") else ""
         return await self._keys_page(session, account, notice=notice)
 
     async def create(self, request: Request) -> Response:
-        session, account, form = await self._checked(request)
+        session, account, form = await self.sessions.checked(request)
         apis = {v for k, v in form if k == "api"}
         try:
-            name = check_key_name(_field(form, "name"))
+            name = check_key_name(form_field(form, "name"))
         except ValueError as exc:
             return await self._keys_page(session, account, error=str(exc), status=400)
         if not apis <= account.apis:
@@ -337,7 +185,7 @@ class _Panel:
         record, secret = await self.store.call_sync(
             "create_key", sorted(apis), account=account.name, name=name
         )
-        session = await self._new_csrf(session)
+        session = await self.sessions.new_csrf(session)
         logger.info("panel: account %s created key %s", account.name, record.key_id)
         return self._secret_page(request, session, account, record, secret, created=True)
 
@@ -351,7 +199,7 @@ class _Panel:
         *,
         created: bool,
     ) -> Response:
-        return self.render(
+        return self.pages.render(
             "secret.html",
             account=account,
             csrf=session.csrf,
@@ -370,7 +218,7 @@ class _Panel:
         return key
 
     async def rotate(self, request: Request) -> Response:
-        session, account, _form = await self._checked(request)
+        session, account, _form = await self.sessions.checked(request)
         key = await self._own_key(account, request.path_params["key_id"])
         done = await self.store.call_sync(
             "rotate_key", key.key_id, grace=self.service.rotation_grace, now=time.time()
@@ -378,42 +226,32 @@ class _Panel:
         self.service.keys.drop(key.key_id)  # this worker at once; others within the TTL
         if done is None:
             raise BadRequest("not_found", "No such key", 404)
-        session = await self._new_csrf(session)
+        session = await self.sessions.new_csrf(session)
         logger.info("panel: account %s rotated key %s", account.name, key.key_id)
         return self._secret_page(request, session, account, done[0], done[1], created=False)
 
     async def revoke_page(self, request: Request) -> Response:
-        session, account = await self._session(request)
+        session, account = await self.sessions.current(request)
         key = await self._own_key(account, request.path_params["key_id"])
-        return self.render("revoke.html", account=account, csrf=session.csrf, key=key)
+        return self.pages.render("revoke.html", account=account, csrf=session.csrf, key=key)
 
     async def revoke(self, request: Request) -> Response:
-        _session, account, _form = await self._checked(request)
+        _session, account, _form = await self.sessions.checked(request)
         key = await self._own_key(account, request.path_params["key_id"])
         await self.store.call_sync("revoke_key", key.key_id)
         logger.info("panel: account %s revoked key %s", account.name, key.key_id)
-        return self._redirect("/keys?revoked=1")
-
-    async def stylesheet(self, request: Request) -> Response:
-        return FileResponse(
-            HERE / "static" / "panel.css",
-            media_type="text/css",
-            headers={**_HEADERS, "Cache-Control": "public, max-age=3600"},
-        )
+        return self.pages.redirect("/keys?revoked=1")
 
     # -- errors -----------------------------------------------------------------------
-    def error_page(self, status: int, title: str, text: str) -> Response:
-        return self.render("error.html", status=status, title=title, text=text)
-
     def guarded(self, handler: Any) -> Any:
         async def endpoint(request: Request) -> Response:
             try:
                 response: Response = await handler(request)
                 return response
-            except _SignedOut:
-                return self._redirect("/signin")
-            except _Forbidden:
-                return self.error_page(
+            except SignedOut:
+                return self.pages.redirect("/signin")
+            except Forbidden:
+                return self.pages.error_page(
                     403,
                     "This form has expired",
                     "It was sent already, or without its security token, so nothing was "
@@ -421,9 +259,9 @@ class _Panel:
                     "you need to, rotate the key's secret.",
                 )
             except BadRequest as exc:
-                return self.error_page(exc.status, "That did not work", exc.description)
+                return self.pages.error_page(exc.status, "That did not work", exc.description)
             except BackendUnavailable:
-                response = self.error_page(
+                response = self.pages.error_page(
                     503, "Temporarily unavailable", "Please try again in a moment."
                 )
                 response.headers["Retry-After"] = "5"
@@ -449,6 +287,6 @@ def panel_app(
             Route("/keys/{key_id}/rotate", g(panel.rotate), methods=["POST"]),
             Route("/keys/{key_id}/revoke", g(panel.revoke_page), methods=["GET"]),
             Route("/keys/{key_id}/revoke", g(panel.revoke), methods=["POST"]),
-            Route("/static/panel.css", panel.stylesheet, methods=["GET"]),
+            Route("/static/panel.css", panel.pages.stylesheet, methods=["GET"]),
         ]
     )
