@@ -77,6 +77,7 @@ def test_machine_prose_follows_the_data(results: dict[str, Any]) -> None:
     edited = copy.deepcopy(results)
     edited["machine"]["cores"] = 7
     edited["memory"].update(tokens=5_000, keys=50, addresses=50)
+    edited["memory_distinct"].update(tokens=5_000, keys=50, addresses=5_000)
     page = report.docs(edited, None)
     assert "7 cores" in page
     assert "2 cores" not in page
