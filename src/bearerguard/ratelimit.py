@@ -229,7 +229,10 @@ class RateLimiter:
     def _fallback(self, key_id: str, exc: Exception) -> Verdict:
         if not self._degraded:
             self._degraded = True
-            logger.warning("rate limit: Redis failed (%s); counting in this process", exc)
+            # The type only: a client library's message can quote the command's arguments.
+            logger.warning(
+                "rate limit: Redis failed (%s); counting in this process", type(exc).__name__
+            )
         return self.local(key_id)
 
     def check(self, key_id: str) -> Verdict:
