@@ -4,13 +4,36 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+import redis
 
+from bearerguard.stores.redis import RedisStore
 from helpers import SECRETS, FakeClock
+from redis_server import RedisServer
 
 
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+# A redis-server for the module and an emptied RedisStore per test (tests/stores has its
+# own, one per session).
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_store(redis_server: RedisServer) -> Iterator[RedisStore]:
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    store = RedisStore(redis_server.url)
+    yield store
+    store.close()
 
 
 class _LeakCatcher(logging.Handler):

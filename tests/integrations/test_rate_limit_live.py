@@ -14,35 +14,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from bearerguard.ratelimit import RateLimit, RateLimiter
 from bearerguard.stores import SQLiteStore
 from bearerguard.stores.redis import RedisStore
 from helpers import FakeClock, issue
 from integration_support import ExampleServer, RawWebSocket, bearer, free_port, served_asgi
-from redis_server import RedisServer
 
 TESTS = Path(__file__).resolve().parents[1]
 LIMIT = "0.05,4"  # a burst of 4, then one request every 20 s: no timing races under load
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-def redis_store(redis_server: RedisServer) -> Iterator[RedisStore]:
-    client = redis.Redis.from_url(redis_server.url)
-    try:
-        client.flushall()
-    finally:
-        client.close()
-    store = RedisStore(redis_server.url)
-    yield store
-    store.close()
 
 
 def uvicorn_server(store_url: str) -> ExampleServer:

@@ -26,25 +26,6 @@ from helpers import FakeClock, remember_secret
 from live_service import LiveService
 from redis_server import RedisServer, free_port
 
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-def redis_store(redis_server: RedisServer) -> Iterator[RedisStore]:
-    client = redis.Redis.from_url(redis_server.url)
-    try:
-        client.flushall()
-    finally:
-        client.close()
-    store = RedisStore(redis_server.url)
-    yield store
-    store.close()
-
-
 # -- one table of rules, both throttles -----------------------------------------------
 Guess = Callable[..., "int | None"]
 
