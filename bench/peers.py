@@ -13,6 +13,8 @@ import httpx
 from bench.plumbing import (
     APIS,
     KEY_ID,
+    PEER,
+    ContractFloorMiddleware,
     Env,
     MinimalCheckMiddleware,
     MinimalCheckWSGI,
@@ -71,6 +73,24 @@ async def _minimal(env: Env, v: Variant) -> Variant:
     mw = Middleware(MinimalCheckMiddleware, table={digest: time.time() + 3600})
     v.call, v.check = asgi_call(starlette_app([mw]), env.token)
     v.note = "the unavoidable work, no policy"
+    return v
+
+
+@variant(
+    "contract_asgi", "the contract's cached-path work, inline (floor)", "floor", "starlette", True
+)
+async def _contract(env: Env, v: Variant) -> Variant:
+    from starlette.middleware import Middleware
+
+    from bearerguard.tokens import Identity, TokenInfo
+
+    expires = time.time() + 3600
+    info = TokenInfo(KEY_ID, frozenset(APIS), PEER[0], expires, 3600.0)
+    ident = Identity(KEY_ID, info.apis, PEER[0], info)
+    table = {hashlib.sha256(env.token.encode()).digest(): (expires, info, ident)}
+    mw = Middleware(ContractFloorMiddleware, table=table, api="dns")
+    v.call, v.check = asgi_call(starlette_app([mw]), env.token)
+    v.note = "every check bearerguard's cached path makes, as one function: the floor for it"
     return v
 
 

@@ -182,7 +182,7 @@ async def steps(env: plumbing.Env) -> dict[str, float | str]:
             lambda: wmw(dict(environ), plumbing._start_response)
         ),
         "wsgi: mw.decide(environ) (full flow)": _timeit(lambda: wmw.decide(dict(environ))),
-        "asgi: _scan(headers), the one header pass": _timeit(headers_loop),
+        "asgi: _scan(headers), the full flow's header pass": _timeit(headers_loop),
         "asgi: scope[...] = identity (3 keys)": _timeit(set_scope),
         "sha256(token).digest()": _timeit(lambda: hashlib.sha256(auth_bytes[7:]).digest()),
         "sha256(token).hexdigest()": _timeit(lambda: hashlib.sha256(auth_bytes[7:]).hexdigest()),

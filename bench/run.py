@@ -144,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         if redis_server is not None:
             redis_server.stop()
         shutil.rmtree(env.tmpdir, ignore_errors=True)
+    from bench import hotpath
+
+    print("the cached path alone: thread CPU time", file=sys.stderr, flush=True)
+    results["hotpath"] = asyncio.run(
+        hotpath.run(plumbing.Env(token=tokens.generate()), rounds=30 if args.quick else 200)
+    )
     print("memory: fresh subprocess", file=sys.stderr, flush=True)
     results["memory"] = _memory(args.memory_tokens)
     results["memory_distinct"] = _memory(args.memory_tokens, "--distinct-ips")

@@ -49,3 +49,32 @@ def test_every_variant_is_available(env: plumbing.Env) -> None:
     # The rows the targets are judged on are among them.
     for name in ("bg_asgi", "bg_wsgi", "minimal_asgi", "minimal_wsgi", "bg_cold_redis_asgi"):
         assert name in outcome
+
+
+def test_the_cached_path_alone_times_admitted_requests() -> None:
+    # bench/hotpath.py judges the cached targets. Its variants wrap an app that does
+    # nothing, so a variant that refused would look fast: each must reach the app, and
+    # bearerguard's with the request's Identity, before and after the timing.
+    from bench import hotpath
+
+    result = asyncio.run(hotpath.run(plumbing.Env(token=tokens.generate()), rounds=3, batch=50))
+    assert set(result["us"]) == {
+        f"{face}_{name}"
+        for face, names in (("asgi", ("noop",)), ("wsgi", ("bare",)))
+        for name in (*names, "minimal", "contract", "bearerguard")
+    }
+    for face in ("asgi", "wsgi"):
+        assert hotpath.overhead(result, face, "bearerguard") > 0
+        assert result["ratios"][f"{face}_bearerguard"]["low"] > 0
+
+
+def test_the_cached_path_alone_refuses_to_time_a_refusal() -> None:
+    from bench import hotpath
+
+    env = plumbing.Env(token=tokens.generate())
+    real = plumbing.issue_token
+    # A token issued for another API: bearerguard (api="dns") refuses it with 403.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hotpath, "issue_token", lambda store, token: real(store, token, ("vps",)))
+        with pytest.raises(RuntimeError, match="answered instead of the app"):
+            asyncio.run(hotpath.run(env, rounds=1, batch=5))
