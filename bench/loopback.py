@@ -4,11 +4,19 @@ uvicorn (one worker, --no-proxy-headers) serves bare Starlette and the same app 
 BearerGuardMiddleware; gunicorn (one sync worker) serves bare Flask and the app behind
 WSGIBearerGuard. The runs are interleaved, each a few seconds, and every response must
 be a 200 (wrk counts non-2xx answers; a run with any is reported as failed).
+
+Each round runs the pairs in a shuffled order, and a pair's run is four half-runs, A B B
+A (which server is A is shuffled too): a ratio compares runs seconds apart, and a drift
+in the machine's speed during the pair weighs on both servers alike.
+On a machine with two or more cores the servers are pinned to the first core and wrk to
+the second (`os.sched_setaffinity`): the client no longer steals the server's core at
+random, which was the largest source of spread when both floated.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 import shutil
@@ -31,6 +39,38 @@ PAIRS = [
 BASE = {"uvicorn_bearerguard": "uvicorn_starlette", "gunicorn_bearerguard": "gunicorn_flask"}
 
 
+def cores() -> tuple[set[int], set[int]] | None:
+    """(server cores, client cores) when there are two cores to split, else None."""
+    try:
+        mine = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    if len(mine) < 2:
+        return None
+    return {mine[0]}, set(mine[1:])
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pin process `pid`, its threads and its children (gunicorn's worker) to `cpus`."""
+    seen = {pid}
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+                with open(f"/proc/{current}/task/{tid}/children") as f:
+                    children = [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            todo += [c for c in children if c not in seen]
+            seen.update(children)
+
+
 def ensure_wrk(install: bool) -> str | None:
     """Path of wrk; with `install`, apt-get it when missing (root only)."""
     found = shutil.which("wrk")
@@ -49,7 +89,9 @@ def ensure_wrk(install: bool) -> str | None:
     return shutil.which("wrk")
 
 
-def _wrk(wrk: str, url: str, token: str, seconds: float, conns: int) -> dict[str, Any]:
+def _wrk(
+    wrk: str, url: str, token: str, seconds: float, conns: int, cpus: set[int] | None = None
+) -> dict[str, Any]:
     out = subprocess.run(
         [
             wrk,
@@ -65,6 +107,7 @@ def _wrk(wrk: str, url: str, token: str, seconds: float, conns: int) -> dict[str
         capture_output=True,
         text=True,
         timeout=seconds + 30,
+        preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
     ).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -108,12 +151,16 @@ def run(
     """Start the four servers, load them in interleaved runs, return the summary."""
     wrk = ensure_wrk(install)
     env = {"BENCH_TOKEN": token}
+    split = cores()
     procs: dict[str, tuple[servers.Proc, int]] = {}
     result: dict[str, Any] = {
         "client": f"wrk -t1 -c{conns}" if wrk else f"httpx.AsyncClient x{conns}",
         "seconds_per_run": seconds,
         "reps": reps,
         "servers": "uvicorn 1 worker --no-proxy-headers; gunicorn 1 sync worker",
+        "pinned": None
+        if split is None or not wrk
+        else {"servers": sorted(split[0]), "client": sorted(split[1])},
     }
     try:
         for name, kind, app in PAIRS:
@@ -128,16 +175,33 @@ def run(
                     raise RuntimeError(f"{name}: HTTP {ok.status_code} with the token")
                 if name in BASE and client.get(url).status_code != 401:
                     raise RuntimeError(f"{name}: no 401 without a token")
+        if result["pinned"] is not None and split is not None:
+            for proc, _ in procs.values():
+                pin(proc.pid, split[0])
+        client_cpus = None if result["pinned"] is None or split is None else split[1]
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in procs}
+
+        def url_of(name: str) -> str:
+            return f"http://{servers.HOST}:{procs[name][1]}/whoami"
+
         rng = random.Random(6)
+        pairs = [[base, ours] for ours, base in BASE.items()]
         for rep in range(reps):
-            order = list(procs)
-            rng.shuffle(order)
-            for name in order:
-                url = f"http://{servers.HOST}:{procs[name][1]}/whoami"
-                if rep == 0:  # warm up: one short run, not counted
-                    load(wrk, url, token, 1.0, conns)
-                runs[name].append(load(wrk, url, token, seconds, conns))
+            rng.shuffle(pairs)
+            for pair in pairs:
+                rng.shuffle(pair)
+                first, second = pair
+                if rep == 0:  # warm up: one short run each, not counted
+                    for name in pair:
+                        load(wrk, url_of(name), token, 1.0, conns, client_cpus)
+                # A B B A, each half the run: a drift during the pair hits both alike.
+                half: dict[str, list[dict[str, Any]]] = {first: [], second: []}
+                for name in (first, second, second, first):
+                    half[name].append(
+                        load(wrk, url_of(name), token, seconds / 2, conns, client_cpus)
+                    )
+                for name, parts in half.items():
+                    runs[name].append(_combined(parts))
             print(f"  loopback rep {rep + 1}/{reps}", file=sys.stderr, flush=True)
     finally:
         for proc, _ in procs.values():
@@ -163,7 +227,19 @@ def run(
     return result
 
 
-def load(wrk: str | None, url: str, token: str, seconds: float, conns: int) -> dict[str, Any]:
+def _combined(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run out of its slices: the mean req/s, the counts summed."""
+    return {
+        "rps": statistics.fmean(p["rps"] for p in parts),
+        "requests": sum(p["requests"] for p in parts),
+        "non_2xx": sum(p["non_2xx"] for p in parts),
+        "socket_errors": "; ".join(p["socket_errors"] for p in parts if p["socket_errors"]),
+    }
+
+
+def load(
+    wrk: str | None, url: str, token: str, seconds: float, conns: int, cpus: set[int] | None = None
+) -> dict[str, Any]:
     if wrk:
-        return _wrk(wrk, url, token, seconds, conns)
+        return _wrk(wrk, url, token, seconds, conns, cpus)
     return asyncio.run(_httpx_load(url, token, seconds, conns))

@@ -632,7 +632,13 @@ def docs(results: dict[str, Any], chart_note: str | None, page_commit: str | Non
     else:
         L += [
             f"Client: {lb['client']}, {lb['seconds_per_run']} s per run, {lb['reps']} interleaved "
-            f"runs per server; {lb['servers']}. The load client shares the {_fmt(m['cores'])} cores with the server.",
+            f"runs per server; {lb['servers']}. "
+            + (
+                f"The servers run pinned to core {lb['pinned']['servers']} and wrk to "
+                f"{lb['pinned']['client']}; the two servers of a pair run back to back."
+                if lb.get("pinned")
+                else f"The load client shares the {_fmt(m['cores'])} cores with the server."
+            ),
             "",
             "| server | req/s (median) | runs | ratio to bare | non-2xx |",
             "|---|---:|---|---:|---:|",

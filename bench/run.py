@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             results["loopback"] = loopback.run(
                 tokens.generate(),
-                seconds=1.0 if args.quick else 3.0,
+                seconds=2.0 if args.quick else 4.0,
                 reps=1 if args.quick else 3,
                 install=args.install_missing,
             )
