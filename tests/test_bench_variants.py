@@ -78,3 +78,31 @@ def test_the_cached_path_alone_refuses_to_time_a_refusal() -> None:
         mp.setattr(hotpath, "issue_token", lambda store, token: real(store, token, ("vps",)))
         with pytest.raises(RuntimeError, match="answered instead of the app"):
             asyncio.run(hotpath.run(env, rounds=1, batch=5))
+
+
+def test_loopback_pins_a_server_and_its_workers() -> None:
+    # gunicorn serves from a forked worker: pinning only the master would leave the
+    # worker floating, and the loopback ratios would be as noisy as before.
+    import os
+    import subprocess
+    import time
+
+    from bench import loopback
+
+    split = loopback.cores()
+    assert split is not None  # this machine has two cores: the bench pins
+    server_cpus, _ = split
+    parent = subprocess.Popen(["sh", "-c", "sleep 30 & wait"])
+    try:
+        children: list[int] = []
+        deadline = time.monotonic() + 5
+        while not children and time.monotonic() < deadline:
+            with open(f"/proc/{parent.pid}/task/{parent.pid}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        assert children
+        loopback.pin(parent.pid, server_cpus)
+        for pid in (parent.pid, *children):
+            assert os.sched_getaffinity(pid) == server_cpus
+    finally:
+        parent.kill()
+        parent.wait()
