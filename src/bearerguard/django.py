@@ -166,6 +166,15 @@ def _limited(limiter: RateLimiter, verdict: Verdict) -> HttpResponse:
     return response
 
 
+def _with_fields(
+    response: HttpResponseBase, limiter: RateLimiter, verdict: Verdict
+) -> HttpResponseBase:
+    """An allowed response with the ``RATE_LIMIT`` fields (``RateLimit``, its policy)."""
+    for name, value in limiter.fields(verdict):
+        response[name] = value
+    return response
+
+
 class BearerGuardMiddleware:
     """Django middleware: check the bearer token of every request (sync or async).
 
@@ -212,6 +221,8 @@ class BearerGuardMiddleware:
             verdict = self.limiter.check(identity.key_id)
             if not verdict.allowed:
                 return _limited(self.limiter, verdict)
+            self._attach(request, identity)
+            return _with_fields(self.get_response(request), self.limiter, verdict)
         self._attach(request, identity)
         return self.get_response(request)
 
@@ -223,13 +234,16 @@ class BearerGuardMiddleware:
             if isinstance(decision, Deny):
                 return challenge_response(decision.challenge, self.guard.realm)
             identity = decision.identity
+        verdict = None
         if self.limiter is not None and identity is not None:
             verdict = await self.limiter.acheck(identity.key_id)
             if not verdict.allowed:
                 return _limited(self.limiter, verdict)
         self._attach(request, identity)
-        response = self.get_response(request)
-        return await cast("Awaitable[HttpResponseBase]", response)
+        response = await cast("Awaitable[HttpResponseBase]", self.get_response(request))
+        if self.limiter is not None and verdict is not None:
+            return _with_fields(response, self.limiter, verdict)
+        return response
 
     def _cached(self, meta: Mapping[str, Any]) -> Identity | None:
         # The adapters' hot path: one Authorization value whose token is fresh in the cache.

@@ -6,7 +6,8 @@
 timestamp per key). A request over the limit gets 429 with ``Retry-After`` and the
 IETF ``RateLimit``/``RateLimit-Policy`` fields (draft-ietf-httpapi-ratelimit-headers,
 structured-field form) and a JSON body ``{"error": "rate_limited", …}``; the app does
-not run.
+not run. An allowed HTTP response carries the same two fields, so a client sees how
+many requests it has left (``r``) and when its whole burst is back (``t``, seconds).
 
 Where the count lives:
 
@@ -255,6 +256,18 @@ class RateLimiter:
         except (BackendUnavailable, ValueError, TypeError) as exc:
             return self._fallback(key_id, exc)
 
+    # -- the answer's fields ----------------------------------------------------------
+    def fields(self, verdict: Verdict) -> list[tuple[str, str]]:
+        """``RateLimit-Policy`` and ``RateLimit`` for an allowed request's response.
+
+        ``r`` is the requests left now, ``t`` the seconds until the whole burst is back.
+        """
+        refill = max(0, math.ceil((self.limit.burst - verdict.remaining) * self.limit.interval))
+        return [
+            ("ratelimit-policy", self.policy),
+            ("ratelimit", f'"{POLICY}";r={verdict.remaining};t={refill}'),
+        ]
+
     # -- the refusal ------------------------------------------------------------------
     def refusal(self, verdict: Verdict) -> tuple[list[tuple[str, str]], bytes]:
         """Headers and body of the 429 for a refused `verdict`."""
@@ -310,12 +323,24 @@ class LimitedASGI:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key_id = _key_id(scope.get("bearerguard"))
-        if key_id is not None:
-            verdict = await self.limiter.acheck(key_id)
-            if not verdict.allowed:
-                await self._refuse(scope, verdict, send)
-                return
-        await self.app(scope, receive, send)
+        if key_id is None:
+            await self.app(scope, receive, send)
+            return
+        verdict = await self.limiter.acheck(key_id)
+        if not verdict.allowed:
+            await self._refuse(scope, verdict, send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        fields = [(k.encode(), v.encode()) for k, v in self.limiter.fields(verdict)]
+
+        async def send_with_fields(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *fields]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_fields)
 
     async def _refuse(self, scope: Scope, verdict: Verdict, send: Send) -> None:
         headers, body = self.limiter.refusal(verdict)
@@ -339,10 +364,16 @@ class LimitedWSGI:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         key_id = _key_id(environ.get("bearerguard.identity"))
-        if key_id is not None:
-            verdict = self.limiter.check(key_id)
-            if not verdict.allowed:
-                headers, body = self.limiter.refusal(verdict)
-                start_response("429 Too Many Requests", headers)
-                return [body]
-        return self.app(environ, start_response)
+        if key_id is None:
+            return self.app(environ, start_response)
+        verdict = self.limiter.check(key_id)
+        if not verdict.allowed:
+            headers, body = self.limiter.refusal(verdict)
+            start_response("429 Too Many Requests", headers)
+            return [body]
+        fields = self.limiter.fields(verdict)
+
+        def start_with_fields(status: str, headers: Any, exc_info: Any = None) -> Any:
+            return start_response(status, [*headers, *fields], exc_info)
+
+        return self.app(environ, start_with_fields)

@@ -1,6 +1,6 @@
 """``rate_limit`` through both adapters, per process (a memory store): 429 with
-``Retry-After`` and the RateLimit fields, the app not run; public paths and refused
-requests not counted; nothing added without the option."""
+``Retry-After`` and the RateLimit fields, the app not run; the fields on allowed answers
+too; public paths and refused requests not counted; nothing added without the option."""
 
 from __future__ import annotations
 
@@ -19,8 +19,16 @@ def test_each_key_gets_its_burst_then_429(harness: Callable[..., Harness]) -> No
     first, second = issue(store), issue(store)
     h = harness(StoreBackend(store), public_paths=["/health"], rate_limit=RateLimit(0.01, burst=3))
     assert h.middleware.limiter is not None and not h.middleware.limiter.shared
-    statuses = [h.get("/whoami", bearer(first.token)).status_code for _ in range(3)]
-    assert statuses == [200, 200, 200]
+    allowed = [h.get("/whoami", bearer(first.token)) for _ in range(3)]
+    assert [r.status_code for r in allowed] == [200, 200, 200]
+    # An allowed answer carries the fields too: requests left, seconds until the burst
+    # is whole again (100 s per request spent).
+    assert [r.headers["ratelimit"] for r in allowed] == [
+        '"per-key";r=2;t=100',
+        '"per-key";r=1;t=200',
+        '"per-key";r=0;t=300',
+    ]
+    assert {r.headers["ratelimit-policy"] for r in allowed} == {'"per-key";q=3;w=300'}
     ran = h.calls.count
     r = h.get("/whoami", bearer(first.token))
     assert r.status_code == 429

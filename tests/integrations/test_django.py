@@ -141,7 +141,12 @@ def test_rate_limit_setting_gives_429_with_the_fields(
 ) -> None:
     tok = issue(store, ("dns",))
     h = django_harness(StoreBackend(store), rate_limit=(0.01, 2))
-    assert [h.get("/dns/zones", bearer(tok.token)).status_code for _ in range(2)] == [200, 200]
+    allowed = [h.get("/dns/zones", bearer(tok.token)) for _ in range(2)]
+    assert [r.status_code for r in allowed] == [200, 200]
+    assert [r.headers["ratelimit"] for r in allowed] == [
+        '"per-key";r=1;t=100',
+        '"per-key";r=0;t=200',
+    ]
     r = h.get("/dns/zones", bearer(tok.token))
     assert r.status_code == 429 and r.json()["error"] == "rate_limited"
     assert r.headers["retry-after"] == "100"

@@ -79,9 +79,13 @@ def check_429(r: httpx.Response) -> None:
 def test_uvicorn_and_gunicorn_on_one_redis_enforce_one_limit(redis_store: RedisStore) -> None:
     first, second = issue(redis_store), issue(redis_store)  # type: ignore[arg-type]
     with two_servers(redis_store.url) as (asgi, wsgi):
-        # The burst of 4, spread over both processes.
+        # The burst of 4, spread over both processes; each answer says what is left of it
+        # (r) and when all of it is back (t: 20 s per request spent), counted in Redis.
         for i in range(4):
-            assert get((asgi, wsgi)[i % 2], first.token).status_code == 200
+            r = get((asgi, wsgi)[i % 2], first.token)
+            assert r.status_code == 200
+            assert r.headers["ratelimit-policy"] == '"per-key";q=4;w=80'
+            assert r.headers["ratelimit"] == f'"per-key";r={3 - i};t={20 * (i + 1)}'
         check_429(get(asgi, first.token))
         check_429(get(wsgi, first.token))
         # Another key is not held back, in either process.
