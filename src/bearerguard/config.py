@@ -16,6 +16,8 @@ The ``BEARERGUARD_*`` variables (docs/design.md, "Examples")::
                                     ``bearerguard serve`` with 401, no lookup (the default
                                     over a store); ``any``: accept any b64token (the
                                     default over introspection)
+    BEARERGUARD_RATE_LIMIT          ``RATE`` or ``RATE,BURST``: the middleware's
+                                    ``rate_limit`` (requests per second per API key)
 
 The three introspection variables together select `IntrospectionBackend`; setting only
 some of them is an error (never a silent fall-back to another backend). Without them,
@@ -49,6 +51,7 @@ from ._shell import (
     INTROSPECTION_URL,
     JWKS_URL,
     JWT_ISSUER,
+    RATE_LIMIT,
     RESOURCE,
     STORE,
     TOKEN_FORMAT,
@@ -62,7 +65,8 @@ from .backends.introspection import IntrospectionBackend
 from .backends.store import StoreBackend
 from .clientip import ClientIPResolver
 from .errors import BearerGuardError, ConfigurationError
-from .options import GuardOptions
+from .options import AdapterOptions
+from .ratelimit import RateLimit
 from .resource import ResourceMetadata
 from .stores import _faces, open_store
 
@@ -81,6 +85,7 @@ ENV_VARS = (
     AUDIENCE,
     RESOURCE,
     TOKEN_FORMAT,
+    RATE_LIMIT,
 )
 """Every variable `from_env` reads."""
 
@@ -99,15 +104,21 @@ class EnvSettings:
     audience: str | None = None
     resource_metadata: ResourceMetadata | None = None
     token_format: str = ""  # "": the backend's default; "bearerguard" or "any"
+    rate_limit: RateLimit | None = None
 
     @property
-    def options(self) -> GuardOptions:
-        """Keyword options for `BearerGuardMiddleware` / `WSGIBearerGuard` / `Guard`.
+    def options(self) -> AdapterOptions:
+        """Keyword options for `BearerGuardMiddleware` / `WSGIBearerGuard` (and the
+        framework integrations built on them).
 
         ``token_format`` is there only when ``BEARERGUARD_TOKEN_FORMAT`` is set;
-        otherwise the middleware takes the backend's own default.
+        otherwise the middleware takes the backend's own default. ``rate_limit`` is
+        there only when ``BEARERGUARD_RATE_LIMIT`` is set (a middleware option: a bare
+        `Guard` takes the others).
         """
-        options: GuardOptions = {"trusted_proxies": self.trusted_proxies}
+        options: AdapterOptions = {"trusted_proxies": self.trusted_proxies}
+        if self.rate_limit is not None:
+            options["rate_limit"] = self.rate_limit
         if self.audience is not None:
             options["audience"] = self.audience
         if self.resource_metadata is not None:
@@ -149,6 +160,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> EnvSettings:
     """
     env = os.environ if environ is None else environ
     proxies = _proxies(env)
+    rate_limit = _rate_limit(env)
     token_format = _get(env, TOKEN_FORMAT).lower()
     if token_format and token_format not in _TOKEN_FORMATS:
         raise ConfigurationError(f"{TOKEN_FORMAT} must be 'bearerguard' or 'any'")
@@ -192,7 +204,22 @@ def from_env(environ: Mapping[str, str] | None = None) -> EnvSettings:
         except ConfigurationError as exc:
             _close(backend)
             raise ConfigurationError(f"{RESOURCE}: {exc}") from None
-    return EnvSettings(backend, proxies, source, audience, metadata, token_format)
+    return EnvSettings(backend, proxies, source, audience, metadata, token_format, rate_limit)
+
+
+def _rate_limit(environ: Mapping[str, str]) -> RateLimit | None:
+    """``BEARERGUARD_RATE_LIMIT``: ``RATE`` or ``RATE,BURST`` (None when unset)."""
+    value = _get(environ, RATE_LIMIT)
+    if not value:
+        return None
+    rate, _, burst = value.partition(",")
+    try:
+        return RateLimit(float(rate), int(burst) if burst.strip() else 0)
+    except (ValueError, ConfigurationError):
+        raise ConfigurationError(
+            f"{RATE_LIMIT} must be RATE or RATE,BURST (requests per second, then a whole "
+            "number of requests), e.g. 10 or 10,20"
+        ) from None
 
 
 def _close(backend: object) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bearerguard import ConfigurationError, StoreBackend
 from bearerguard.backends.introspection import IntrospectionBackend
 from bearerguard.config import DEFAULT_STORE, from_env
+from bearerguard.ratelimit import RateLimit
 from bearerguard.stores import MemoryStore
 from bearerguard.stores.sqlite import SQLiteStore
 from helpers import remember_secret
@@ -140,3 +142,66 @@ def test_token_format_from_the_environment() -> None:
             settings.close()
     with pytest.raises(ConfigurationError, match="BEARERGUARD_TOKEN_FORMAT"):
         from_env({**env, "BEARERGUARD_TOKEN_FORMAT": "jwt"})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", None), ("10", (10.0, 10)), ("0.5, 3", (0.5, 3)), (" 2,1 ", (2.0, 1))],
+)
+def test_rate_limit_from_the_environment(value: str, expected: tuple[float, int] | None) -> None:
+    settings = from_env({"BEARERGUARD_STORE": "memory://", "BEARERGUARD_RATE_LIMIT": value})
+    try:
+        limit = settings.options.get("rate_limit")
+        if expected is None:
+            assert limit is None and "rate_limit" not in settings.options
+        else:
+            assert isinstance(limit, RateLimit)
+            assert (limit.rate, limit.burst) == expected
+    finally:
+        settings.close()
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "-1", "10,x", "10,-2", "nan", "inf", "1,2,3"])
+def test_bad_rate_limit_names_the_variable(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="BEARERGUARD_RATE_LIMIT must be RATE or"):
+        from_env({"BEARERGUARD_STORE": "memory://", "BEARERGUARD_RATE_LIMIT": value})
+
+
+def test_the_rate_limit_variable_limits_the_middleware() -> None:
+    # The documented use, `BearerGuardMiddleware(app, backend=…, **settings.options)`,
+    # carries the variable into a real limiter: the second request of a burst of 1 is 429.
+    import asyncio
+
+    from bearerguard import BearerGuardMiddleware
+    from helpers import issue
+    from integration_support import bearer
+
+    env = {"BEARERGUARD_STORE": "memory://", "BEARERGUARD_RATE_LIMIT": "0.01,1"}
+    settings = from_env(env)
+    assert isinstance(settings.backend, StoreBackend)
+    token = issue(settings.backend.store).token
+
+    async def app(scope: object, receive: object, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def status_of(mw: Any) -> int:
+        seen: list[int] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                seen.append(message["status"])
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        headers = [(k.lower().encode(), v.encode()) for k, v in bearer(token).items()]
+        scope = {"type": "http", "path": "/", "headers": headers, "client": ("127.0.0.1", 1)}
+        await mw(scope, receive, send)
+        return seen[0]
+
+    try:
+        mw = BearerGuardMiddleware(app, backend=settings.backend, **settings.options)
+        assert [asyncio.run(status_of(mw)) for _ in range(2)] == [200, 429]
+    finally:
+        settings.close()
