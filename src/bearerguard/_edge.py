@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,6 +24,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from ._drive import LookupFn, faces, with_client_ip
+from ._timeout import within as _within
 from .errors import BackendUnavailable, ConfigurationError, log_safe
 from .flow import Guard, Lookup
 from .metrics import Metrics
@@ -185,11 +185,12 @@ class SyncCaller:
             else:
                 self._slots.take(lk.client_ip)
                 if self._inline:
-                    fut = Future()
-                    lead = True
-                else:
-                    fut = self.submit(lk)
-                    lead = False
+                    # The leader runs the call and lands the flight itself (`lookup`):
+                    # no done-callback, no wait on its own future.
+                    fut = self._flights[fk] = Future()
+                    return fut, True
+                fut = self.submit(lk)
+                lead = False
             self._flights[fk] = fut
         fut.add_done_callback(lambda _f: self._land(fk, background))
         return fut, lead
@@ -206,10 +207,19 @@ class SyncCaller:
         """Answer the core's `Lookup`, or raise BackendUnavailable."""
         fut, lead = self._join(lk, background=False)
         if lead:
+            # In this thread, bounded by the backend's own timeouts (self-timed).
             try:
-                fut.set_result(self._lookup(lk.token, lk.client_ip))
+                answer: TokenInfo | None = self._lookup(lk.token, lk.client_ip)
+                fut.set_result(answer)
             except Exception as exc:
-                fut.set_exception(_wrap(exc))
+                err = _wrap(exc)  # its cause is `exc`
+                fut.set_exception(err)
+                raise err  # noqa: B904
+            finally:
+                if not fut.done():  # interrupted: followers must not wait out the timeout
+                    fut.set_exception(BackendUnavailable("backend lookup was interrupted"))
+                self._land((lk.key, lk.client_ip), False)
+            return answer
         try:
             result: TokenInfo | None = fut.result(self._timeout)
         except FutureTimeout:
@@ -235,18 +245,6 @@ class SyncCaller:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._refresh_pool.shutdown(wait=False, cancel_futures=True)
-
-
-if sys.version_info >= (3, 11):
-
-    async def _within(coro: Awaitable[Any], seconds: float) -> Any:
-        async with asyncio.timeout(seconds):
-            return await coro
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _within(coro: Awaitable[Any], seconds: float) -> Any:
-        return await asyncio.wait_for(coro, seconds)
 
 
 _RETRY = object()  # a leader that was cancelled: its followers try again

@@ -27,7 +27,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, TypeVar, cast
 
 from cachetools import TTLCache
@@ -253,12 +252,16 @@ class TokenCache:
         # Many tokens share a key id, an API set, a TTL and often an address: keep one
         # copy of each, so 100,000 cached tokens cost a few hundred bytes each. Two
         # bounded tables, so many distinct addresses cannot crowd out the key ids.
-        return replace(
-            info,
-            key_id=_share(self._shared, info.key_id),
-            apis=_share(self._shared, info.apis),
-            ttl=info.ttl and _share(self._shared, info.ttl),
-            bound_ip=info.bound_ip and _share(self._shared_ips, info.bound_ip, _RECENT_MAX),
+        # The constructor, not dataclasses.replace: this runs on every miss, and replace
+        # costs several times as much (docs/benchmarks.md, the cold paths).
+        return TokenInfo(
+            _share(self._shared, info.key_id),
+            _share(self._shared, info.apis),
+            info.bound_ip and _share(self._shared_ips, info.bound_ip, _RECENT_MAX),
+            info.expires_at,
+            info.ttl and _share(self._shared, info.ttl),
+            info.claims,
+            info.audience,
         )
 
     def _trim(self, now: float) -> None:
