@@ -139,7 +139,8 @@ class AsyncFace:
         with self._lock:
             scripts = self._alookups.get(loop)
             if scripts is None:
-                connect = {"socket_connect_timeout": self.timeout}
+                # None, not left out: redis.asyncio's default read timeout is 5 s.
+                connect = {"socket_connect_timeout": self.timeout, "socket_timeout": None}
                 scripts = self._alookups[loop] = Scripts(async_client(self._target, connect))
         return scripts
 
