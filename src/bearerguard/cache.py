@@ -211,9 +211,10 @@ class TokenCache:
             entry: Entry = LingeringEntry(info, fresh_until, refresh_at, stale_until)
         else:
             entry = Entry(info, fresh_until, refresh_at)
-        pos = self._pos
+        pos, neg = self._pos, self._neg
         with self._lock:
-            self._neg.pop(key, None)
+            if key in neg:  # a membership test costs a quarter of TTLCache.pop
+                del neg[key]
             # Re-insert at the end: dict order is then oldest-fetched first, which is
             # the eviction order, and entries in use are re-fetched every touch.
             pos.pop(key, None)

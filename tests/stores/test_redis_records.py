@@ -214,3 +214,26 @@ def test_through_both_middlewares_a_hostile_record_is_a_503(
         app.close()
     assert r.status_code == 503, r.text
     assert json.loads(r.text)["error"] == "temporarily_unavailable"
+
+
+def test_a_lookup_reloads_a_script_the_server_lost(rstore: RedisStore, raw: redis.Redis) -> None:
+    """After SCRIPT FLUSH (as after a restart or a failover to a fresh replica) the
+    lookup's EVALSHA fails with NOSCRIPT: it loads the script and answers."""
+    value, expected = OLD_RECORDS[0]
+    digest = "a" * 64
+    raw.set(token_record_key(digest), value, px=60_000)
+    assert rstore.touch_token(digest, time.time()) is not None  # the script is loaded
+    for _ in range(2):
+        raw.script_flush()
+        got = rstore.touch_token(digest, time.time(), expected.bound_ip)
+        assert got is not None and got.key_id == expected.key_id
+
+    async def main() -> TokenRecord | None:
+        try:
+            raw.script_flush()
+            return await rstore.atouch_token(digest, time.time(), expected.bound_ip)
+        finally:
+            await rstore.aclose()
+
+    again = asyncio.run(main())
+    assert again is not None and again.key_id == expected.key_id

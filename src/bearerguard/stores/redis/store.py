@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aredis
+from redis.exceptions import NoScriptError
 
 from ...errors import ConfigurationError
 from ...tokens import Invalidation
@@ -329,7 +330,13 @@ class RedisStore(AsyncFace):
         self, digest: str, now: float, client_ip: str | None = None
     ) -> TokenRecord | None:
         with self._errors("touch_token"):
-            reply = self._scripts.touch(keys=[self._layout.token(digest)], args=[client_ip or ""])
+            client, scripts = self._sync or self._connected()
+            key, asker = self._layout.token(digest), client_ip or ""
+            try:
+                # EVALSHA itself: what Script.__call__ does, minus its per-call work.
+                reply = client.evalsha(scripts.touch.sha, 1, key, asker)
+            except NoScriptError:  # a server that lost its scripts (restart, failover)
+                reply = scripts.touch(keys=[key], args=[asker])
             return touched(digest, reply, now)
 
     def get_token(self, digest: str, now: float) -> TokenRecord | None:
