@@ -72,7 +72,9 @@ def _split(prof: cProfile.Profile, n: int) -> dict[str, Any]:
     """Own time per request: bearerguard's, redis-py's (hiredis included), the rest's."""
     rows = profile_rows(prof, n)
     ours = [r for r in rows if r["ours"]]
-    driver = sum(r["tottime_us"] for r in rows if r["where"].startswith(("redis/", "hiredis")))
+    driver = sum(
+        r["tottime_us"] for r in rows if r["where"].startswith("redis/") or "hiredis" in r["where"]
+    )
     mine = sum(r["tottime_us"] for r in ours)
     top = sorted(ours, key=lambda r: r["tottime_us"], reverse=True)[:3]
     return {
