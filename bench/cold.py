@@ -36,6 +36,8 @@ FLOORS = (
     "bg_cold_memory_wsgi",
     "floor_evalsha_asgi",
     "floor_evalsha_wsgi",
+    "bg_cold_rawredis_asgi",
+    "bg_cold_rawredis_wsgi",
 )
 
 
@@ -164,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  over bare {r['overhead_over_bare_us'] or 0:7.1f}"
             f"  raw {r['raw_us'] or 0:7.1f}  vs raw {r['vs_raw_overhead'] or 0:.3f}"
             f"  floor {(r['floor'] or {}).get('floor_ratio', 0):.3f}"
-            f"  app floor {(r['floor'] or {}).get('in_app_floor_ratio', 0):.3f}",
+            f"  app floor {(r['floor'] or {}).get('in_app_floor_ratio', 0):.3f}"
+            f"  raw-backend floor {(r['floor'] or {}).get('middleware_floor_ratio', 0):.3f}",
             file=sys.stderr,
         )
     print(json.dumps(result, indent=1, default=str))
@@ -192,6 +195,10 @@ def _floor(rows: list[dict[str, Any]], name: str, ref: str) -> dict[str, float] 
     if ref in REDIS_REFS and in_app is not None:
         # The bare app making the raw call itself: what one round trip costs a request.
         out["in_app_floor_ratio"] = in_app / ref_us
+    through = by.get(f"bg_cold_rawredis_{face}", {}).get("overhead_us")
+    if ref in REDIS_REFS and through is not None:
+        # The middleware's miss with a backend that is exactly the raw call.
+        out["middleware_floor_ratio"] = through / ref_us
     return out
 
 
@@ -206,6 +213,11 @@ def floor_text(results: dict[str, Any], name: str, ref: str) -> str:
     )
     if "in_app_floor_ratio" in f:
         text += f"; bare app + one raw EVALSHA, over the bare app: {f['in_app_floor_ratio']:.2f}"
+    if "middleware_floor_ratio" in f:
+        text += (
+            "; the miss with a backend that is exactly that EVALSHA "
+            f"(`bg_cold_rawredis`): {f['middleware_floor_ratio']:.2f}"
+        )
     return text
 
 

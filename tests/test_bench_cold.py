@@ -102,6 +102,7 @@ def test_the_redis_targets_name_the_in_app_floor_and_where_the_time_goes(
     edited = copy.deepcopy(results)
     rows = edited["inprocess"]["rows"]
     _set(rows, "floor_evalsha_wsgi", median_us=30.0 + 230.0, overhead_us=230.0)
+    _set(rows, "bg_cold_rawredis_wsgi", median_us=30.0 + 290.0, overhead_us=290.0)
     edited["inprocess"]["profile"]["cold"]["split"] = {
         "bg_cold_redis_wsgi": {
             "bearerguard_us": 41.5,
@@ -120,6 +121,8 @@ def test_the_redis_targets_name_the_in_app_floor_and_where_the_time_goes(
     wsgi, asgi = t["cold_redis_wsgi"], t["cold_redis_asgi"]
     assert "bare app + one raw EVALSHA, over the bare app: 1.15" in wsgi["how"]  # 230 / 200
     assert "bare app + one raw EVALSHA" not in asgi["how"]  # no such row for ASGI
+    assert "exactly that EVALSHA (`bg_cold_rawredis`): 1.45" in wsgi["how"]  # 290 / 200
+    assert "bg_cold_rawredis" not in asgi["how"]
     assert (
         "bearerguard 41.5" in wsgi["where"]
         and "`bearerguard/flow.py:302(_decide)` 9.5" in (wsgi["where"])
