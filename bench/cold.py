@@ -28,6 +28,17 @@ TARGETS = (
     ("bg_cold_redis_asgi", "raw_evalsha_async", "starlette"),
     ("bg_cold_redis_wsgi", "raw_evalsha_sync", "flask"),
 )
+REDIS_REFS = ("raw_evalsha_async", "raw_evalsha_sync")
+# The floors run next to the targets: the memory-store miss (the middleware's own miss
+# work) and, for Redis, the bare app making the one raw EVALSHA itself (bench/peers.py).
+FLOORS = (
+    "bg_cold_memory_asgi",
+    "bg_cold_memory_wsgi",
+    "floor_evalsha_asgi",
+    "floor_evalsha_wsgi",
+    "bg_cold_rawredis_asgi",
+    "bg_cold_rawredis_wsgi",
+)
 
 
 async def _build(env: plumbing.Env, name: str) -> plumbing.Variant:
@@ -54,10 +65,36 @@ def _top(prof: cProfile.Profile, n: int, limit: int = 12) -> list[dict[str, Any]
     return rows[:limit] + [dict(r, cumulative_view=True) for r in ours[:limit]]
 
 
+# The raw EVALSHA references are profiled too: "where the time goes" sets a Redis miss's
+# own time beside redis-py's own time in the raw call alone.
+PROFILED = tuple(name for name, _ref, _bare in TARGETS) + REDIS_REFS
+
+
+def _split(prof: cProfile.Profile, n: int) -> dict[str, Any]:
+    """Own time per request: bearerguard's, redis-py's (hiredis included), the rest's."""
+    rows = profile_rows(prof, n)
+    ours = [r for r in rows if r["ours"]]
+    driver = sum(
+        r["tottime_us"] for r in rows if r["where"].startswith("redis/") or "hiredis" in r["where"]
+    )
+    mine = sum(r["tottime_us"] for r in ours)
+    top = sorted(ours, key=lambda r: r["tottime_us"], reverse=True)[:3]
+    return {
+        "bearerguard_us": mine,
+        "redis_py_us": driver,
+        "rest_us": sum(r["tottime_us"] for r in rows) - mine - driver,
+        "top_ours": [(r["where"], r["tottime_us"]) for r in top],
+    }
+
+
 async def profile(env: plumbing.Env, n: int = 2_000) -> dict[str, Any]:
-    """cProfile each cold row over `n` requests; per-request µs, top rows first."""
-    out: dict[str, Any] = {"requests": n}
-    for name, _ref, _bare in TARGETS:
+    """cProfile each cold row over `n` requests; per-request µs, top rows first.
+
+    ``split`` holds each profiled row's own time by owner (`_split`), the raw EVALSHA
+    references' included.
+    """
+    out: dict[str, Any] = {"requests": n, "split": {}}
+    for name in PROFILED:
         v = await _build(env, name)
         try:
             if v.unavailable:
@@ -69,6 +106,7 @@ async def profile(env: plumbing.Env, n: int = 2_000) -> dict[str, Any]:
             await _calls(v, n)
             prof.disable()
             out[name] = _top(prof, n)
+            out["split"][name] = _split(prof, n)
         finally:
             await apps.close_all([v])
     return out
@@ -77,8 +115,7 @@ async def profile(env: plumbing.Env, n: int = 2_000) -> dict[str, Any]:
 async def _run(env: plumbing.Env, rounds: int, target_ms: float, n: int) -> dict[str, Any]:
     from bench import harness
 
-    floors = ("bg_cold_memory_asgi", "bg_cold_memory_wsgi")  # the middleware's miss work
-    names = sorted({x for t in TARGETS for x in t} | set(floors))
+    names = sorted({x for t in TARGETS for x in t} | set(FLOORS))
     variants = [await _build(env, name) for name in names]
     try:
         await harness.verify(variants)
@@ -128,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:30} {r['median_us'] or 0:8.1f} µs"
             f"  over bare {r['overhead_over_bare_us'] or 0:7.1f}"
             f"  raw {r['raw_us'] or 0:7.1f}  vs raw {r['vs_raw_overhead'] or 0:.3f}"
-            f"  floor {(r['floor'] or {}).get('floor_ratio', 0):.3f}",
+            f"  floor {(r['floor'] or {}).get('floor_ratio', 0):.3f}"
+            f"  app floor {(r['floor'] or {}).get('in_app_floor_ratio', 0):.3f}"
+            f"  raw-backend floor {(r['floor'] or {}).get('middleware_floor_ratio', 0):.3f}",
             file=sys.stderr,
         )
     print(json.dumps(result, indent=1, default=str))
@@ -144,7 +183,7 @@ def _floor(rows: list[dict[str, Any]], name: str, ref: str) -> dict[str, float] 
     if not all(k in d for d, k in needed):
         return None
     over, ref_us, miss = cold["overhead_us"], raw["median_us"], mem["overhead_us"]
-    return {
+    out = {
         "over_bare": over,
         "raw": ref_us,
         "miss_bookkeeping": miss,
@@ -152,6 +191,15 @@ def _floor(rows: list[dict[str, Any]], name: str, ref: str) -> dict[str, float] 
         "ratio": over / ref_us,
         "floor_ratio": (miss + ref_us) / ref_us,
     }
+    in_app = by.get(f"floor_evalsha_{face}", {}).get("overhead_us")
+    if ref in REDIS_REFS and in_app is not None:
+        # The bare app making the raw call itself: what one round trip costs a request.
+        out["in_app_floor_ratio"] = in_app / ref_us
+    through = by.get(f"bg_cold_rawredis_{face}", {}).get("overhead_us")
+    if ref in REDIS_REFS and through is not None:
+        # The middleware's miss with a backend that is exactly the raw call.
+        out["middleware_floor_ratio"] = through / ref_us
+    return out
 
 
 def floor_text(results: dict[str, Any], name: str, ref: str) -> str:
@@ -159,10 +207,36 @@ def floor_text(results: dict[str, Any], name: str, ref: str) -> str:
     f = _floor(results.get("inprocess", {}).get("rows", []), name, ref)
     if f is None:
         return f"(miss request - bare app) / {ref}"
-    return (
+    text = (
         f"(miss request - bare app) / {ref}; floor in this run "
         f"(memory-store miss + {ref}) / {ref} = {f['floor_ratio']:.2f}"
     )
+    if "in_app_floor_ratio" in f:
+        text += f"; bare app + one raw EVALSHA, over the bare app: {f['in_app_floor_ratio']:.2f}"
+    if "middleware_floor_ratio" in f:
+        text += (
+            "; the miss with a backend that is exactly that EVALSHA "
+            f"(`bg_cold_rawredis`): {f['middleware_floor_ratio']:.2f}"
+        )
+    return text
+
+
+def where_text(results: dict[str, Any], name: str, ref: str) -> str:
+    """Where one Redis miss's time goes, ours vs redis-py, from the run's cold profile."""
+    split = results.get("inprocess", {}).get("profile", {}).get("cold", {}).get("split", {})
+    if not split:
+        return ""  # a run from before the split was recorded
+    ours, raw = split.get(name), split.get(ref)
+    if ours is None:
+        return "not profiled"
+    top = ", ".join(f"`{w}` {us:.1f}" for w, us in ours["top_ours"])
+    text = (
+        f"cProfile of one miss, own µs/request (inflated; compare rows): bearerguard "
+        f"{ours['bearerguard_us']:.1f} (most: {top}); redis-py {ours['redis_py_us']:.1f}"
+    )
+    if raw is not None:
+        text += f" (in `{ref}` alone: {raw['redis_py_us']:.1f})"
+    return text + f"; the rest (sockets, event loop, app) {ours['rest_us']:.1f}"
 
 
 def docs_section(ip: dict[str, Any]) -> list[str]:
@@ -173,6 +247,8 @@ def docs_section(ip: dict[str, Any]) -> list[str]:
     prof = ip.get("profile", {}).get("cold", {})
     if not prof:
         return []
+    # The in-app floor column only for a run that has the floor rows (bench/peers.py).
+    in_app_run = any(r["name"].startswith("floor_evalsha_") for r in ip.get("rows", []))
     L = [
         "",
         "## Where the cold paths' time goes",
@@ -185,18 +261,20 @@ def docs_section(ip: dict[str, Any]) -> list[str]:
         "backend costing exactly one raw request can reach on top of that miss work.",
         "",
         "| cold row | over bare app | raw reference | miss work (memory row) | backend beyond raw "
-        "| ratio | floor |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| ratio | floor |" + (" floor: bare app + the raw call |" if in_app_run else ""),
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if in_app_run else ""),
     ]
     for name, ref, _bare in TARGETS:
         f = _floor(ip.get("rows", []), name, ref)
         if f is None:
-            L.append(f"| `{name}` | not measured | | | | | |")
+            L.append(f"| `{name}` | not measured | | | | | |" + (" |" if in_app_run else ""))
             continue
+        in_app = f.get("in_app_floor_ratio")
         L.append(
             f"| `{name}` | {f['over_bare']:.1f} | {f['raw']:.1f} (`{ref}`) | "
             f"{f['miss_bookkeeping']:.1f} | {f['backend_beyond_raw']:.1f} | "
             f"{f['ratio']:.2f} | {f['floor_ratio']:.2f} |"
+            + ((" —" if in_app is None else f" {in_app:.2f}") + " |" if in_app_run else "")
         )
     for name, _ref, _bare in TARGETS:
         rows = prof.get(name)

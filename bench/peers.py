@@ -308,7 +308,15 @@ _raw("raw_httpx_sync", "raw httpx.Client POST", False)
 # -- the raw redis-py EVALSHA reference (the cold path over the Redis store) -----------------
 
 
-def _raw_evalsha(name: str, label: str, is_async: bool) -> None:
+def _raw_evalsha(name: str, label: str, is_async: bool, *, in_app: bool = False) -> None:
+    """The raw EVALSHA reference; `in_app`: the floor, that EVALSHA inside the bare app.
+
+    The floor wraps the bare app (Starlette, Flask) so each request makes the one raw
+    call first, as the middleware does on a miss: it shows what one round trip costs a
+    request of the app, cache and scheduler effects of the wait on the reply included,
+    which the raw call alone (no app work after it) does not pay.
+    """
+
     async def build(env: Env, v: Variant) -> Variant:
         import redis
         import redis.asyncio as aredis
@@ -342,6 +350,14 @@ def _raw_evalsha(name: str, label: str, is_async: bool) -> None:
                 await aclient.evalsha(sha, 1, key, "127.0.0.1")
 
             v.call, v.check = acall, aeval
+            if in_app:
+                bare = starlette_app()
+
+                async def floor_app(scope: Any, receive: Any, send: Any) -> None:
+                    await aclient.evalsha(sha, 1, key, "127.0.0.1")
+                    await bare(scope, receive, send)
+
+                v.call, v.check = asgi_call(floor_app, env.token)
             v.closers.append(aclient.aclose)
         else:
             client = redis.Redis.from_url(env.redis_url)
@@ -354,12 +370,30 @@ def _raw_evalsha(name: str, label: str, is_async: bool) -> None:
                 client.evalsha(sha, 1, key, "127.0.0.1")
 
             v.call, v.check = scall, seval
+            if in_app:
+                app = flask_app()
+                inner = app.wsgi_app
+
+                def floor_wsgi(environ: Any, start_response: Any) -> Any:
+                    client.evalsha(sha, 1, key, "127.0.0.1")
+                    return inner(environ, start_response)
+
+                app.wsgi_app = floor_wsgi
+                v.call, v.check = wsgi_call(app, env.token)
             v.closers.append(client.close)
         v.note = "one EVALSHA of the store's touch script, same key, no app"
+        if in_app:
+            v.compare_to = "raw_evalsha_async" if is_async else "raw_evalsha_sync"
+            v.note = "that EVALSHA, then the bare app: the floor of a cold request over Redis"
         return v
 
+    if in_app:
+        variant(name, label, "cold", "starlette" if is_async else "flask", is_async)(build)
+        return
     variant(name, label, "raw", None, is_async)(build)
 
 
 _raw_evalsha("raw_evalsha_async", "raw redis.asyncio EVALSHA", True)
 _raw_evalsha("raw_evalsha_sync", "raw redis-py EVALSHA", False)
+_raw_evalsha("floor_evalsha_asgi", "floor: bare Starlette + one raw EVALSHA", True, in_app=True)
+_raw_evalsha("floor_evalsha_wsgi", "floor: bare Flask + one raw EVALSHA", False, in_app=True)

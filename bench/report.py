@@ -333,6 +333,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             1.2,
             "le",
             cold.floor_text(results, f"bg_cold_redis_{face}", ref),
+            cold.where_text(results, f"bg_cold_redis_{face}", ref),
         )
     facts = results.get("inprocess", {}).get("facts", {})
     sf = facts.get("single_flight", {})

@@ -84,6 +84,52 @@ def test_the_page_splits_each_cold_row_from_the_same_run(results: dict[str, Any]
     line = next(x for x in section.splitlines() if x.startswith("| `bg_cold_redis_wsgi`"))
     # over bare 300, raw 200, miss work 40, beyond raw 300 - 40 - 200 = 60, 1.50, floor 1.20
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[1:] == ["300.0", "200.0 (`raw_evalsha_sync`)", "40.0", "60.0", "1.50", "1.20"]
+    assert cells[1:] == [
+        "300.0",
+        "200.0 (`raw_evalsha_sync`)",
+        "40.0",
+        "60.0",
+        "1.50",
+        "1.20",
+    ]  # and no in-app floor column: this run has no floor_evalsha rows
     assert "| 123.4 |" in section  # the profile's own-time row
     assert cold.docs_section({"rows": results["inprocess"]["rows"], "profile": {}}) == []
+
+
+def test_the_redis_targets_name_the_in_app_floor_and_where_the_time_goes(
+    results: dict[str, Any],
+) -> None:
+    edited = copy.deepcopy(results)
+    rows = edited["inprocess"]["rows"]
+    _set(rows, "floor_evalsha_wsgi", median_us=30.0 + 230.0, overhead_us=230.0)
+    _set(rows, "bg_cold_rawredis_wsgi", median_us=30.0 + 290.0, overhead_us=290.0)
+    edited["inprocess"]["profile"]["cold"]["split"] = {
+        "bg_cold_redis_wsgi": {
+            "bearerguard_us": 41.5,
+            "redis_py_us": 52.0,
+            "rest_us": 180.0,
+            "top_ours": [["bearerguard/flow.py:302(_decide)", 9.5]],
+        },
+        "raw_evalsha_sync": {
+            "bearerguard_us": 0.0,
+            "redis_py_us": 47.0,
+            "rest_us": 100.0,
+            "top_ours": [],
+        },
+    }
+    t = {t["id"]: t for t in report.targets(edited)}
+    wsgi, asgi = t["cold_redis_wsgi"], t["cold_redis_asgi"]
+    assert "bare app + one raw EVALSHA, over the bare app: 1.15" in wsgi["how"]  # 230 / 200
+    assert "bare app + one raw EVALSHA" not in asgi["how"]  # no such row for ASGI
+    assert "exactly that EVALSHA (`bg_cold_rawredis`): 1.45" in wsgi["how"]  # 290 / 200
+    assert "bg_cold_rawredis" not in asgi["how"]
+    assert (
+        "bearerguard 41.5" in wsgi["where"]
+        and "`bearerguard/flow.py:302(_decide)` 9.5" in (wsgi["where"])
+    )
+    assert "redis-py 52.0 (in `raw_evalsha_sync` alone: 47.0)" in wsgi["where"]
+    assert asgi["where"] == "not profiled"
+    page = report.docs(edited, None)
+    section = page.split("## Where the cold paths' time goes")[1].split("\n## ")[0]
+    line = next(x for x in section.splitlines() if x.startswith("| `bg_cold_redis_wsgi`"))
+    assert line.rstrip().endswith("| 1.20 | 1.15 |")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,6 +24,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from ._drive import LookupFn, faces, with_client_ip
+from ._timeout import within as _within
 from .errors import BackendUnavailable, ConfigurationError, log_safe
 from .flow import Guard, Lookup
 from .metrics import Metrics
@@ -70,6 +70,25 @@ class _Slots:
         else:
             del self._held[client_ip]
         self.total -= 1
+
+
+class _Lead:
+    """The flight of a leader that calls a self-timed backend in its own thread.
+
+    Its future is made when the first follower joins: most misses have none, and a
+    `Future` (a condition, a lock) set and read per miss was a fair share of the WSGI
+    miss work (docs/benchmarks.md, the cold paths). Read and set under the caller's lock.
+    """
+
+    __slots__ = ("future",)
+
+    def __init__(self) -> None:
+        self.future: Future[Any] | None = None
+
+    def follow(self) -> Future[Any]:
+        if self.future is None:
+            self.future = Future()
+        return self.future
 
 
 def _wrap(exc: BaseException) -> BackendUnavailable:
@@ -143,7 +162,7 @@ class SyncCaller:
             max_workers=max(2, max_in_flight // 4), thread_name_prefix="bearerguard-refresh"
         )
         self._lock = threading.Lock()
-        self._flights: dict[FlightKey, Future[Any]] = {}
+        self._flights: dict[FlightKey, Future[Any] | _Lead] = {}
 
     @classmethod
     def of(
@@ -169,49 +188,63 @@ class SyncCaller:
         pool = self._refresh_pool if background else self._pool
         return pool.submit(self._lookup, lk.token, lk.client_ip)
 
-    def _join(self, lk: Lookup, *, background: bool) -> tuple[Future[Any], bool]:
-        """Return (the flight for `lk`'s token and address, whether the caller must run it)."""
+    def _join(self, lk: Lookup, *, background: bool) -> Future[Any] | _Lead:
+        """The flight for `lk`'s token and address: a `_Lead` when the caller must run it."""
         fk = (lk.key, lk.client_ip)
         with self._lock:
-            fut = self._flights.get(fk)
-            if fut is not None:
-                return fut, False
+            flight = self._flights.get(fk)
+            if flight is not None:
+                return flight.follow() if isinstance(flight, _Lead) else flight
             if background:
                 if self._refreshing >= self._max:
                     raise BackendUnavailable("too many refreshes in flight")
                 self._refreshing += 1
                 fut = self.submit(lk, background=True)
-                lead = False
             else:
                 self._slots.take(lk.client_ip)
                 if self._inline:
-                    fut = Future()
-                    lead = True
-                else:
-                    fut = self.submit(lk)
-                    lead = False
+                    lead = self._flights[fk] = _Lead()
+                    return lead
+                fut = self.submit(lk)
             self._flights[fk] = fut
         fut.add_done_callback(lambda _f: self._land(fk, background))
-        return fut, lead
+        return fut
 
-    def _land(self, fk: FlightKey, background: bool) -> None:
+    def _land(self, fk: FlightKey, background: bool) -> _Lead | Future[Any] | None:
         with self._lock:
-            self._flights.pop(fk, None)
+            flight = self._flights.pop(fk, None)
             if background:
                 self._refreshing -= 1
             else:
                 self._slots.give(fk[1])
+        return flight
+
+    def _lead(self, lk: Lookup) -> TokenInfo | None:
+        """Run the call in this thread (a self-timed backend bounds it), then land."""
+        fk = (lk.key, lk.client_ip)
+        try:
+            answer: TokenInfo | None = self._lookup(lk.token, lk.client_ip)
+        except BaseException as exc:
+            err = _wrap(exc) if isinstance(exc, Exception) else None
+            flight = self._land(fk, False)
+            if isinstance(flight, _Lead) and flight.future is not None:
+                # Interrupted (not an Exception): followers must not wait out the timeout.
+                flight.future.set_exception(err or BackendUnavailable("lookup interrupted"))
+            if err is None:
+                raise
+            raise err from err.__cause__  # `exc` itself, or wrapped by `_wrap`
+        flight = self._land(fk, False)
+        if isinstance(flight, _Lead) and flight.future is not None:
+            flight.future.set_result(answer)
+        return answer
 
     def lookup(self, lk: Lookup) -> TokenInfo | None:
         """Answer the core's `Lookup`, or raise BackendUnavailable."""
-        fut, lead = self._join(lk, background=False)
-        if lead:
-            try:
-                fut.set_result(self._lookup(lk.token, lk.client_ip))
-            except Exception as exc:
-                fut.set_exception(_wrap(exc))
+        flight = self._join(lk, background=False)
+        if isinstance(flight, _Lead):
+            return self._lead(lk)
         try:
-            result: TokenInfo | None = fut.result(self._timeout)
+            result: TokenInfo | None = flight.result(self._timeout)
         except FutureTimeout:
             raise BackendUnavailable(f"backend gave no answer in {self._timeout:g}s") from None
         except Exception as exc:
@@ -221,9 +254,10 @@ class SyncCaller:
     def refresh(self, lk: Lookup) -> None:
         """Start a background touch of `lk`'s token unless one is already running."""
         try:
-            fut, _ = self._join(lk, background=True)
+            fut = self._join(lk, background=True)
         except BackendUnavailable:
             return
+        assert not isinstance(fut, _Lead)  # a background join never leads in this thread
         key, asker = lk.key, lk.client_ip
 
         def done(f: Future[Any]) -> None:
@@ -235,18 +269,6 @@ class SyncCaller:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._refresh_pool.shutdown(wait=False, cancel_futures=True)
-
-
-if sys.version_info >= (3, 11):
-
-    async def _within(coro: Awaitable[Any], seconds: float) -> Any:
-        async with asyncio.timeout(seconds):
-            return await coro
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _within(coro: Awaitable[Any], seconds: float) -> Any:
-        return await asyncio.wait_for(coro, seconds)
 
 
 _RETRY = object()  # a leader that was cancelled: its followers try again

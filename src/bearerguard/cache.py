@@ -27,7 +27,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, TypeVar, cast
 
 from cachetools import TTLCache
@@ -212,9 +211,10 @@ class TokenCache:
             entry: Entry = LingeringEntry(info, fresh_until, refresh_at, stale_until)
         else:
             entry = Entry(info, fresh_until, refresh_at)
-        pos = self._pos
+        pos, neg = self._pos, self._neg
         with self._lock:
-            self._neg.pop(key, None)
+            if key in neg:  # a membership test costs a quarter of TTLCache.pop
+                del neg[key]
             # Re-insert at the end: dict order is then oldest-fetched first, which is
             # the eviction order, and entries in use are re-fetched every touch.
             pos.pop(key, None)
@@ -253,12 +253,16 @@ class TokenCache:
         # Many tokens share a key id, an API set, a TTL and often an address: keep one
         # copy of each, so 100,000 cached tokens cost a few hundred bytes each. Two
         # bounded tables, so many distinct addresses cannot crowd out the key ids.
-        return replace(
-            info,
-            key_id=_share(self._shared, info.key_id),
-            apis=_share(self._shared, info.apis),
-            ttl=info.ttl and _share(self._shared, info.ttl),
-            bound_ip=info.bound_ip and _share(self._shared_ips, info.bound_ip, _RECENT_MAX),
+        # The constructor, not dataclasses.replace: this runs on every miss, and replace
+        # costs several times as much (docs/benchmarks.md, the cold paths).
+        return TokenInfo(
+            _share(self._shared, info.key_id),
+            _share(self._shared, info.apis),
+            info.bound_ip and _share(self._shared_ips, info.bound_ip, _RECENT_MAX),
+            info.expires_at,
+            info.ttl and _share(self._shared, info.ttl),
+            info.claims,
+            info.audience,
         )
 
     def _trim(self, now: float) -> None:

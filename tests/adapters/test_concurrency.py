@@ -161,3 +161,68 @@ def test_self_timed_backend_runs_in_the_request_thread() -> None:
     mw.close()
     assert r.status_code == 200
     assert threads == [threading.current_thread().name]
+
+
+class SelfTimedSlow(SlowCounting):
+    """`SlowCounting` that says it bounds its own calls: WSGI calls it in the leader's
+    own thread, and the leader lands the flight itself (`_edge.SyncCaller`)."""
+
+    self_timed = True
+
+    def __init__(self, store: MemoryStore, delay: float = 0.2, fail: bool = False) -> None:
+        super().__init__(store, delay)
+        self.fail = fail
+
+    def lookup(self, token: str) -> TokenInfo | None:
+        answer = super().lookup(token)
+        if self.fail:
+            raise RuntimeError("the store broke")
+        return answer
+
+
+def _threads_get(app: Any, token: str, n: int) -> list[int]:
+    barrier = threading.Barrier(n)
+
+    def one(_: int) -> int:
+        transport = httpx.WSGITransport(app=app, remote_addr="127.0.0.1")
+        with httpx.Client(transport=transport, base_url="http://t") as c:
+            barrier.wait()
+            return c.get("/whoami", headers={"Authorization": f"Bearer {token}"}).status_code
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def test_50_threads_make_one_call_to_a_self_timed_backend() -> None:
+    store = MemoryStore()
+    tok = issue(store, ("dns",))
+    backend = SelfTimedSlow(store)
+    calls = AppCalls()
+    app = flask_app(calls)
+    mw = WSGIBearerGuard(app.wsgi_app, backend=backend, max_in_flight=4)
+    app.wsgi_app = mw  # type: ignore[method-assign]
+    statuses = _threads_get(app, tok.token, 50)
+    mw.close()
+    assert statuses == [200] * 50
+    assert backend.calls == 1
+    assert calls.count == 50
+
+
+def test_followers_of_a_failing_self_timed_leader_are_refused_at_once() -> None:
+    """The leader's failure reaches the requests waiting on it: 503 now, not after the
+    30 s backend timeout, and no request gets through."""
+    store = MemoryStore()
+    tok = issue(store, ("dns",))
+    backend = SelfTimedSlow(store, fail=True)
+    calls = AppCalls()
+    app = flask_app(calls)
+    mw = WSGIBearerGuard(app.wsgi_app, backend=backend, backend_timeout=30)
+    app.wsgi_app = mw  # type: ignore[method-assign]
+    started = time.monotonic()
+    statuses = _threads_get(app, tok.token, 20)
+    elapsed = time.monotonic() - started
+    mw.close()
+    assert statuses == [503] * 20
+    assert elapsed < 10, elapsed
+    assert calls.count == 0
+    assert 1 <= backend.calls < 20  # followers shared the leader's (failed) call

@@ -247,7 +247,17 @@ class TokenRecord:
 
     def touched(self, now: float) -> TokenRecord:
         """This record after a use at `now` (sliding expiry)."""
-        return replace(self, expires_at=now + self.ttl)
+        # The constructor, not dataclasses.replace: a lookup runs this (memory store).
+        return TokenRecord(
+            self.digest,
+            self.key_id,
+            self.apis,
+            self.bound_ip,
+            self.issued_at,
+            self.ttl,
+            now + self.ttl,
+            self.audience,
+        )
 
     def counts_from(self, client_ip: str | None) -> bool:
         """Whether a use from `client_ip` extends the token (None: address unknown, yes)."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 import redis.asyncio as aredis
 
+from ..._timeout import within
 from ..base import KeyRecord, TokenRecord, new_key
 from .codecs import decode_key, read_token, sorted_keys, text, touched
 from .connect import Target, async_client
@@ -51,6 +52,7 @@ class AsyncFace:
     _layout: Layout
     _lock: threading.Lock
     _aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[aredis.Redis, Scripts]]
+    _alookups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Scripts]
 
     if TYPE_CHECKING:
 
@@ -119,9 +121,28 @@ class AsyncFace:
         self, digest: str, now: float, client_ip: str | None = None
     ) -> TokenRecord | None:
         with self._errors("touch_token"):
-            _, scripts = self._aclient()
-            reply = await scripts.touch(keys=[self._layout.token(digest)], args=[client_ip or ""])
+            scripts = self._alookups.get(asyncio.get_running_loop()) or self._alookup_scripts()
+            call = scripts.touch(keys=[self._layout.token(digest)], args=[client_ip or ""])
+            reply = await within(call, self.timeout)
             return touched(digest, reply, now)
+
+    def _alookup_scripts(self) -> Scripts:
+        """This loop's client for token lookups: no socket timeouts, one deadline a call.
+
+        redis.asyncio bounds a write with ``asyncio.wait_for`` (a task and more turns of
+        the loop for every command) and a read with a timer; `atouch_token` instead
+        bounds the whole call by one deadline of its own (`within`), which cancels it:
+        redis.asyncio then drops the connection, so no late reply is read by the next
+        command. The other async calls keep the timed client of `_aclient`.
+        """
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            scripts = self._alookups.get(loop)
+            if scripts is None:
+                # None, not left out: redis.asyncio's default read timeout is 5 s.
+                connect = {"socket_connect_timeout": self.timeout, "socket_timeout": None}
+                scripts = self._alookups[loop] = Scripts(async_client(self._target, connect))
+        return scripts
 
     async def aget_token(self, digest: str, now: float) -> TokenRecord | None:
         with self._errors("get_token"):
@@ -144,9 +165,12 @@ class AsyncFace:
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._aclients.pop(loop, None)
-        if entry is not None:
+            lookups = self._alookups.pop(loop, None)
+        clients = [entry[0]] if entry is not None else []
+        clients += [lookups.client] if lookups is not None else []
+        for client in clients:
             with suppress(redis.RedisError, OSError):
-                await entry[0].aclose()
+                await client.aclose()
         self.close()
 
 

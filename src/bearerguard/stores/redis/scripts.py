@@ -143,6 +143,7 @@ class Scripts:
     """The Lua scripts registered on one client (sync or async, one node or a cluster)."""
 
     def __init__(self, client: Any) -> None:
+        self.client = client
         self.touch = client.register_script(_LUA_TOUCH)
         self.enlist = client.register_script(_LUA_ENLIST)
         self.revoke_key = client.register_script(_LUA_REVOKE_KEY)

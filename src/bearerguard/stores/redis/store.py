@@ -11,12 +11,13 @@ import asyncio
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aredis
+from redis.exceptions import NoScriptError
 
 from ...errors import ConfigurationError
 from ...tokens import Invalidation
@@ -68,6 +69,46 @@ from .scripts import (
 __all__ = ["RedisStore"]
 
 
+class Boundary:
+    """`RedisStore._errors`: client-library errors raised inside become StoreUnavailable.
+
+    A class, not ``@contextmanager``: it runs on every lookup, and a generator-based
+    context manager costs several times as much (docs/benchmarks.md, the cold paths).
+    """
+
+    __slots__ = ("_what",)
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _tb: Any
+    ) -> None:
+        if exc is None:
+            return
+        what = self._what
+        if isinstance(exc, DRIVER_ERRORS):
+            raise StoreUnavailable(f"Redis store {what} failed: {type(exc).__name__}") from exc
+        if isinstance(exc, (OSError, asyncio.TimeoutError)):  # a deadline of ours, too
+            raise StoreUnavailable(f"Redis store {what} failed: {exc}") from exc
+        if isinstance(exc, (ValueError, TypeError, KeyError)):
+            raise StoreUnavailable(f"Redis store {what} returned bad data") from exc
+
+
+_boundaries: dict[str, Boundary] = {}
+
+
+def _boundary(what: str) -> Boundary:
+    # One stateless boundary per operation name, made once.
+    b = _boundaries.get(what)
+    if b is None:
+        b = _boundaries[what] = Boundary(what)
+    return b
+
+
 class RedisStore(AsyncFace):
     """A store in Redis; sync face on `redis.Redis`, async face on `redis.asyncio.Redis`.
 
@@ -109,6 +150,9 @@ class RedisStore(AsyncFace):
         self._aclients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[aredis.Redis, Scripts]
         ] = weakref.WeakKeyDictionary()
+        self._alookups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Scripts] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
         self._listeners: set[Listener] = set()
         self._closed = False
@@ -131,19 +175,11 @@ class RedisStore(AsyncFace):
     def _scripts(self) -> Scripts:
         return self._connected()[1]
 
-    @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
+    def _errors(self, what: str) -> Boundary:
         """Translate client-library errors at one boundary: all become StoreUnavailable."""
         if self._closed:
             raise StoreUnavailable("Redis store is closed")
-        try:
-            yield
-        except DRIVER_ERRORS as exc:
-            raise StoreUnavailable(f"Redis store {what} failed: {type(exc).__name__}") from exc
-        except OSError as exc:
-            raise StoreUnavailable(f"Redis store {what} failed: {exc}") from exc
-        except (ValueError, TypeError, KeyError) as exc:
-            raise StoreUnavailable(f"Redis store {what} returned bad data") from exc
+        return _boundary(what)
 
     def _run(self, plan: Plan) -> Any:
         """Drive a plan (module `scripts`) with blocking calls; return its result."""
@@ -294,7 +330,13 @@ class RedisStore(AsyncFace):
         self, digest: str, now: float, client_ip: str | None = None
     ) -> TokenRecord | None:
         with self._errors("touch_token"):
-            reply = self._scripts.touch(keys=[self._layout.token(digest)], args=[client_ip or ""])
+            client, scripts = self._sync or self._connected()
+            key, asker = self._layout.token(digest), client_ip or ""
+            try:
+                # EVALSHA itself: what Script.__call__ does, minus its per-call work.
+                reply = client.evalsha(scripts.touch.sha, 1, key, asker)
+            except NoScriptError:  # a server that lost its scripts (restart, failover)
+                reply = scripts.touch(keys=[key], args=[asker])
             return touched(digest, reply, now)
 
     def get_token(self, digest: str, now: float) -> TokenRecord | None:
@@ -367,7 +409,9 @@ class RedisStore(AsyncFace):
             listeners = list(self._listeners)
             self._listeners.clear()
             aclients = list(self._aclients.items())
+            aclients += [(loop, (s.client, s)) for loop, s in self._alookups.items()]
             self._aclients.clear()
+            self._alookups.clear()
         for listener in listeners:
             listener.stop()
         if self._sync is not None:
