@@ -174,7 +174,11 @@ def sync_client(target: Target, options: dict[str, Any], *, retry: bool = True) 
                 target.service, db=target.db, **once, **options, **_auth(target)
             )
         nodes = [redis.cluster.ClusterNode(h, p) for h, p in target.nodes]  # type: ignore[no-untyped-call]
-        return redis.RedisCluster(startup_nodes=nodes, **options, **_auth(target))
+        # One quick retry here too (after the slot map is reloaded): redis-py's default
+        # backs off for seconds, and a failover must answer 503, not hang the caller.
+        return redis.RedisCluster(
+            startup_nodes=nodes, retry=Retry(NoBackoff(), 1), **options, **_auth(target)
+        )
     except (ValueError, TypeError) as exc:
         raise _bad(type(exc).__name__) from None
 
@@ -193,4 +197,4 @@ def async_client(target: Target, options: dict[str, Any]) -> Any:
             target.service, db=target.db, **once, **options, **_auth(target)
         )
     nodes = [acluster.ClusterNode(h, p) for h, p in target.nodes]
-    return acluster.RedisCluster(startup_nodes=nodes, **options, **_auth(target))
+    return acluster.RedisCluster(startup_nodes=nodes, **once, **options, **_auth(target))

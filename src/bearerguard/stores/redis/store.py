@@ -351,8 +351,10 @@ class RedisStore(AsyncFace):
 
     # -- lifecycle --------------------------------------------------------------------
     def ping(self) -> None:
+        """Ask the key index's node (on a cluster, the ``{prefix}`` slot's master, which
+        every login needs: PING to any node answers while that slot has none)."""
         with self._errors("ping"):
-            self._client.ping()
+            self._client.exists(self._layout.keys_index())
 
     def close(self) -> None:
         """Stop listeners, close the sync client and, where possible, the async ones.
