@@ -13,6 +13,7 @@ password: no message here quotes it.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -28,7 +29,15 @@ from redis.retry import Retry
 
 from ...errors import ConfigurationError
 
-__all__ = ["DRIVER_ERRORS", "SCHEMES", "Target", "async_client", "parse_url", "sync_client"]
+__all__ = [
+    "DRIVER_ERRORS",
+    "SCHEMES",
+    "Target",
+    "async_client",
+    "failure",
+    "parse_url",
+    "sync_client",
+]
 
 SCHEMES = (
     "redis",
@@ -62,6 +71,23 @@ class Target:
     @property
     def cluster(self) -> bool:
         return self.kind == "cluster"
+
+
+def failure(exc: BaseException) -> str:
+    """A client-library error in a few words that quote neither URL nor password.
+
+    Its type name, or, when a server's certificate was refused somewhere in its chain
+    of causes, what the verification said and how to name a CA.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chains are 1 to 3 long: client, cluster, ssl
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            said = seen.verify_message or "refused"
+            return f"TLS certificate verification failed ({said}); name the CA with ?ssl_ca_certs="
+        if seen is None:
+            break
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 def _bad(problem: str) -> ConfigurationError:
@@ -155,6 +181,25 @@ def _sentinel_options(target: Target, options: dict[str, Any], retry: Any) -> di
     return sentinel
 
 
+class _SentinelPool(redis.sentinel.SentinelConnectionPool):
+    """A Sentinel-managed pool that, when disconnected (the client's ``close``), also
+    closes its connections to the Sentinels, which redis-py leaves open."""
+
+    def disconnect(self, *args: Any, **kwargs: Any) -> None:
+        super().disconnect(*args, **kwargs)
+        for sentinel in self.sentinel_manager.sentinels:
+            sentinel.close()
+
+
+class _AsyncSentinelPool(asentinel.SentinelConnectionPool):
+    """`_SentinelPool` for asyncio (``aclose``)."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        for sentinel in self.sentinel_manager.sentinels:
+            await sentinel.aclose()
+
+
 def sync_client(target: Target, options: dict[str, Any], *, retry: bool = True) -> Any:
     """A blocking client (`redis.Redis` or `redis.RedisCluster`) for `target`.
 
@@ -171,7 +216,12 @@ def sync_client(target: Target, options: dict[str, Any], *, retry: bool = True) 
                 sentinel_kwargs=_sentinel_options(target, options, Retry(NoBackoff(), 1)),
             )
             return sentinels.master_for(  # type: ignore[no-untyped-call]
-                target.service, db=target.db, **once, **options, **_auth(target)
+                target.service,
+                db=target.db,
+                connection_pool_class=_SentinelPool,
+                **once,
+                **options,
+                **_auth(target),
             )
         nodes = [redis.cluster.ClusterNode(h, p) for h, p in target.nodes]  # type: ignore[no-untyped-call]
         # One quick retry here too (after the slot map is reloaded): redis-py's default
@@ -194,7 +244,12 @@ def async_client(target: Target, options: dict[str, Any]) -> Any:
             sentinel_kwargs=_sentinel_options(target, options, AsyncRetry(NoBackoff(), 1)),
         )
         return sentinels.master_for(
-            target.service, db=target.db, **once, **options, **_auth(target)
+            target.service,
+            db=target.db,
+            connection_pool_class=_AsyncSentinelPool,
+            **once,
+            **options,
+            **_auth(target),
         )
     nodes = [acluster.ClusterNode(h, p) for h, p in target.nodes]
     return acluster.RedisCluster(startup_nodes=nodes, **once, **options, **_auth(target))

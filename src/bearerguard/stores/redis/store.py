@@ -43,7 +43,7 @@ from .codecs import (
     touched,
     ttl_ms,
 )
-from .connect import DRIVER_ERRORS, parse_url, sync_client
+from .connect import DRIVER_ERRORS, failure, parse_url, sync_client
 from .keys import DEFAULT_PREFIX, Layout
 from .listener import Listener
 
@@ -139,7 +139,7 @@ class RedisStore(AsyncFace):
         try:
             yield
         except DRIVER_ERRORS as exc:
-            raise StoreUnavailable(f"Redis store {what} failed: {type(exc).__name__}") from exc
+            raise StoreUnavailable(f"Redis store {what} failed: {failure(exc)}") from exc
         except OSError as exc:
             raise StoreUnavailable(f"Redis store {what} failed: {exc}") from exc
         except (ValueError, TypeError, KeyError) as exc:
