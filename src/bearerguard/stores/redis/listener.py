@@ -66,6 +66,9 @@ class Listener(threading.Thread):
                     self._listen()
                 except (*DRIVER_ERRORS, OSError) as exc:
                     self.subscribed.clear()
+                    # A fresh client next time: a cluster client keeps the slot map it
+                    # was made with, and after a failover that names the dead master.
+                    self._close_client()
                     logger.warning(
                         "invalidation listener lost Redis (%s); retrying in %.2fs",
                         type(exc).__name__,
@@ -79,9 +82,13 @@ class Listener(threading.Thread):
                     break
                 backoff = min(backoff * 2, self._BACKOFF_MAX)
         finally:
-            if self._client is not None:
-                with suppress(redis.RedisError, OSError):
-                    self._client.close()
+            self._close_client()
+
+    def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with suppress(redis.RedisError, OSError):
+                client.close()
 
     def _listen(self) -> None:
         subscribe, confirmed, delivered = self._verbs
