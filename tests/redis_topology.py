@@ -83,13 +83,14 @@ def _certificate(
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if not ca:
-        names = [x509.IPAddress(ipaddress.ip_address(HOST)), x509.DNSName("localhost")]
+        # 127.0.0.1 only: "localhost" reaches the same server under a name it lacks.
+        names = [x509.IPAddress(ipaddress.ip_address(HOST))]
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return builder.sign(signer, hashes.SHA256())
 
 
 class Certificates:
-    """A throw-away CA, a server certificate it signed (127.0.0.1, localhost), and a
+    """A throw-away CA, a server certificate it signed (for 127.0.0.1 only), and a
     stranger CA that signed nothing here: PEM files in `folder`."""
 
     def __init__(self, folder: Path) -> None:
@@ -494,10 +495,9 @@ class TlsTopology(_Topology):
     def _query(self, ca: Path | None) -> str:
         return f"?ssl_ca_certs={ca}" if ca else ""
 
-    def single_url(self, ca: Path | None) -> str:
+    def single_url(self, ca: Path | None, host: str = HOST) -> str:
         """``rediss://`` to `single`, trusting `ca` (None: the system's CAs only)."""
-        auth = f":{self.password}@{HOST}"
-        return f"rediss://{auth}:{self.single.port}/0{self._query(ca)}"
+        return f"rediss://:{self.password}@{host}:{self.single.port}/0{self._query(ca)}"
 
     def cluster_url(self, ca: Path | None) -> str:
         auth = f":{self.password}@{HOST}"

@@ -36,6 +36,14 @@ def cluster() -> Iterator[ClusterTopology]:
         yield topology
 
 
+@pytest.fixture
+def admin(cluster: ClusterTopology) -> Iterator[RedisStore]:
+    """Makes and revokes keys as the CLI would (without its start-up time)."""
+    store = RedisStore(cluster.url)
+    yield store
+    store.close()
+
+
 def _whoami(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [environ["bearerguard.identity"].key_id.encode()]
@@ -50,14 +58,11 @@ def _until(what: str, check: Any, timeout: float = RECOVERY_S) -> float:
 
 
 def test_killing_the_tag_slots_master_is_503_then_200_and_loses_nothing(
-    cluster: ClusterTopology,
+    cluster: ClusterTopology, admin: RedisStore
 ) -> None:
     victim = cluster.owner("{bearerguard}")
     replica = cluster.nodes[-1]
     assert not cluster.is_master(replica)
-    # The keys are made and revoked through a store of their own, as the CLI would
-    # (without its start-up time); the resource server below has another.
-    admin = RedisStore(cluster.url)
     key, secret = admin.create_key(["dns"])
     rs_key, rs_secret = admin.create_key(["dns"], introspect=True)
     key_id, rs_id = key.key_id, rs_key.key_id
@@ -135,7 +140,6 @@ def test_killing_the_tag_slots_master_is_503_then_200_and_loses_nothing(
             rs.close()
             app.close()
             store.close()
-            admin.close()
     assert "Traceback" not in svc.output
 
 

@@ -138,19 +138,28 @@ def test_store_backend_over_tls_answers_cold_then_cached(
         store.close()
 
 
-@pytest.mark.parametrize(("form", "trusted"), [("single", "none"), ("cluster", "stranger")])
-def test_serve_refuses_an_unknown_ca_in_one_line(
-    tls: TlsTopology, certs: Certificates, form: str, trusted: str
+@pytest.mark.parametrize(
+    ("url_of", "said"),
+    [
+        # Verification is on by default: without ?ssl_ca_certs only the system's CAs count.
+        (lambda tls, certs: tls.single_url(None), "self-signed certificate"),
+        (lambda tls, certs: tls.cluster_url(certs.stranger_ca), "self-signed certificate"),
+        # The right CA, but the certificate is for 127.0.0.1: the name is checked too.
+        (lambda tls, certs: tls.single_url(certs.ca, host="localhost"), "Hostname mismatch"),
+    ],
+    ids=["single-no-ca", "cluster-stranger-ca", "single-wrong-name"],
+)
+def test_serve_refuses_an_unverified_server_in_one_line(
+    tls: TlsTopology, certs: Certificates, url_of: Any, said: str
 ) -> None:
-    """Verification is on by default: without ?ssl_ca_certs only the system's CAs count."""
-    ca = certs.stranger_ca if trusted == "stranger" else None
-    url = _url(tls, form, ca)
+    url = url_of(tls, certs)
     args = ["serve", "--host", HOST, "--port", str(free_port()), "--store", url]
     done = run_cli(args, timeout=30)
     assert done.returncode == 2
     assert done.stdout == ""
     [line] = done.stderr.strip().splitlines()
     assert REFUSED in line
+    assert said in line
     assert PASSWORD not in line
     assert ":***@" in line
 

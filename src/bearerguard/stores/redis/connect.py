@@ -161,24 +161,27 @@ def parse_url(url: str) -> Target:
     )
 
 
+# The server's certificate is checked, and so is its name, whatever redis-py's default
+# (it checks names from 6.0 on; 5.x did not). A rediss:// URL may still say otherwise
+# in its query (redis-py's own options).
+_VERIFY: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+
+
+def _tls(target: Target) -> dict[str, Any]:
+    if not target.tls:
+        return {}
+    ca = {"ssl_ca_certs": target.ca_certs} if target.ca_certs else {}
+    return {"ssl": True, **_VERIFY, **ca}
+
+
 def _auth(target: Target) -> dict[str, Any]:
-    options: dict[str, Any] = {"username": target.username, "password": target.password}
-    if target.tls:
-        options["ssl"] = True
-        if target.ca_certs:
-            options["ssl_ca_certs"] = target.ca_certs
-    return options
+    return {"username": target.username, "password": target.password, **_tls(target)}
 
 
 def _sentinel_options(target: Target, options: dict[str, Any], retry: Any) -> dict[str, Any]:
     # One quick retry per Sentinel, as for the data nodes: redis-py's default backs off
     # for seconds, and /ready must answer while every Sentinel is unreachable.
-    sentinel = {**options, "retry": retry}
-    if target.tls:
-        sentinel["ssl"] = True
-        if target.ca_certs:
-            sentinel["ssl_ca_certs"] = target.ca_certs
-    return sentinel
+    return {**options, "retry": retry, **_tls(target)}
 
 
 class _SentinelPool(redis.sentinel.SentinelConnectionPool):
@@ -209,7 +212,8 @@ def sync_client(target: Target, options: dict[str, Any], *, retry: bool = True) 
     once: dict[str, Any] = {"retry": Retry(NoBackoff(), 1)} if retry else {}
     try:
         if target.kind == "single":
-            return redis.Redis.from_url(target.url, **once, **options)
+            verify: dict[str, Any] = _VERIFY if target.tls else {}
+            return redis.Redis.from_url(target.url, **once, **options, **verify)
         if target.kind == "sentinel":
             sentinels = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
                 list(target.nodes),
@@ -237,7 +241,8 @@ def async_client(target: Target, options: dict[str, Any]) -> Any:
     """The asyncio client for `target` (as `sync_client`, for the running loop)."""
     once: dict[str, Any] = {"retry": AsyncRetry(NoBackoff(), 1)}
     if target.kind == "single":
-        return aredis.Redis.from_url(target.url, **once, **options)
+        verify: dict[str, Any] = _VERIFY if target.tls else {}
+        return aredis.Redis.from_url(target.url, **once, **options, **verify)
     if target.kind == "sentinel":
         sentinels = asentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(target.nodes),
