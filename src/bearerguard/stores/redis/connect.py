@@ -207,7 +207,8 @@ def sync_client(target: Target, options: dict[str, Any], *, retry: bool = True) 
     """A blocking client (`redis.Redis` or `redis.RedisCluster`) for `target`.
 
     `options` are socket timeouts. With `retry`, a failed call is retried once on a
-    fresh connection, at once (a cluster also follows its redirections).
+    fresh connection, at once; a cluster client always is, after reloading its slot
+    map (it also follows its redirections).
     """
     once: dict[str, Any] = {"retry": Retry(NoBackoff(), 1)} if retry else {}
     try:

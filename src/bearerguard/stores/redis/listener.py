@@ -1,8 +1,10 @@
 """The pub/sub listener: one background thread per subscription to revocations.
 
 On one Redis (or a Sentinel-managed primary) it uses ``SUBSCRIBE``; on a cluster,
-sharded pub/sub (``SSUBSCRIBE``: the channel lives in one slot and redis-py follows it
-to the node that owns that slot, also after a failover). One code path either way.
+sharded pub/sub (``SSUBSCRIBE``: the channel lives in one slot, on the node that owns
+that slot). After an error the next attempt makes a new client, so after a failover it
+reads the slot map afresh and subscribes on the promoted replica. One code path either
+way.
 """
 
 from __future__ import annotations
