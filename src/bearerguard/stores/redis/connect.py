@@ -13,6 +13,7 @@ password: no message here quotes it.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -28,7 +29,15 @@ from redis.retry import Retry
 
 from ...errors import ConfigurationError
 
-__all__ = ["DRIVER_ERRORS", "SCHEMES", "Target", "async_client", "parse_url", "sync_client"]
+__all__ = [
+    "DRIVER_ERRORS",
+    "SCHEMES",
+    "Target",
+    "async_client",
+    "failure",
+    "parse_url",
+    "sync_client",
+]
 
 SCHEMES = (
     "redis",
@@ -62,6 +71,23 @@ class Target:
     @property
     def cluster(self) -> bool:
         return self.kind == "cluster"
+
+
+def failure(exc: BaseException) -> str:
+    """A client-library error in a few words that quote neither URL nor password.
+
+    Its type name, or, when a server's certificate was refused somewhere in its chain
+    of causes, what the verification said and how to name a CA.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chains are 1 to 3 long: client, cluster, ssl
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            said = seen.verify_message or "refused"
+            return f"TLS certificate verification failed ({said}); name the CA with ?ssl_ca_certs="
+        if seen is None:
+            break
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 def _bad(problem: str) -> ConfigurationError:
@@ -135,46 +161,79 @@ def parse_url(url: str) -> Target:
     )
 
 
+# The server's certificate is checked, and so is its name, whatever redis-py's default
+# (it checks names from 6.0 on; 5.x did not). A rediss:// URL may still say otherwise
+# in its query (redis-py's own options).
+_VERIFY: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+
+
+def _tls(target: Target) -> dict[str, Any]:
+    if not target.tls:
+        return {}
+    ca = {"ssl_ca_certs": target.ca_certs} if target.ca_certs else {}
+    return {"ssl": True, **_VERIFY, **ca}
+
+
 def _auth(target: Target) -> dict[str, Any]:
-    options: dict[str, Any] = {"username": target.username, "password": target.password}
-    if target.tls:
-        options["ssl"] = True
-        if target.ca_certs:
-            options["ssl_ca_certs"] = target.ca_certs
-    return options
+    return {"username": target.username, "password": target.password, **_tls(target)}
 
 
 def _sentinel_options(target: Target, options: dict[str, Any], retry: Any) -> dict[str, Any]:
     # One quick retry per Sentinel, as for the data nodes: redis-py's default backs off
     # for seconds, and /ready must answer while every Sentinel is unreachable.
-    sentinel = {**options, "retry": retry}
-    if target.tls:
-        sentinel["ssl"] = True
-        if target.ca_certs:
-            sentinel["ssl_ca_certs"] = target.ca_certs
-    return sentinel
+    return {**options, "retry": retry, **_tls(target)}
+
+
+class _SentinelPool(redis.sentinel.SentinelConnectionPool):
+    """A Sentinel-managed pool that, when disconnected (the client's ``close``), also
+    closes its connections to the Sentinels, which redis-py leaves open."""
+
+    def disconnect(self, *args: Any, **kwargs: Any) -> None:
+        super().disconnect(*args, **kwargs)
+        for sentinel in self.sentinel_manager.sentinels:
+            sentinel.close()
+
+
+class _AsyncSentinelPool(asentinel.SentinelConnectionPool):
+    """`_SentinelPool` for asyncio (``aclose``)."""
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        for sentinel in self.sentinel_manager.sentinels:
+            await sentinel.aclose()
 
 
 def sync_client(target: Target, options: dict[str, Any], *, retry: bool = True) -> Any:
     """A blocking client (`redis.Redis` or `redis.RedisCluster`) for `target`.
 
     `options` are socket timeouts. With `retry`, a failed call is retried once on a
-    fresh connection, at once (a cluster also follows its redirections).
+    fresh connection, at once; a cluster client always is, after reloading its slot
+    map (it also follows its redirections).
     """
     once: dict[str, Any] = {"retry": Retry(NoBackoff(), 1)} if retry else {}
     try:
         if target.kind == "single":
-            return redis.Redis.from_url(target.url, **once, **options)
+            verify: dict[str, Any] = _VERIFY if target.tls else {}
+            return redis.Redis.from_url(target.url, **once, **options, **verify)
         if target.kind == "sentinel":
             sentinels = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
                 list(target.nodes),
                 sentinel_kwargs=_sentinel_options(target, options, Retry(NoBackoff(), 1)),
             )
             return sentinels.master_for(  # type: ignore[no-untyped-call]
-                target.service, db=target.db, **once, **options, **_auth(target)
+                target.service,
+                db=target.db,
+                connection_pool_class=_SentinelPool,
+                **once,
+                **options,
+                **_auth(target),
             )
         nodes = [redis.cluster.ClusterNode(h, p) for h, p in target.nodes]  # type: ignore[no-untyped-call]
-        return redis.RedisCluster(startup_nodes=nodes, **options, **_auth(target))
+        # One quick retry here too (after the slot map is reloaded): redis-py's default
+        # backs off for seconds, and a failover must answer 503, not hang the caller.
+        return redis.RedisCluster(
+            startup_nodes=nodes, retry=Retry(NoBackoff(), 1), **options, **_auth(target)
+        )
     except (ValueError, TypeError) as exc:
         raise _bad(type(exc).__name__) from None
 
@@ -183,14 +242,20 @@ def async_client(target: Target, options: dict[str, Any]) -> Any:
     """The asyncio client for `target` (as `sync_client`, for the running loop)."""
     once: dict[str, Any] = {"retry": AsyncRetry(NoBackoff(), 1)}
     if target.kind == "single":
-        return aredis.Redis.from_url(target.url, **once, **options)
+        verify: dict[str, Any] = _VERIFY if target.tls else {}
+        return aredis.Redis.from_url(target.url, **once, **options, **verify)
     if target.kind == "sentinel":
         sentinels = asentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(target.nodes),
             sentinel_kwargs=_sentinel_options(target, options, AsyncRetry(NoBackoff(), 1)),
         )
         return sentinels.master_for(
-            target.service, db=target.db, **once, **options, **_auth(target)
+            target.service,
+            db=target.db,
+            connection_pool_class=_AsyncSentinelPool,
+            **once,
+            **options,
+            **_auth(target),
         )
     nodes = [acluster.ClusterNode(h, p) for h, p in target.nodes]
-    return acluster.RedisCluster(startup_nodes=nodes, **options, **_auth(target))
+    return acluster.RedisCluster(startup_nodes=nodes, **once, **options, **_auth(target))

@@ -1,8 +1,10 @@
 """The pub/sub listener: one background thread per subscription to revocations.
 
 On one Redis (or a Sentinel-managed primary) it uses ``SUBSCRIBE``; on a cluster,
-sharded pub/sub (``SSUBSCRIBE``: the channel lives in one slot and redis-py follows it
-to the node that owns that slot, also after a failover). One code path either way.
+sharded pub/sub (``SSUBSCRIBE``: the channel lives in one slot, on the node that owns
+that slot). After an error the next attempt makes a new client, so after a failover it
+reads the slot map afresh and subscribes on the promoted replica. One code path either
+way.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ class Listener(threading.Thread):
                     self._listen()
                 except (*DRIVER_ERRORS, OSError) as exc:
                     self.subscribed.clear()
+                    # A fresh client next time: a cluster client keeps the slot map it
+                    # was made with, and after a failover that names the dead master.
+                    self._close_client()
                     logger.warning(
                         "invalidation listener lost Redis (%s); retrying in %.2fs",
                         type(exc).__name__,
@@ -79,9 +84,13 @@ class Listener(threading.Thread):
                     break
                 backoff = min(backoff * 2, self._BACKOFF_MAX)
         finally:
-            if self._client is not None:
-                with suppress(redis.RedisError, OSError):
-                    self._client.close()
+            self._close_client()
+
+    def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with suppress(redis.RedisError, OSError):
+                client.close()
 
     def _listen(self) -> None:
         subscribe, confirmed, delivered = self._verbs

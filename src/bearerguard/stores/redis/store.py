@@ -44,7 +44,7 @@ from .codecs import (
     touched,
     ttl_ms,
 )
-from .connect import DRIVER_ERRORS, parse_url, sync_client
+from .connect import DRIVER_ERRORS, failure, parse_url, sync_client
 from .keys import DEFAULT_PREFIX, Layout
 from .listener import Listener
 
@@ -91,7 +91,7 @@ class Boundary:
             return
         what = self._what
         if isinstance(exc, DRIVER_ERRORS):
-            raise StoreUnavailable(f"Redis store {what} failed: {type(exc).__name__}") from exc
+            raise StoreUnavailable(f"Redis store {what} failed: {failure(exc)}") from exc
         if isinstance(exc, (OSError, asyncio.TimeoutError)):  # a deadline of ours, too
             raise StoreUnavailable(f"Redis store {what} failed: {exc}") from exc
         if isinstance(exc, (ValueError, TypeError, KeyError)):
@@ -393,8 +393,10 @@ class RedisStore(AsyncFace):
 
     # -- lifecycle --------------------------------------------------------------------
     def ping(self) -> None:
+        """Ask the key index's node (on a cluster, the ``{prefix}`` slot's master, which
+        every login needs: PING to any node answers while that slot has none)."""
         with self._errors("ping"):
-            self._client.ping()
+            self._client.exists(self._layout.keys_index())
 
     def close(self) -> None:
         """Stop listeners, close the sync client and, where possible, the async ones.
