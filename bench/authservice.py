@@ -83,7 +83,9 @@ def _create_key(url: str) -> tuple[str, str]:
     return str(data["key_id"]), str(data["secret"])
 
 
-def _serve(url: str, extra: list[str] | None = None) -> tuple[servers.Proc, int]:
+def _serve(
+    url: str, extra: list[str] | None = None, env: dict[str, str] | None = None
+) -> tuple[servers.Proc, int]:
     port = servers.free_port()
     proc = servers.Proc(
         [
@@ -98,9 +100,17 @@ def _serve(url: str, extra: list[str] | None = None) -> tuple[servers.Proc, int]
             "--store",
             url,
             *(extra or []),
-        ]
+        ],
+        env=env,
     )
     return proc, port
+
+
+def _pin(pid: int, cpu: int) -> None:
+    """Bind every thread of process `pid` to one CPU (``taskset -a -p``)."""
+    subprocess.run(
+        ["taskset", "-a", "-p", "-c", str(cpu), str(pid)], capture_output=True, check=True
+    )
 
 
 def _check_login(r: httpx.Response, who: str) -> str:
@@ -120,11 +130,19 @@ def _check_introspect(r: httpx.Response, who: str, key_id: str | None) -> None:
 
 
 def _wrk(
-    wrk: str, url: str, authz: str, body: str, seconds: float, threads: int, conns: int
+    wrk: str,
+    url: str,
+    authz: str,
+    body: str,
+    seconds: float,
+    threads: int,
+    conns: int,
+    pin: int | None = None,
 ) -> dict[str, Any]:
     env = dict(os.environ, BENCH_AUTHZ=authz, BENCH_BODY=body)
     out = subprocess.run(
         [
+            *(["taskset", "-c", str(pin)] if pin is not None else []),
             wrk,
             f"-t{threads}",
             f"-c{conns}",
@@ -165,16 +183,28 @@ def run_loopback(
     conns: int = 16,
     install: bool = False,
     variants: dict[str, tuple[str, list[str]]] | None = None,
+    baseline: str | None = None,
+    pin: bool = False,
 ) -> dict[str, Any]:
     """Serve the auth service over SQLite and Redis and bare uvicorn; load all of them.
 
     `variants` (name -> (store, extra ``serve`` arguments)) adds runs of other settings;
     by default each store once more with the key cache off (``--key-cache-ttl 0``).
+    `baseline` (a checkout of another commit) adds each store served by that checkout's
+    ``src`` ("sqlite-base", "redis-base"): a change measured against its parent in the
+    same interleaved run. With `pin`, every server runs on CPU 1 and wrk on CPU 0.
+
+    Each run is divided by the bare run of the same round (the load the machine's other
+    users put on it drifts between rounds, less within one); a row reports the median
+    of those ratios and their spread.
     """
     if variants is None:
         # The key cache's share, measured beside it.
         variants = {f"{s}-nocache": (s, ["--key-cache-ttl", "0"]) for s in STORES}
     variants = {s: (s, []) for s in STORES} | variants
+    if baseline is not None:
+        variants |= {f"{s}-base": (s, []) for s in STORES}
+    wrk_cpu = 0 if pin else None
     wrk = ensure_wrk(install)
     if wrk is None:
         return {"unavailable": "wrk is not installed (apt-get install wrk)"}
@@ -190,6 +220,7 @@ def run_loopback(
         "servers": "`bearerguard serve` (uvicorn, 1 process, default log level info) "
         "vs bare uvicorn 1 worker serving bench.loopback_apps:auth_bare; floor_redis: "
         "bench.auth_floor:app, bare plus one redis-py call a request",
+        "pinned": "servers on CPU 1, wrk on CPU 0" if pin else "no",
     }
     try:
         redis = servers.RedisServer()
@@ -198,7 +229,10 @@ def run_loopback(
             for store, (kind, extra) in variants.items():
                 url = urls[kind]
                 key_id, secret = _create_key(url)
-                proc, port = _serve(url, extra)
+                env = None
+                if store.endswith("-base") and baseline is not None:
+                    env = {"PYTHONPATH": str(Path(baseline) / "src")}
+                proc, port = _serve(url, extra, env)
                 procs.append(proc)
                 base = f"http://{servers.HOST}:{port}"
                 servers.wait_http(proc, base + "/health")
@@ -255,6 +289,9 @@ def run_loopback(
         runs: dict[tuple[str, str], list[dict[str, Any]]] = {
             (name, ep): [] for name in targets for ep in ENDPOINTS
         }
+        if pin:
+            for p in procs:
+                _pin(p.pid, 1)
         rng = random.Random(61)
         for rep in range(reps):
             order = list(runs)
@@ -264,8 +301,10 @@ def run_loopback(
                 authz, body = eps[ep]
                 url = f"{base}/{ep}"
                 if rep == 0:  # warm up: one short run, not counted
-                    _wrk(wrk, url, authz, body, 1.0, threads, conns)
-                runs[(name, ep)].append(_wrk(wrk, url, authz, body, seconds, threads, conns))
+                    _wrk(wrk, url, authz, body, 1.0, threads, conns, wrk_cpu)
+                runs[(name, ep)].append(
+                    _wrk(wrk, url, authz, body, seconds, threads, conns, wrk_cpu)
+                )
             print(f"  auth service rep {rep + 1}/{reps}", file=sys.stderr, flush=True)
         # The answers are still right after the load (the token slid, not expired).
         with httpx.Client(trust_env=False, timeout=10.0) as client:
@@ -292,10 +331,11 @@ def run_loopback(
         shutil.rmtree(tmp, ignore_errors=True)
     rows = []
     for ep in ENDPOINTS:
-        bare = statistics.median(r["rps"] for r in runs[("bare", ep)])
+        bares = [r["rps"] for r in runs[("bare", ep)]]
         for name in ("bare", "floor_redis", *variants):
             rs = runs[(name, ep)]
             med = statistics.median(r["rps"] for r in rs)
+            ratios = [r["rps"] / b for r, b in zip(rs, bares, strict=True) if b]
             rows.append(
                 {
                     "endpoint": ep,
@@ -306,7 +346,9 @@ def run_loopback(
                     "requests": sum(r["requests"] for r in rs),
                     "non_2xx": sum(r["non_2xx"] for r in rs),
                     "socket_errors": [r["socket_errors"] for r in rs if r["socket_errors"]],
-                    "ratio_to_bare": med / bare if bare else None,
+                    "ratio_runs": ratios,
+                    "ratio_to_bare": statistics.median(ratios) if ratios else None,
+                    "ratio_spread": [min(ratios), max(ratios)] if ratios else None,
                 }
             )
     result["rows"] = rows
@@ -470,9 +512,20 @@ def _arg(name: str, default: float) -> float:
     return float(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
 
 
-if __name__ == "__main__":  # python -m bench.authservice [--loopback [--reps N] [--seconds S]]
-    res: dict[str, Any] = {"profile": run_profile(1000)}
+# python -m bench.authservice [--no-profile] [--loopback [--reps N] [--seconds S]
+#     [--baseline CHECKOUT] [--pin] [--no-variants]]
+if __name__ == "__main__":
+    res: dict[str, Any] = {}
+    if "--no-profile" not in sys.argv:
+        res["profile"] = run_profile(1000)
     if "--loopback" in sys.argv:
         reps = int(_arg("--reps", 1))
-        res["loopback"] = run_loopback(seconds=_arg("--seconds", 2.0), reps=reps)
+        base = sys.argv[sys.argv.index("--baseline") + 1] if "--baseline" in sys.argv else None
+        res["loopback"] = run_loopback(
+            seconds=_arg("--seconds", 2.0),
+            reps=reps,
+            baseline=base,
+            pin="--pin" in sys.argv,
+            variants={} if "--no-variants" in sys.argv else None,
+        )
     print(json.dumps(res, indent=1))
