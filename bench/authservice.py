@@ -106,6 +106,12 @@ def _serve(
     return proc, port
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time process `pid` (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pin(pid: int, cpu: int) -> None:
     """Bind every thread of process `pid` to one CPU (``taskset -a -p``)."""
     subprocess.run(
@@ -213,6 +219,7 @@ def run_loopback(
     procs: list[servers.Proc] = []
     # name -> (base URL, {endpoint: (authorization header, body)})
     targets: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {}
+    pids: dict[str, int] = {}  # the server process of each target
     result: dict[str, Any] = {
         "client": f"wrk -t{threads} -c{conns} -s bench/auth_post.lua",
         "seconds_per_run": seconds,
@@ -289,6 +296,7 @@ def run_loopback(
         runs: dict[tuple[str, str], list[dict[str, Any]]] = {
             (name, ep): [] for name in targets for ep in ENDPOINTS
         }
+        pids = dict(zip(targets, (p.pid for p in procs), strict=True))
         if pin:
             for p in procs:
                 _pin(p.pid, 1)
@@ -302,9 +310,11 @@ def run_loopback(
                 url = f"{base}/{ep}"
                 if rep == 0:  # warm up: one short run, not counted
                     _wrk(wrk, url, authz, body, 1.0, threads, conns, wrk_cpu)
-                runs[(name, ep)].append(
-                    _wrk(wrk, url, authz, body, seconds, threads, conns, wrk_cpu)
-                )
+                cpu = _cpu_seconds(pids[name])
+                run = _wrk(wrk, url, authz, body, seconds, threads, conns, wrk_cpu)
+                cpu = _cpu_seconds(pids[name]) - cpu
+                run["cpu_us"] = cpu / run["requests"] * 1e6 if run["requests"] else 0.0
+                runs[(name, ep)].append(run)
             print(f"  auth service rep {rep + 1}/{reps}", file=sys.stderr, flush=True)
         # The answers are still right after the load (the token slid, not expired).
         with httpx.Client(trust_env=False, timeout=10.0) as client:
@@ -332,6 +342,7 @@ def run_loopback(
     rows = []
     for ep in ENDPOINTS:
         bares = [r["rps"] for r in runs[("bare", ep)]]
+        bare_cpu = statistics.median(r["cpu_us"] for r in runs[("bare", ep)])
         for name in ("bare", "floor_redis", *variants):
             rs = runs[(name, ep)]
             med = statistics.median(r["rps"] for r in rs)
@@ -347,6 +358,12 @@ def run_loopback(
                     "non_2xx": sum(r["non_2xx"] for r in rs),
                     "socket_errors": [r["socket_errors"] for r in rs if r["socket_errors"]],
                     "ratio_runs": ratios,
+                    # Server CPU per request (all its threads; not Redis's): steadier
+                    # than req/s on a shared machine. bare's ÷ this is the req/s ratio
+                    # the server would reach with a core of its own, CPU-bound.
+                    "cpu_us_runs": [r["cpu_us"] for r in rs],
+                    "cpu_us_median": statistics.median(r["cpu_us"] for r in rs),
+                    "cpu_ratio": bare_cpu / statistics.median(r["cpu_us"] for r in rs),
                     "ratio_to_bare": statistics.median(ratios) if ratios else None,
                     "ratio_spread": [min(ratios), max(ratios)] if ratios else None,
                 }
