@@ -8,7 +8,7 @@ few multi-statement changes run in ``BEGIN IMMEDIATE`` transactions.
 Durability: ``synchronous = NORMAL`` in WAL mode. A commit is not synced to disk, so a
 power loss or OS crash (not a crash of the process) can undo the last commits: tokens
 issued or extended just before it are lost (their holders log in again), and a
-revocation made just before it can come undone. Each checkpoint syncs.
+revocation made just before it can come undone. Each WAL checkpoint syncs.
 
 The async face of the calls the auth service makes on every request (`aget_key`,
 `aput_token`, `atouch_token`, `aget_token`) runs each statement on the event loop's own
