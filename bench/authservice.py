@@ -25,9 +25,11 @@ import base64
 import cProfile
 import json
 import os
+import pstats
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -376,9 +378,17 @@ def run_loopback(
 
 
 def _top(prof: cProfile.Profile, n: int, limit: int = 8) -> dict[str, list[dict[str, Any]]]:
-    rows = profile_rows(prof, n)
+    return _top_of(pstats.Stats(prof), n, limit)
+
+
+def _top_of(stats: pstats.Stats, n: int, limit: int = 8) -> dict[str, list[dict[str, Any]]]:
+    rows = profile_rows(stats, n)
     by_own = sorted(rows, key=lambda r: r["tottime_us"], reverse=True)[:limit]
-    ours = sorted((r for r in rows if r["ours"]), key=lambda r: r["cumtime_us"], reverse=True)
+    ours = sorted(
+        (r for r in rows if r["ours"] and "bearerguard/cli/" not in r["where"]),
+        key=lambda r: r["cumtime_us"],
+        reverse=True,
+    )
     return {"by_own_time": by_own, "bearerguard_by_cumulative": ours[:limit]}
 
 
@@ -518,6 +528,81 @@ async def profile(n: int = 3000) -> dict[str, Any]:
     return out
 
 
+def served_profile(seconds: float = 3.0, install: bool = False) -> dict[str, Any]:
+    """cProfile one ``bearerguard serve`` worker under wrk load, per store and endpoint.
+
+    The server runs under `bench.auth_profiled`; wrk drives one endpoint for `seconds`
+    (the same client as `run_loopback`), then the server stops and its stats are read.
+    Rows are per request (wrk's count); cProfile inflates small calls, so read them as
+    shares of the worker's time, not as absolute costs. Only the event-loop thread and
+    the threads it starts are seen (not Redis).
+    """
+    wrk = ensure_wrk(install)
+    if wrk is None:
+        return {"unavailable": "wrk is not installed (apt-get install wrk)"}
+    tmp = Path(tempfile.mkdtemp(prefix="bearerguard-bench-authsrv-"))
+    out: dict[str, Any] = {"client": "wrk -t2 -c16", "seconds": seconds}
+    redis: servers.RedisServer | None = None
+    try:
+        redis = servers.RedisServer()
+        urls = {"sqlite": f"sqlite:///{tmp / 'auth.db'}", "redis": redis.url}
+        for store in STORES:
+            key_id, secret = _create_key(urls[store])
+            authz = _basic(key_id, secret)
+            for ep in ENDPOINTS:
+                stats = tmp / f"{store}-{ep}.prof"
+                port = servers.free_port()
+                proc = servers.Proc(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.auth_profiled",
+                        str(stats),
+                        "serve",
+                        "--host",
+                        servers.HOST,
+                        "--port",
+                        str(port),
+                        "--store",
+                        urls[store],
+                    ]
+                )
+                try:
+                    base = f"http://{servers.HOST}:{port}"
+                    servers.wait_http(proc, base + "/health")
+                    with httpx.Client(trust_env=False, timeout=10.0) as client:
+                        r = client.post(
+                            base + "/login",
+                            data={"grant_type": "client_credentials"},
+                            headers={"Authorization": authz},
+                        )
+                        token = _check_login(r, store)
+                    body = "grant_type=client_credentials" if ep == "login" else "token=" + token
+                    _wrk(wrk, f"{base}/{ep}", authz, body, 1.0, 2, 16)  # warm up
+                    proc.popen.send_signal(signal.SIGUSR1)  # profiler on
+                    time.sleep(0.2)
+                    run = _wrk(wrk, f"{base}/{ep}", authz, body, seconds, 2, 16)
+                    proc.popen.send_signal(signal.SIGUSR2)  # profiler off
+                    time.sleep(0.2)
+                finally:
+                    proc.stop()
+                if not stats.exists() or not run["requests"]:
+                    raise RuntimeError(f"{store} /{ep}: no profile ({proc.tail()[-200:]})")
+                prof = pstats.Stats(str(stats))
+                out.setdefault(store, {})[ep] = {
+                    "requests": run["requests"],
+                    "rps_profiled": run["rps"],
+                    **_top_of(prof, run["requests"]),
+                }
+    except Exception as exc:
+        return dict(out, unavailable=f"{type(exc).__name__}: {exc}")
+    finally:
+        if redis is not None:
+            redis.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def run_profile(n: int = 3000) -> dict[str, Any]:
     try:
         return asyncio.run(profile(n))
@@ -529,12 +614,14 @@ def _arg(name: str, default: float) -> float:
     return float(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
 
 
-# python -m bench.authservice [--no-profile] [--loopback [--reps N] [--seconds S]
+# python -m bench.authservice [--no-profile] [--served-profile] [--loopback [--reps N] [--seconds S]
 #     [--baseline CHECKOUT] [--pin] [--no-variants]]
 if __name__ == "__main__":
     res: dict[str, Any] = {}
     if "--no-profile" not in sys.argv:
         res["profile"] = run_profile(1000)
+    if "--served-profile" in sys.argv:
+        res["served_profile"] = served_profile()
     if "--loopback" in sys.argv:
         reps = int(_arg("--reps", 1))
         base = sys.argv[sys.argv.index("--baseline") + 1] if "--baseline" in sys.argv else None
