@@ -405,3 +405,50 @@ def test_per_request_calls_run_on_the_loop_and_wait_for_a_lock_in_a_thread(
     assert threads[1] == ("put", loop_thread)
     assert threads[2][0] == "put" and threads[2][1] != loop_thread
     assert threads[3] == ("touch", loop_thread)
+
+
+def test_inline_calls_leave_the_purge_to_a_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No purge on the event loop; every CHECKPOINT_EVERY inline calls a worker does it."""
+    monkeypatch.setattr(sqlite_module, "_PURGE_EVERY", 0.0)
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_EVERY", 3)
+    path = tmp_path / "maintain.db"
+    store = SQLiteStore(url_for(path))
+    key, secret = store.create_key(["dns"])
+    remember_secret(secret)
+
+    def record(issued_at: float) -> TokenRecord:
+        return TokenRecord(
+            digest=token_digest(new_token()),
+            key_id=key.key_id,
+            apis=frozenset({"dns"}),
+            bound_ip="127.0.0.1",
+            issued_at=issued_at,
+            ttl=10.0,
+            expires_at=issued_at + 10.0,
+        )
+
+    def stored() -> set[str]:
+        conn = sqlite3.connect(path)
+        try:
+            return {r[0] for r in conn.execute("SELECT digest FROM bg_tokens")}
+        finally:
+            conn.close()
+
+    old = record(time.time() - 100)
+    seen: list[set[str]] = []
+
+    async def main() -> None:
+        await store.aput_token(old)  # an expired row, written inline: no purge there
+        await store.aput_token(record(time.time()))
+        seen.append(stored())
+        await store.aput_token(record(time.time()))  # the third: a worker purges
+        seen.append(stored())
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+    assert old.digest in seen[0] and len(seen[0]) == 2
+    assert old.digest not in seen[1] and len(seen[1]) == 2
