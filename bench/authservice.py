@@ -25,9 +25,11 @@ import base64
 import cProfile
 import json
 import os
+import pstats
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -83,7 +85,9 @@ def _create_key(url: str) -> tuple[str, str]:
     return str(data["key_id"]), str(data["secret"])
 
 
-def _serve(url: str, extra: list[str] | None = None) -> tuple[servers.Proc, int]:
+def _serve(
+    url: str, extra: list[str] | None = None, env: dict[str, str] | None = None
+) -> tuple[servers.Proc, int]:
     port = servers.free_port()
     proc = servers.Proc(
         [
@@ -98,9 +102,23 @@ def _serve(url: str, extra: list[str] | None = None) -> tuple[servers.Proc, int]
             "--store",
             url,
             *(extra or []),
-        ]
+        ],
+        env=env,
     )
     return proc, port
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time process `pid` (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pin(pid: int, cpu: int) -> None:
+    """Bind every thread of process `pid` to one CPU (``taskset -a -p``)."""
+    subprocess.run(
+        ["taskset", "-a", "-p", "-c", str(cpu), str(pid)], capture_output=True, check=True
+    )
 
 
 def _check_login(r: httpx.Response, who: str) -> str:
@@ -120,11 +138,19 @@ def _check_introspect(r: httpx.Response, who: str, key_id: str | None) -> None:
 
 
 def _wrk(
-    wrk: str, url: str, authz: str, body: str, seconds: float, threads: int, conns: int
+    wrk: str,
+    url: str,
+    authz: str,
+    body: str,
+    seconds: float,
+    threads: int,
+    conns: int,
+    pin: int | None = None,
 ) -> dict[str, Any]:
     env = dict(os.environ, BENCH_AUTHZ=authz, BENCH_BODY=body)
     out = subprocess.run(
         [
+            *(["taskset", "-c", str(pin)] if pin is not None else []),
             wrk,
             f"-t{threads}",
             f"-c{conns}",
@@ -165,16 +191,28 @@ def run_loopback(
     conns: int = 16,
     install: bool = False,
     variants: dict[str, tuple[str, list[str]]] | None = None,
+    baseline: str | None = None,
+    pin: bool = False,
 ) -> dict[str, Any]:
     """Serve the auth service over SQLite and Redis and bare uvicorn; load all of them.
 
     `variants` (name -> (store, extra ``serve`` arguments)) adds runs of other settings;
     by default each store once more with the key cache off (``--key-cache-ttl 0``).
+    `baseline` (a checkout of another commit) adds each store served by that checkout's
+    ``src`` ("sqlite-base", "redis-base"): a change measured against its parent in the
+    same interleaved run. With `pin`, every server runs on CPU 1 and wrk on CPU 0.
+
+    Each run is divided by the bare run of the same round (the load the machine's other
+    users put on it drifts between rounds, less within one); a row reports the median
+    of those ratios and their spread.
     """
     if variants is None:
         # The key cache's share, measured beside it.
         variants = {f"{s}-nocache": (s, ["--key-cache-ttl", "0"]) for s in STORES}
     variants = {s: (s, []) for s in STORES} | variants
+    if baseline is not None:
+        variants |= {f"{s}-base": (s, []) for s in STORES}
+    wrk_cpu = 0 if pin else None
     wrk = ensure_wrk(install)
     if wrk is None:
         return {"unavailable": "wrk is not installed (apt-get install wrk)"}
@@ -183,6 +221,7 @@ def run_loopback(
     procs: list[servers.Proc] = []
     # name -> (base URL, {endpoint: (authorization header, body)})
     targets: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {}
+    pids: dict[str, int] = {}  # the server process of each target
     result: dict[str, Any] = {
         "client": f"wrk -t{threads} -c{conns} -s bench/auth_post.lua",
         "seconds_per_run": seconds,
@@ -190,6 +229,7 @@ def run_loopback(
         "servers": "`bearerguard serve` (uvicorn, 1 process, default log level info) "
         "vs bare uvicorn 1 worker serving bench.loopback_apps:auth_bare; floor_redis: "
         "bench.auth_floor:app, bare plus one redis-py call a request",
+        "pinned": "servers on CPU 1, wrk on CPU 0" if pin else "no",
     }
     try:
         redis = servers.RedisServer()
@@ -198,7 +238,10 @@ def run_loopback(
             for store, (kind, extra) in variants.items():
                 url = urls[kind]
                 key_id, secret = _create_key(url)
-                proc, port = _serve(url, extra)
+                env = None
+                if store.endswith("-base") and baseline is not None:
+                    env = {"PYTHONPATH": str(Path(baseline) / "src")}
+                proc, port = _serve(url, extra, env)
                 procs.append(proc)
                 base = f"http://{servers.HOST}:{port}"
                 servers.wait_http(proc, base + "/health")
@@ -255,6 +298,10 @@ def run_loopback(
         runs: dict[tuple[str, str], list[dict[str, Any]]] = {
             (name, ep): [] for name in targets for ep in ENDPOINTS
         }
+        pids = dict(zip(targets, (p.pid for p in procs), strict=True))
+        if pin:
+            for p in procs:
+                _pin(p.pid, 1)
         rng = random.Random(61)
         for rep in range(reps):
             order = list(runs)
@@ -264,8 +311,12 @@ def run_loopback(
                 authz, body = eps[ep]
                 url = f"{base}/{ep}"
                 if rep == 0:  # warm up: one short run, not counted
-                    _wrk(wrk, url, authz, body, 1.0, threads, conns)
-                runs[(name, ep)].append(_wrk(wrk, url, authz, body, seconds, threads, conns))
+                    _wrk(wrk, url, authz, body, 1.0, threads, conns, wrk_cpu)
+                cpu = _cpu_seconds(pids[name])
+                run = _wrk(wrk, url, authz, body, seconds, threads, conns, wrk_cpu)
+                cpu = _cpu_seconds(pids[name]) - cpu
+                run["cpu_us"] = cpu / run["requests"] * 1e6 if run["requests"] else 0.0
+                runs[(name, ep)].append(run)
             print(f"  auth service rep {rep + 1}/{reps}", file=sys.stderr, flush=True)
         # The answers are still right after the load (the token slid, not expired).
         with httpx.Client(trust_env=False, timeout=10.0) as client:
@@ -292,10 +343,12 @@ def run_loopback(
         shutil.rmtree(tmp, ignore_errors=True)
     rows = []
     for ep in ENDPOINTS:
-        bare = statistics.median(r["rps"] for r in runs[("bare", ep)])
+        bares = [r["rps"] for r in runs[("bare", ep)]]
+        bare_cpu = statistics.median(r["cpu_us"] for r in runs[("bare", ep)])
         for name in ("bare", "floor_redis", *variants):
             rs = runs[(name, ep)]
             med = statistics.median(r["rps"] for r in rs)
+            ratios = [r["rps"] / b for r, b in zip(rs, bares, strict=True) if b]
             rows.append(
                 {
                     "endpoint": ep,
@@ -306,7 +359,15 @@ def run_loopback(
                     "requests": sum(r["requests"] for r in rs),
                     "non_2xx": sum(r["non_2xx"] for r in rs),
                     "socket_errors": [r["socket_errors"] for r in rs if r["socket_errors"]],
-                    "ratio_to_bare": med / bare if bare else None,
+                    "ratio_runs": ratios,
+                    # Server CPU per request (all its threads; not Redis's): steadier
+                    # than req/s on a shared machine. bare's ÷ this is the req/s ratio
+                    # the server would reach with a core of its own, CPU-bound.
+                    "cpu_us_runs": [r["cpu_us"] for r in rs],
+                    "cpu_us_median": statistics.median(r["cpu_us"] for r in rs),
+                    "cpu_ratio": bare_cpu / statistics.median(r["cpu_us"] for r in rs),
+                    "ratio_to_bare": statistics.median(ratios) if ratios else None,
+                    "ratio_spread": [min(ratios), max(ratios)] if ratios else None,
                 }
             )
     result["rows"] = rows
@@ -317,9 +378,17 @@ def run_loopback(
 
 
 def _top(prof: cProfile.Profile, n: int, limit: int = 8) -> dict[str, list[dict[str, Any]]]:
-    rows = profile_rows(prof, n)
+    return _top_of(pstats.Stats(prof), n, limit)
+
+
+def _top_of(stats: pstats.Stats, n: int, limit: int = 8) -> dict[str, list[dict[str, Any]]]:
+    rows = profile_rows(stats, n)
     by_own = sorted(rows, key=lambda r: r["tottime_us"], reverse=True)[:limit]
-    ours = sorted((r for r in rows if r["ours"]), key=lambda r: r["cumtime_us"], reverse=True)
+    ours = sorted(
+        (r for r in rows if r["ours"] and "bearerguard/cli/" not in r["where"]),
+        key=lambda r: r["cumtime_us"],
+        reverse=True,
+    )
     return {"by_own_time": by_own, "bearerguard_by_cumulative": ours[:limit]}
 
 
@@ -440,7 +509,8 @@ async def _raw_httpx(n: int) -> float:
 
 async def profile(n: int = 3000) -> dict[str, Any]:
     """cProfile /login and /introspect in-process over SQLite and Redis."""
-    out: dict[str, Any] = {"requests": n, "peer": PEER[0]}
+    # How the SQLite store's per-request calls run in this code (the report says so).
+    out: dict[str, Any] = {"requests": n, "peer": PEER[0], "sqlite_calls": "inline first"}
     tmp = Path(tempfile.mkdtemp(prefix="bearerguard-bench-authprof-"))
     try:
         out["bare_us_per_request"] = await _raw_httpx(n)
@@ -459,6 +529,81 @@ async def profile(n: int = 3000) -> dict[str, Any]:
     return out
 
 
+def served_profile(seconds: float = 3.0, install: bool = False) -> dict[str, Any]:
+    """cProfile one ``bearerguard serve`` worker under wrk load, per store and endpoint.
+
+    The server runs under `bench.auth_profiled`; wrk drives one endpoint for `seconds`
+    (the same client as `run_loopback`), then the server stops and its stats are read.
+    Rows are per request (wrk's count); cProfile inflates small calls, so read them as
+    shares of the worker's time, not as absolute costs. Only the event-loop thread and
+    the threads it starts are seen (not Redis).
+    """
+    wrk = ensure_wrk(install)
+    if wrk is None:
+        return {"unavailable": "wrk is not installed (apt-get install wrk)"}
+    tmp = Path(tempfile.mkdtemp(prefix="bearerguard-bench-authsrv-"))
+    out: dict[str, Any] = {"client": "wrk -t2 -c16", "seconds": seconds}
+    redis: servers.RedisServer | None = None
+    try:
+        redis = servers.RedisServer()
+        urls = {"sqlite": f"sqlite:///{tmp / 'auth.db'}", "redis": redis.url}
+        for store in STORES:
+            key_id, secret = _create_key(urls[store])
+            authz = _basic(key_id, secret)
+            for ep in ENDPOINTS:
+                stats = tmp / f"{store}-{ep}.prof"
+                port = servers.free_port()
+                proc = servers.Proc(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.auth_profiled",
+                        str(stats),
+                        "serve",
+                        "--host",
+                        servers.HOST,
+                        "--port",
+                        str(port),
+                        "--store",
+                        urls[store],
+                    ]
+                )
+                try:
+                    base = f"http://{servers.HOST}:{port}"
+                    servers.wait_http(proc, base + "/health")
+                    with httpx.Client(trust_env=False, timeout=10.0) as client:
+                        r = client.post(
+                            base + "/login",
+                            data={"grant_type": "client_credentials"},
+                            headers={"Authorization": authz},
+                        )
+                        token = _check_login(r, store)
+                    body = "grant_type=client_credentials" if ep == "login" else "token=" + token
+                    _wrk(wrk, f"{base}/{ep}", authz, body, 1.0, 2, 16)  # warm up
+                    proc.popen.send_signal(signal.SIGUSR1)  # profiler on
+                    time.sleep(0.2)
+                    run = _wrk(wrk, f"{base}/{ep}", authz, body, seconds, 2, 16)
+                    proc.popen.send_signal(signal.SIGUSR2)  # profiler off
+                    time.sleep(0.2)
+                finally:
+                    proc.stop()
+                if not stats.exists() or not run["requests"]:
+                    raise RuntimeError(f"{store} /{ep}: no profile ({proc.tail()[-200:]})")
+                prof = pstats.Stats(str(stats))
+                out.setdefault(store, {})[ep] = {
+                    "requests": run["requests"],
+                    "rps_profiled": run["rps"],
+                    **_top_of(prof, run["requests"]),
+                }
+    except Exception as exc:
+        return dict(out, unavailable=f"{type(exc).__name__}: {exc}")
+    finally:
+        if redis is not None:
+            redis.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def run_profile(n: int = 3000) -> dict[str, Any]:
     try:
         return asyncio.run(profile(n))
@@ -470,9 +615,22 @@ def _arg(name: str, default: float) -> float:
     return float(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
 
 
-if __name__ == "__main__":  # python -m bench.authservice [--loopback [--reps N] [--seconds S]]
-    res: dict[str, Any] = {"profile": run_profile(1000)}
+# python -m bench.authservice [--no-profile] [--served-profile] [--loopback [--reps N] [--seconds S]
+#     [--baseline CHECKOUT] [--pin] [--no-variants]]
+if __name__ == "__main__":
+    res: dict[str, Any] = {}
+    if "--no-profile" not in sys.argv:
+        res["profile"] = run_profile(1000)
+    if "--served-profile" in sys.argv:
+        res["served_profile"] = served_profile()
     if "--loopback" in sys.argv:
         reps = int(_arg("--reps", 1))
-        res["loopback"] = run_loopback(seconds=_arg("--seconds", 2.0), reps=reps)
+        base = sys.argv[sys.argv.index("--baseline") + 1] if "--baseline" in sys.argv else None
+        res["loopback"] = run_loopback(
+            seconds=_arg("--seconds", 2.0),
+            reps=reps,
+            baseline=base,
+            pin="--pin" in sys.argv,
+            variants={} if "--no-variants" in sys.argv else None,
+        )
     print(json.dumps(res, indent=1))

@@ -33,9 +33,9 @@ def _where(key: tuple[str, int, str]) -> str:
     return f"{short}:{line}({func})"
 
 
-def profile_rows(prof: cProfile.Profile, n_calls: int) -> list[dict[str, Any]]:
+def profile_rows(prof: cProfile.Profile | pstats.Stats, n_calls: int) -> list[dict[str, Any]]:
     """One row per profiled function, times per request (`n_calls` requests)."""
-    stats = pstats.Stats(prof)
+    stats = prof if isinstance(prof, pstats.Stats) else pstats.Stats(prof)
     return [
         {
             "where": _where(key),

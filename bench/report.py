@@ -734,15 +734,30 @@ def _auth_targets(auth: dict[str, Any]) -> list[str]:
             floor = auth_ratio(results, ep, "floor_redis") if store == "redis" else None
             off = auth_ratio(results, ep, f"{store}-nocache")
             text = f"- **/{ep} over {store}: {_fmt(ratio, 3)} × bare** (target ≥ {limit})"
+            row = next(
+                (
+                    r
+                    for r in auth.get("loopback", {}).get("rows", [])
+                    if r["endpoint"] == ep and r["server"] == store
+                ),
+                {},
+            )
+            if row.get("cpu_ratio") is not None:
+                text += f"; by server CPU per request {row['cpu_ratio']:.3f}"
             if floor is not None:
                 text += f"; floor (bare + one redis-py call) {floor:.3f}"
             if off is not None:
                 text += f"; key cache off {off:.3f}"
             rows = prof.get(store, {}).get(ep, {})
-            own = rows.get("by_own_time", [])[:3]
-            ours = rows.get("bearerguard_by_cumulative", [])[:3]
+            served = (auth.get("served_profile") or {}).get(store, {}).get(ep)
+            head, n = "Top own time", 3
+            if served:
+                # One `bearerguard serve` worker under wrk: the server's own time only.
+                rows, head, n = served, "Top own time (the worker under wrk, cProfile)", 4
+            own = rows.get("by_own_time", [])[:n]
+            ours = rows.get("bearerguard_by_cumulative", [])[:n]
             if own:
-                text += ". Top own time: " + ", ".join(
+                text += f". {head}: " + ", ".join(
                     f"`{r['where']}` {r['tottime_us']:.0f} µs" for r in own
                 )
             if ours:
@@ -750,6 +765,14 @@ def _auth_targets(auth: dict[str, Any]) -> list[str]:
                     f"`{r['where']}` {r['cumtime_us']:.0f} µs" for r in ours
                 )
             L.append(text + ".")
+    if auth.get("served_profile", {}).get("redis"):
+        L += [
+            "",
+            "The worker's profile: `bearerguard serve` under `bench.auth_profiled` (cProfile on "
+            "the event-loop thread from after a warm-up run to the end of the timed run), "
+            "driven by wrk like the rows above; µs per request are inflated by the profiler, "
+            "so read them as shares. `poll` is the loop waiting for the network (and for Redis).",
+        ]
     return L
 
 
@@ -787,11 +810,31 @@ def _auth_section(auth: dict[str, Any], m: dict[str, Any]) -> list[str]:
             f"server and endpoint, shuffled. Servers: {lb['servers']}. wrk shares the "
             f"{_fmt(m['cores'])} cores with the server.",
             "",
-            "| endpoint | server | req/s (median) | runs | ratio to bare | mean latency | non-2xx | socket errors |",
-            "|---|---|---:|---|---:|---|---:|---|",
         ]
+        # Runs from before the per-round ratios and the server's CPU time keep their table.
+        cpu_rows = all("cpu_us_median" in r for r in lb["rows"])
+        if cpu_rows:
+            L += [
+                "Ratio to bare: each run ÷ the bare run of its round, the median of the "
+                "rounds (spread: lowest–highest). Server CPU: user + system time of the server "
+                "process (all its threads, not Redis's) per request; bare's ÷ a row's is the "
+                "CPU ratio, the req/s ratio the server would reach CPU-bound on a core of its "
+                "own — steadier than req/s while other work shares the machine.",
+                "",
+                "| endpoint | server | req/s (median) | runs | ratio to bare | spread | server CPU µs/request | CPU ratio | mean latency | non-2xx | socket errors |",
+                "|---|---|---:|---|---:|---|---:|---:|---|---:|---|",
+            ]
+        else:
+            L += [
+                "| endpoint | server | req/s (median) | runs | ratio to bare | mean latency | non-2xx | socket errors |",
+                "|---|---|---:|---|---:|---|---:|---|",
+            ]
         for r in lb["rows"]:
             runs = ", ".join(f"{x:.0f}" for x in r["rps_runs"])
+            cells = f"{_fmt(r.get('ratio_to_bare'), 3)} |"
+            if cpu_rows:
+                lo, hi = r["ratio_spread"]
+                cells += f" {lo:.2f}–{hi:.2f} | {r['cpu_us_median']:.0f} | {r['cpu_ratio']:.3f} |"
             lat = ", ".join(r.get("latency_avg", []))
             errs = "; ".join(r.get("socket_errors", [])) or "none"
             name = {
@@ -800,7 +843,7 @@ def _auth_section(auth: dict[str, Any], m: dict[str, Any]) -> list[str]:
             }.get(r["server"], f"bearerguard serve, {r['server']}")
             L.append(
                 f"| /{r['endpoint']} | {name} | {r['rps_median']:.0f} | {runs} | "
-                f"{_fmt(r.get('ratio_to_bare'), 3)} | {lat} | {r['non_2xx']} | {errs} |"
+                f"{cells} {lat} | {r['non_2xx']} | {errs} |"
             )
     L += _auth_targets(auth)
     prof = auth.get("profile")
@@ -817,10 +860,16 @@ def _auth_section(auth: dict[str, Any], m: dict[str, Any]) -> list[str]:
         f"{prof['requests']:,} requests per endpoint and store, first without and then under "
         "cProfile. The client is part of every request: the same loop against the bare "
         f"Starlette app costs **{prof['bare_us_per_request']:.0f} µs/request**. cProfile sees "
-        "only the event-loop thread: the SQLite store runs its statements in worker threads, "
-        "so that time shows up as waiting (`select.epoll.poll`) and inside the store's "
-        "`a…` methods' cumulative time. The store calls are also timed alone, without the "
-        "service or the client.",
+        + (
+            "only the event-loop thread: the SQLite store runs its per-request statements on "
+            "it (in a worker thread only when another connection holds the lock). The store "
+            "calls are also timed alone, without the service or the client."
+            if prof.get("sqlite_calls") == "inline first"
+            else "only the event-loop thread: the SQLite store runs its statements in worker "
+            "threads, so that time shows up as waiting (`select.epoll.poll`) and inside the "
+            "store's `a…` methods' cumulative time. The store calls are also timed alone, "
+            "without the service or the client."
+        ),
         "",
         "| store | /login µs/request | /introspect µs/request | under cProfile (login / introspect) | store calls alone, µs/call |",
         "|---|---:|---:|---|---|",

@@ -189,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         except Exception as exc:
             auth["loopback"] = {"unavailable": f"{type(exc).__name__}: {exc}"}
+        print("auth service: one worker under wrk, cProfile", file=sys.stderr, flush=True)
+        auth["served_profile"] = authservice.served_profile(
+            seconds=1.0 if args.quick else 3.0, install=args.install_missing
+        )
     results["auth_service"] = auth
     results["run"] = {
         "argv": sys.argv[1:] if argv is None else argv,

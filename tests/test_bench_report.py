@@ -129,3 +129,40 @@ def test_loopback_needs_every_run_at_the_limit(results: dict[str, Any]) -> None:
     assert _target(edited, "loopback_uvicorn")["ok"] is False
     rows[1]["rps_runs"].pop()  # fewer than three runs: no verdict
     assert _target(edited, "loopback_uvicorn")["ok"] is None
+
+
+def test_auth_rows_show_the_round_spread_the_server_cpu_and_the_served_profile(
+    results: dict[str, Any],
+) -> None:
+    """A run with per-round ratios, server CPU time and a worker profile prints all three."""
+    data = copy.deepcopy(results)
+    auth = data["auth_service"]
+    for r in auth["loopback"]["rows"]:
+        bare = r["server"] == "bare"
+        r["ratio_spread"] = [1.0, 1.0] if bare else [0.41, 0.57]
+        r["cpu_us_median"] = 400.0 if bare else 1000.0
+        r["cpu_ratio"] = 1.0 if bare else 0.4
+    top = {"where": "bearerguard/server/endpoints.py:62(login)", "tottime_us": 42.0}
+    auth["served_profile"] = {
+        "redis": {
+            "login": {
+                "by_own_time": [{"where": "~:0(<method 'send'>)", "tottime_us": 227.0}],
+                "bearerguard_by_cumulative": [dict(top, cumtime_us=1346.0)],
+            }
+        }
+    }
+    page = report.docs(data, None, page_commit="test")
+    assert "| ratio to bare | spread | server CPU µs/request | CPU ratio |" in page
+    row = next(
+        line
+        for line in page.splitlines()
+        if line.startswith("| /login | bearerguard serve, redis |")
+    )
+    assert "| 0.41\u20130.57 | 1000 | 0.400 |" in row
+    target = next(line for line in page.splitlines() if line.startswith("- **/login over redis"))
+    assert "by server CPU per request 0.400" in target
+    assert "Top own time (the worker under wrk, cProfile): `~:0(<method 'send'>)` 227 µs" in target
+    assert "`bearerguard/server/endpoints.py:62(login)` 1346 µs" in target
+    # Without a worker profile, the in-process profile's rows stand there as before.
+    other = next(line for line in page.splitlines() if line.startswith("- **/login over sqlite"))
+    assert "Top own time: " in other

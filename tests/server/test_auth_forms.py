@@ -45,6 +45,9 @@ def test_parse_form_accepts(body: bytes, expected: dict[str, str]) -> None:
         b"a=\xc3\xa9",
         b"a=%00",
         b"a=%0A",
+        b"a=x%1Fy",  # every control character, the last of C0
+        b"a=x%7F",  # and DEL
+        b"a%09b=1",  # in a name too
         b"&".join(b"k%d=v" % i for i in range(17)),
     ],
 )

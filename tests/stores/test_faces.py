@@ -57,10 +57,13 @@ def test_a_stores_async_face_runs_where_its_blocking_flag_says(
 ) -> None:
     seen: list[int] = []
 
+    # (SQLite's per-request calls run inline first: tests/stores/test_store_sqlite.py.)
     class Spy(store_class):  # type: ignore[valid-type,misc]
-        def get_key(self, key_id: str) -> KeyRecord | None:
+        def list_keys(
+            self, account: str | None = None, *, after: str | None = None, limit: int | None = None
+        ) -> list[KeyRecord]:
             seen.append(threading.get_ident())
-            result: KeyRecord | None = super().get_key(key_id)
+            result: list[KeyRecord] = super().list_keys(account, after=after, limit=limit)
             return result
 
     url = "memory://" if store_class is MemoryStore else f"sqlite:///{tmp_path / 'f.db'}"
@@ -69,7 +72,7 @@ def test_a_stores_async_face_runs_where_its_blocking_flag_says(
         key, _ = store.create_key(["dns"])
 
         async def main() -> int:
-            assert await store.aget_key(key.key_id) == key  # the twin calls Spy.get_key
+            assert await store.alist_keys() == [key]  # the twin calls Spy.list_keys
             return threading.get_ident()
 
         loop_thread = asyncio.run(main())

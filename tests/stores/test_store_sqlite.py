@@ -321,3 +321,134 @@ def test_database_wal_and_shm_are_private(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert modes == {f.name: "0o600" for f in files}
+
+
+def test_per_request_calls_run_on_the_loop_and_wait_for_a_lock_in_a_thread(
+    tmp_path: Path,
+) -> None:
+    """aget_key/aput_token/atouch_token run inline; a lock held elsewhere sends the call
+    to a worker thread, where it waits for the lock while the event loop keeps running."""
+    path = tmp_path / "inline.db"
+    threads: list[tuple[str, int]] = []
+
+    class Spy(SQLiteStore):
+        def touch_token(
+            self, digest: str, now: float, client_ip: str | None = None
+        ) -> TokenRecord | None:
+            threads.append(("touch", threading.get_ident()))
+            return super().touch_token(digest, now, client_ip)
+
+        def put_token(self, record: TokenRecord) -> None:
+            threads.append(("put", threading.get_ident()))
+            super().put_token(record)
+
+    store = Spy(url_for(path), busy_timeout=5.0)
+    tok = issue(store, ("dns",))
+    digest = token_digest(tok.token)
+    threads.clear()
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_the_lock() -> None:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            held.set()
+            release.wait(5)
+            blocker.execute("COMMIT")
+        finally:
+            blocker.close()
+
+    async def main() -> tuple[int, int]:
+        loop_thread = threading.get_ident()
+        assert await store.atouch_token(digest, time.time()) is not None  # inline
+        holder = threading.Thread(target=hold_the_lock)
+        holder.start()
+        assert held.wait(5)
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        asyncio.get_running_loop().call_later(0.3, release.set)
+        try:
+            record = TokenRecord(
+                digest=token_digest(new_token()),
+                key_id=tok.key_id,
+                apis=frozenset({"dns"}),
+                bound_ip="127.0.0.1",
+                issued_at=time.time(),
+                ttl=60.0,
+                expires_at=time.time() + 60.0,
+            )
+            await store.aput_token(record)  # waits ~0.3 s for the lock, in a thread
+            assert await store.atouch_token(record.digest, time.time()) is not None
+        finally:
+            done.set()
+            await task
+            release.set()
+            holder.join(5)
+        return loop_thread, ticks
+
+    try:
+        loop_thread, ticks = asyncio.run(main())
+    finally:
+        store.close()
+    assert ticks >= 10  # the loop ran while the write waited for the lock
+    # The first touch ran on the loop; the put tried there, then ran in a worker thread.
+    assert threads[0] == ("touch", loop_thread)
+    assert threads[1] == ("put", loop_thread)
+    assert threads[2][0] == "put" and threads[2][1] != loop_thread
+    assert threads[3] == ("touch", loop_thread)
+
+
+def test_inline_calls_leave_the_purge_to_a_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No purge on the event loop; every CHECKPOINT_EVERY inline calls a worker does it."""
+    monkeypatch.setattr(sqlite_module, "_PURGE_EVERY", 0.0)
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_EVERY", 3)
+    path = tmp_path / "maintain.db"
+    store = SQLiteStore(url_for(path))
+    key, secret = store.create_key(["dns"])
+    remember_secret(secret)
+
+    def record(issued_at: float) -> TokenRecord:
+        return TokenRecord(
+            digest=token_digest(new_token()),
+            key_id=key.key_id,
+            apis=frozenset({"dns"}),
+            bound_ip="127.0.0.1",
+            issued_at=issued_at,
+            ttl=10.0,
+            expires_at=issued_at + 10.0,
+        )
+
+    def stored() -> set[str]:
+        conn = sqlite3.connect(path)
+        try:
+            return {r[0] for r in conn.execute("SELECT digest FROM bg_tokens")}
+        finally:
+            conn.close()
+
+    old = record(time.time() - 100)
+    seen: list[set[str]] = []
+
+    async def main() -> None:
+        await store.aput_token(old)  # an expired row, written inline: no purge there
+        await store.aput_token(record(time.time()))
+        seen.append(stored())
+        await store.aput_token(record(time.time()))  # the third: a worker purges
+        seen.append(stored())
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+    assert old.digest in seen[0] and len(seen[0]) == 2
+    assert old.digest not in seen[1] and len(seen[1]) == 2

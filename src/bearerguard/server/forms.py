@@ -54,6 +54,7 @@ MAX_SECRET_LENGTH = 256
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 # RFC 7617 §2 / RFC 7235 §2.1: credentials = auth-scheme 1*SP token68
 _BASIC = re.compile(r"[Bb][Aa][Ss][Ii][Cc] +([A-Za-z0-9+/]+=*) *")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class BadRequest(RequestError):
@@ -195,7 +196,7 @@ def parse_form(
         raw_name, _, raw_value = pair.partition(b"=")
         name = _decode_component(raw_name)
         value = _decode_component(raw_value)
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name + value):
+        if _CONTROL.search(name) or _CONTROL.search(value):
             raise BadRequest("invalid_request", "Form data contains control characters")
         if name in seen and name not in repeatable:
             raise BadRequest("invalid_request", f"Parameter {_safe(name)} given more than once")

@@ -2,10 +2,10 @@
 
 One face adapter, chosen once per store when the service starts (not per call and not
 by method name): the store's async face when it has one (Redis: asyncio redis-py;
-SQLite: its statements in a worker thread; memory: inline), else its sync face in a
-worker thread. Calls inline on the event loop were considered for SQLite (a one-row
-write costs less than the hop to a thread), but a write waiting on another process's
-lock would then stall every request of the worker for up to the busy timeout.
+memory: inline; SQLite: the per-request statements inline on a connection that never
+waits for a lock — a one-row statement costs less than the hop to a thread — and in a
+worker thread when the file is locked, so a lock held by another process never stalls
+the loop: `bearerguard.stores.sqlite`), else its sync face in a worker thread.
 """
 
 from __future__ import annotations

@@ -5,6 +5,20 @@ workers, resource servers using `StoreBackend`, the CLI) can read and write it a
 Each thread gets its own connection; every connection runs in autocommit mode, and the
 few multi-statement changes run in ``BEGIN IMMEDIATE`` transactions.
 
+Durability: ``synchronous = NORMAL`` in WAL mode. A commit is not synced to disk, so a
+power loss or OS crash (not a crash of the process) can undo the last commits: tokens
+issued or extended just before it are lost (their holders log in again), and a
+revocation made just before it can come undone. Each WAL checkpoint syncs.
+
+The async face of the calls the auth service makes on every request (`aget_key`,
+`aput_token`, `atouch_token`, `aget_token`) runs each statement on the event loop's own
+thread, on a connection that never waits for a lock (busy timeout 0): a one-row
+statement costs less than the hand-off to a worker thread. When another connection
+holds the write lock, that attempt changes nothing and the call runs again in a worker
+thread, with the busy timeout, so the event loop never waits on a lock. Those
+connections do not checkpoint the WAL on commit (a checkpoint syncs the file): every
+`CHECKPOINT_EVERY` such calls, a worker thread checkpoints it and deletes expired tokens.
+
 Security notes: only SHA-256 digests of tokens and key secrets are written to the file;
 still, whoever can write the file can mint tokens, so a file the store creates is
 readable and writable by its owner only (0600, and so are its -wal and -shm files).
@@ -12,11 +26,14 @@ readable and writable by its owner only (0600, and so are its -wal and -shm file
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ..errors import ConfigurationError
 from ..tokens import Invalidation
@@ -50,10 +67,56 @@ from .sqlite_schema import (
 )
 from .sqlite_schema import key_from_row as _key_from_row  # a test spies on it here
 
-__all__ = ["SQLiteStore", "sqlite_path"]
+__all__ = ["CHECKPOINT_EVERY", "SQLiteStore", "sqlite_path"]
 
 # Expired rows are deleted at most this often (seconds), when a token is stored.
 _PURGE_EVERY = 60.0
+
+CHECKPOINT_EVERY = 256
+"""Calls on the event loop's no-wait connection between two checkpoints of the WAL
+(module docstring); a login or an introspection writes a few pages."""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Busy(Exception):
+    """The no-wait connection found the file locked by another connection."""
+
+
+class _Inline(threading.local):
+    active = False
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    # SQLITE_BUSY / SQLITE_LOCKED (sqlite_errorcode is Python 3.11+; the text is not).
+    return isinstance(exc, sqlite3.OperationalError) and "is locked" in str(exc)
+
+
+def _inline_first(
+    method: Callable[Concatenate[SQLiteStore, P], R],
+) -> Callable[Concatenate[SQLiteStore, P], Coroutine[Any, Any, R]]:
+    """The async twin of `method` that runs it on the calling thread's no-wait
+    connection, and again in a worker thread when that finds the file locked."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def face(self: SQLiteStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        call: Callable[P, R] = getattr(self, name)
+        try:
+            with self._no_wait():
+                result = call(*args, **kwargs)
+        except _Busy:
+            return await asyncio.to_thread(call, *args, **kwargs)
+        self._inline_calls += 1
+        if self._inline_calls >= CHECKPOINT_EVERY:
+            self._inline_calls = 0
+            await asyncio.to_thread(self._maintain)
+        return result
+
+    face.__name__ = "a" + name
+    face.__qualname__ = "SQLiteStore.a" + name
+    return face
 
 
 class SQLiteStore(LocalStore):
@@ -85,6 +148,9 @@ class SQLiteStore(LocalStore):
         self.url = url
         self.path = sqlite_path(url)
         self._connections = Connections(self.path, float(busy_timeout))
+        self._nowait = Connections(self.path, 0.0, checkpoint=False)
+        self._inline = _Inline()
+        self._inline_calls = 0
         self._closed = False
         self._last_purge = 0.0
         with self._errors("open"):
@@ -96,7 +162,25 @@ class SQLiteStore(LocalStore):
         """This thread's connection (opened on first use in each thread and process)."""
         if self._closed:
             raise StoreUnavailable("SQLite store is closed")
+        if self._inline.active:
+            return self._nowait.get()
         return self._connections.get()
+
+    @contextmanager
+    def _no_wait(self) -> Iterator[None]:
+        """Run this thread's calls on its no-wait connection (module docstring)."""
+        self._inline.active = True
+        try:
+            yield
+        finally:
+            self._inline.active = False
+
+    def _maintain(self) -> None:
+        """Checkpoint the WAL and delete expired tokens (in a worker thread)."""
+        with self._errors("checkpoint"):
+            conn = self._conn()
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._maybe_purge(conn, time.time())
 
     def _exec_script(self, conn: sqlite3.Connection) -> None:
         with self._transaction(conn):
@@ -119,6 +203,8 @@ class SQLiteStore(LocalStore):
         try:
             yield
         except sqlite3.Error as exc:
+            if self._inline.active and _busy(exc):
+                raise _Busy from exc
             raise StoreUnavailable(f"SQLite store {what} failed: {exc}") from exc
         except (ValueError, TypeError) as exc:  # a row we cannot read: garbage
             raise StoreUnavailable(f"SQLite store {what} returned bad data") from exc
@@ -328,7 +414,8 @@ class SQLiteStore(LocalStore):
 
     def _maybe_purge(self, conn: sqlite3.Connection, now: float) -> None:
         mono = time.monotonic()
-        if mono - self._last_purge < _PURGE_EVERY:
+        if self._inline.active or mono - self._last_purge < _PURGE_EVERY:
+            # Never on the event loop: a purge may delete many rows (`_maintain` does it).
             return
         self._last_purge = mono
         conn.execute("DELETE FROM bg_tokens WHERE expires_at <= ?", (now,))
@@ -370,3 +457,10 @@ class SQLiteStore(LocalStore):
         """Close every connection this store opened (in any thread)."""
         self._closed = True
         self._connections.close_all()
+        self._nowait.close_all()
+
+    # -- the async face of the per-request calls: inline first (module docstring) -----
+    aget_key = _inline_first(get_key)
+    aput_token = _inline_first(put_token)
+    atouch_token = _inline_first(touch_token)
+    aget_token = _inline_first(get_token)

@@ -72,11 +72,16 @@ class _Local(threading.local):
 
 
 class Connections:
-    """One connection per thread (and per process, after a fork) to one SQLite file."""
+    """One connection per thread (and per process, after a fork) to one SQLite file.
 
-    def __init__(self, path: str, busy_timeout: float) -> None:
+    With `checkpoint` false, a commit never checkpoints the WAL on its own connection
+    (``wal_autocheckpoint = 0``): whoever uses such connections checkpoints elsewhere.
+    """
+
+    def __init__(self, path: str, busy_timeout: float, *, checkpoint: bool = True) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        self.checkpoint = checkpoint
         self._local = _Local()
         self._conns: weakref.WeakSet[_Holder] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -102,6 +107,8 @@ class Connections:
             self._enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            if not self.checkpoint:
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
         except BaseException:
             conn.close()
             raise

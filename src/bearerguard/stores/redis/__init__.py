@@ -13,7 +13,7 @@ keys, accounts and their indexes share one hash slot):
   token's sliding TTL, renewed by every `touch_token`;
 * ``<p>:apikey:<key_id>`` — a key record (hash; the secret only as its SHA-256 digest);
 * ``<p>:keytokens:<key_id>`` — the digests of the key's tokens, so revoking the key can
-  delete them all (stale entries are pruned a few at a time on each new token);
+  delete them all (every 16th new token checks a sample of 64 and drops the stale ones);
 * ``<p>:keys`` — every key id, scored by creation time, for `list_keys`;
 * channel ``<p>:invalidate`` — every revocation is published there (``token:<digest>``
   or ``key:<key_id>``), and `subscribe` listens to it (sharded pub/sub on a cluster);

@@ -29,6 +29,8 @@ from .codecs import encode_invalidation, encode_token, key_fields, text, ttl_ms
 from .keys import Layout
 
 __all__ = [
+    "PRUNE_EVERY",
+    "PRUNE_SAMPLE",
     "Pipe",
     "Plan",
     "Run",
@@ -57,17 +59,37 @@ end
 return {v, redis.call('PTTL', KEYS[1])}
 """
 
+PRUNE_EVERY = 16
+"""A login samples its key's token index when the index size is a multiple of this."""
+PRUNE_SAMPLE = 64
+"""How many index entries a sample holds. Dead entries settle at about
+PRUNE_EVERY / PRUNE_SAMPLE (a quarter) of an index: each sample removes its dead share,
+one dead entry is added per token that expires."""
+
 # KEYS[1] apikey, KEYS[2] keytokens, KEYS[3] token (only where all share a slot);
 # ARGV digest, issued_at, and with KEYS[3] the record's json and ttl_ms. Returns 0 when
 # the key is gone (nothing enlisted or stored), else a sample of the index to prune
 # (empty but on every PRUNE_EVERY-th entry).
-_LUA_ENLIST = """
+_LUA_ENLIST = f"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if KEYS[3] then redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4]) end
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'last_used_at', ARGV[2])
-if redis.call('SCARD', KEYS[2]) % 4 ~= 0 then return {} end
-return redis.call('SRANDMEMBER', KEYS[2], 16)
+if redis.call('SCARD', KEYS[2]) % {PRUNE_EVERY} ~= 0 then return {{}} end
+return redis.call('SRANDMEMBER', KEYS[2], {PRUNE_SAMPLE})
+"""
+
+# KEYS[1] keytokens, KEYS[2…] token records (only where all share a slot); ARGV their
+# digests, in the same order. Drops from the index the digests whose record is gone:
+# one command where a pipeline would send one EXISTS per sampled entry.
+_LUA_PRUNE = """
+local n = 0
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    n = n + redis.call('SREM', KEYS[1], ARGV[i - 1])
+  end
+end
+return n
 """
 
 # KEYS[1] apikey, KEYS[2] keytokens, KEYS[3] keys index, KEYS[4] the account's key ids
@@ -146,6 +168,7 @@ class Scripts:
         self.client = client
         self.touch = client.register_script(_LUA_TOUCH)
         self.enlist = client.register_script(_LUA_ENLIST)
+        self.prune = client.register_script(_LUA_PRUNE)
         self.revoke_key = client.register_script(_LUA_REVOKE_KEY)
         self.take = client.register_script(_LUA_TAKE)
         self.create_key = client.register_script(_LUA_CREATE_KEY)
@@ -211,6 +234,9 @@ def put_token_plan(record: TokenRecord, layout: Layout) -> Plan:
         return
     # Prune index entries of tokens that expired since: a sample every few logins.
     digests = sorted(set(_texts(sample)) - {record.digest})
+    if not layout.cluster:
+        yield Run("prune", [keys[1], *(layout.token(d) for d in digests)], [*digests])
+        return
     alive = yield Pipe([("exists", layout.token(d)) for d in digests])
     dead = [d for d, n in zip(digests, alive, strict=True) if not n]
     if dead:
