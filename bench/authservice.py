@@ -108,19 +108,6 @@ def _serve(
     return proc, port
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU time process `pid` (all its threads) has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _pin(pid: int, cpu: int) -> None:
-    """Bind every thread of process `pid` to one CPU (``taskset -a -p``)."""
-    subprocess.run(
-        ["taskset", "-a", "-p", "-c", str(cpu), str(pid)], capture_output=True, check=True
-    )
-
-
 def _check_login(r: httpx.Response, who: str) -> str:
     body = r.json() if r.status_code == 200 else {}
     token = body.get("access_token")
@@ -301,7 +288,7 @@ def run_loopback(
         pids = dict(zip(targets, (p.pid for p in procs), strict=True))
         if pin:
             for p in procs:
-                _pin(p.pid, 1)
+                servers.pin(p.pid, {1})
         rng = random.Random(61)
         for rep in range(reps):
             order = list(runs)
@@ -312,9 +299,9 @@ def run_loopback(
                 url = f"{base}/{ep}"
                 if rep == 0:  # warm up: one short run, not counted
                     _wrk(wrk, url, authz, body, 1.0, threads, conns, wrk_cpu)
-                cpu = _cpu_seconds(pids[name])
+                cpu = servers.cpu_seconds(pids[name])
                 run = _wrk(wrk, url, authz, body, seconds, threads, conns, wrk_cpu)
-                cpu = _cpu_seconds(pids[name]) - cpu
+                cpu = servers.cpu_seconds(pids[name]) - cpu
                 run["cpu_us"] = cpu / run["requests"] * 1e6 if run["requests"] else 0.0
                 runs[(name, ep)].append(run)
             print(f"  auth service rep {rep + 1}/{reps}", file=sys.stderr, flush=True)

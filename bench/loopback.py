@@ -5,6 +5,9 @@ BearerGuardMiddleware; gunicorn (one sync worker) serves bare Flask and the app 
 WSGIBearerGuard. The runs are interleaved, each a few seconds, and every response must
 be a 200 (wrk counts non-2xx answers; a run with any is reported as failed).
 
+The server's CPU time (all threads, gunicorn's worker included) is read from /proc
+around every half-run, for CPU µs per request beside req/s.
+
 Each round runs the pairs in a shuffled order, and a pair's run is four half-runs, A B B
 A (which server is A is shuffled too): a ratio compares runs seconds apart, and a drift
 in the machine's speed during the pair weighs on both servers alike.
@@ -48,27 +51,6 @@ def cores() -> tuple[set[int], set[int]] | None:
     if len(mine) < 2:
         return None
     return {mine[0]}, set(mine[1:])
-
-
-def pin(pid: int, cpus: set[int]) -> None:
-    """Pin process `pid`, its threads and its children (gunicorn's worker) to `cpus`."""
-    seen = {pid}
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                os.sched_setaffinity(int(tid), cpus)
-                with open(f"/proc/{current}/task/{tid}/children") as f:
-                    children = [int(c) for c in f.read().split()]
-            except OSError:
-                continue
-            todo += [c for c in children if c not in seen]
-            seen.update(children)
 
 
 def ensure_wrk(install: bool) -> str | None:
@@ -177,7 +159,7 @@ def run(
                     raise RuntimeError(f"{name}: no 401 without a token")
         if result["pinned"] is not None and split is not None:
             for proc, _ in procs.values():
-                pin(proc.pid, split[0])
+                servers.pin(proc.pid, split[0])
         client_cpus = None if result["pinned"] is None or split is None else split[1]
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in procs}
 
@@ -197,9 +179,11 @@ def run(
                 # A B B A, each half the run: a drift during the pair hits both alike.
                 half: dict[str, list[dict[str, Any]]] = {first: [], second: []}
                 for name in (first, second, second, first):
-                    half[name].append(
-                        load(wrk, url_of(name), token, seconds / 2, conns, client_cpus)
-                    )
+                    pid = procs[name][0].pid
+                    cpu = servers.cpu_seconds(pid)
+                    part = load(wrk, url_of(name), token, seconds / 2, conns, client_cpus)
+                    part["cpu_s"] = servers.cpu_seconds(pid) - cpu
+                    half[name].append(part)
                 for name, parts in half.items():
                     runs[name].append(_combined(parts))
             print(f"  loopback rep {rep + 1}/{reps}", file=sys.stderr, flush=True)
@@ -215,23 +199,31 @@ def run(
                 "name": name,
                 "rps_median": med[name],
                 "rps_runs": [r["rps"] for r in rs],
+                "cpu_us_runs": [r["cpu_us"] for r in rs],
                 "non_2xx": sum(r["non_2xx"] for r in rs),
                 "socket_errors": [r["socket_errors"] for r in rs if r["socket_errors"]],
                 "baseline": BASE.get(name),
             }
         )
+    cpu = {row["name"]: statistics.median(row["cpu_us_runs"]) for row in rows}
     for row in rows:
         if row["baseline"]:
             row["ratio"] = med[row["name"]] / med[row["baseline"]]
+            # The server's CPU per request, bare's ÷ ours: the req/s ratio it would reach
+            # CPU-bound on a core of its own, steadier than req/s on a shared machine.
+            if cpu[row["name"]]:
+                row["cpu_ratio"] = cpu[row["baseline"]] / cpu[row["name"]]
     result["rows"] = rows
     return result
 
 
 def _combined(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """One run out of its slices: the mean req/s, the counts summed."""
+    requests = sum(p["requests"] for p in parts)
     return {
         "rps": statistics.fmean(p["rps"] for p in parts),
-        "requests": sum(p["requests"] for p in parts),
+        "requests": requests,
+        "cpu_us": sum(p["cpu_s"] for p in parts) / requests * 1e6 if requests else 0.0,
         "non_2xx": sum(p["non_2xx"] for p in parts),
         "socket_errors": "; ".join(p["socket_errors"] for p in parts if p["socket_errors"]),
     }

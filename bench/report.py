@@ -219,6 +219,18 @@ def _hotpath_section(hot: dict[str, Any] | None) -> list[str]:
     return L
 
 
+def _loopback_cpu(lb: dict[str, dict[str, Any]]) -> str:
+    """The server-CPU view of the loopback row, as text ('' for runs without it)."""
+    ours, bare = lb.get("uvicorn_bearerguard", {}), lb.get("uvicorn_starlette", {})
+    if "cpu_ratio" not in ours:
+        return ""
+    worst = min(b / a for a, b in zip(ours["cpu_us_runs"], bare["cpu_us_runs"], strict=False))
+    return (
+        f"; by the server's CPU per request (bare's ÷ ours) {ours['cpu_ratio']:.3f}, "
+        f"worst run {worst:.3f}"
+    )
+
+
 def _loopback_expected(results: dict[str, Any], lb: dict[str, dict[str, Any]]) -> str:
     """What the in-process overhead predicts for the loopback ratio, as text ('' if unknown).
 
@@ -403,6 +415,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         "ge",
         f"wrk req/s, the worst of {len(runs)} interleaved runs (each run ÷ the bare run of its round)",
         f"median ratio {_fmt(lb.get('uvicorn_bearerguard', {}).get('ratio'), 3)}"
+        + _loopback_cpu(lb)
         + _loopback_expected(results, lb),
     )
     return out
@@ -659,13 +672,26 @@ def docs(results: dict[str, Any], chart_note: str | None, page_commit: str | Non
                 else f"The load client shares the {_fmt(m['cores'])} cores with the server."
             ),
             "",
-            "| server | req/s (median) | runs | ratio to bare | non-2xx |",
-            "|---|---:|---|---:|---:|",
         ]
+        cpu = all("cpu_us_runs" in r for r in lb["rows"])
+        if cpu:
+            L += [
+                "| server | req/s (median) | runs | ratio to bare | server CPU µs/request (runs) | CPU ratio | non-2xx |",
+                "|---|---:|---|---:|---|---:|---:|",
+            ]
+        else:
+            L += [
+                "| server | req/s (median) | runs | ratio to bare | non-2xx |",
+                "|---|---:|---|---:|---:|",
+            ]
         for r in lb["rows"]:
             runs = ", ".join(f"{x:.0f}" for x in r["rps_runs"])
+            extra = ""
+            if cpu:
+                cpu_runs = ", ".join(f"{x:.0f}" for x in r["cpu_us_runs"])
+                extra = f" {cpu_runs} | {_fmt(r.get('cpu_ratio'), 3)} |"
             L.append(
-                f"| {r['name']} | {r['rps_median']:.0f} | {runs} | {_fmt(r.get('ratio'), 3)} | {r['non_2xx']} |"
+                f"| {r['name']} | {r['rps_median']:.0f} | {runs} | {_fmt(r.get('ratio'), 3)} |{extra} {r['non_2xx']} |"
             )
     prof = ip.get("profile", {})
     if prof:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -133,3 +134,50 @@ def gunicorn(app: str, *, env: dict[str, str] | None = None) -> tuple[Proc, int]
         env=env,
     )
     return proc, port
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (gunicorn's workers), read from /proc."""
+    seen, todo = [pid], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{current}/task/{tid}/children") as f:
+                    children = [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            fresh = [c for c in children if c not in seen]
+            seen += fresh
+            todo += fresh
+    return seen
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Pin process `pid`, every thread of it and its children to `cpus`."""
+    for member in _tree(pid):
+        try:
+            tasks = os.listdir(f"/proc/{member}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(tid), cpus)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time used so far by process `pid` and its children (all
+    threads; a live child's time is not in its parent's counters until it exits)."""
+    total = 0
+    for member in _tree(pid):
+        try:
+            with open(f"/proc/{member}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")

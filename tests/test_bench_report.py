@@ -105,6 +105,7 @@ def test_cached_ratio_is_overhead_over_the_minimal_reference(
     results: dict[str, Any], face: str, ours: float, ref: float
 ) -> None:
     edited = copy.deepcopy(results)
+    edited.pop("hotpath", None)  # a run from before bench/hotpath.py: the paired overheads
     rows = edited["inprocess"]["rows"]
     rows[:] = [r for r in rows if r["name"] not in (f"bg_{face}", f"minimal_{face}")]
     for name, value in ((f"bg_{face}", ours), (f"minimal_{face}", ref)):
@@ -114,6 +115,23 @@ def test_cached_ratio_is_overhead_over_the_minimal_reference(
     assert target["ok"] is (ours / ref <= 1.25)
     rows.pop()  # no reference row: no verdict rather than a made-up one
     assert _target(edited, f"{face}_cached_vs_minimal")["ok"] is None
+
+
+@pytest.mark.parametrize("face", ["asgi", "wsgi"])
+def test_cached_ratio_comes_from_the_cached_path_alone(results: dict[str, Any], face: str) -> None:
+    # bench/hotpath.py: (bearerguard - floor) ÷ (minimal - floor) at the low quantile,
+    # the contract floor named beside it.
+    edited = copy.deepcopy(results)
+    base = "asgi_noop" if face == "asgi" else "wsgi_bare"
+    us = {base: 0.5, f"{face}_minimal": 1.5, f"{face}_contract": 1.9, f"{face}_bearerguard": 1.7}
+    edited["hotpath"]["us"].update({k: {"low": v, "median": v + 0.1} for k, v in us.items()})
+    from bench import hotpath
+
+    for name in ("bearerguard", "contract"):
+        edited["hotpath"]["ratios"][f"{face}_{name}"] = hotpath.ratio(edited["hotpath"], face, name)
+    target = _target(edited, f"{face}_cached_vs_minimal")
+    assert (target["value"], target["ok"]) == (pytest.approx(1.2), True)
+    assert "= **1.40**" in target["where"]
 
 
 def test_loopback_needs_every_run_at_the_limit(results: dict[str, Any]) -> None:

@@ -87,7 +87,7 @@ def test_loopback_pins_a_server_and_its_workers() -> None:
     import subprocess
     import time
 
-    from bench import loopback
+    from bench import loopback, servers
 
     split = loopback.cores()
     assert split is not None  # this machine has two cores: the bench pins
@@ -100,7 +100,7 @@ def test_loopback_pins_a_server_and_its_workers() -> None:
             with open(f"/proc/{parent.pid}/task/{parent.pid}/children") as f:
                 children = [int(c) for c in f.read().split()]
         assert children
-        loopback.pin(parent.pid, server_cpus)
+        servers.pin(parent.pid, server_cpus)
         for pid in (parent.pid, *children):
             assert os.sched_getaffinity(pid) == server_cpus
     finally:
