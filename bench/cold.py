@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import cProfile
 import json
-import shutil
 import sys
 from typing import Any
 
@@ -150,16 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile-requests", type=int, default=2_000, help="0: no profile")
     args = p.parse_args(argv)
     env = plumbing.Env(token=tokens.generate())
-    intro = run._start_introspection(env)
-    redis_server = run._start_redis(env)
-    try:
+    with run.peers(env):
         result = asyncio.run(_run(env, args.rounds, args.target_ms, args.profile_requests))
-    finally:
-        if intro is not None:
-            intro.stop()
-        if redis_server is not None:
-            redis_server.stop()
-        shutil.rmtree(env.tmpdir, ignore_errors=True)
     for name, r in result["ratios"].items():
         print(
             f"{name:30} {r['median_us'] or 0:8.1f} µs"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from bearerguard import tokens
@@ -51,6 +53,23 @@ def _start_redis(env: plumbing.Env) -> servers.RedisServer | None:
         return None
     env.redis_url = server.url
     return server
+
+
+@contextlib.contextmanager
+def peers(env: plumbing.Env) -> Iterator[plumbing.Env]:
+    """`env` with the throw-away introspection server and redis-server running; both are
+    stopped and the temporary directory removed on exit (a server that would not start
+    leaves its reason in `env` and its variants unavailable)."""
+    intro = _start_introspection(env)
+    redis_server = _start_redis(env)
+    try:
+        yield env
+    finally:
+        if intro is not None:
+            intro.stop()
+        if redis_server is not None:
+            redis_server.stop()
+        shutil.rmtree(env.tmpdir, ignore_errors=True)
 
 
 async def _inprocess(env: plumbing.Env, args: argparse.Namespace) -> dict[str, Any]:
@@ -133,17 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     load_before = os.getloadavg()
     env = plumbing.Env(token=tokens.generate())
-    intro = _start_introspection(env)
-    redis_server = _start_redis(env)
-    try:
+    with peers(env):
         print(f"in-process: {args.rounds} rounds", file=sys.stderr, flush=True)
         results: dict[str, Any] = {"inprocess": asyncio.run(_inprocess(env, args))}
-    finally:
-        if intro is not None:
-            intro.stop()
-        if redis_server is not None:
-            redis_server.stop()
-        shutil.rmtree(env.tmpdir, ignore_errors=True)
     from bench import hotpath
 
     print("the cached path alone: thread CPU time", file=sys.stderr, flush=True)

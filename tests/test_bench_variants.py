@@ -11,8 +11,6 @@ variant that is unavailable. None is excluded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -23,13 +21,11 @@ from bearerguard import tokens
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[plumbing.Env]:
-    env = plumbing.Env(token=tokens.generate())
-    with contextlib.ExitStack() as started:
-        started.callback(shutil.rmtree, env.tmpdir, ignore_errors=True)
-        for start, error in ((run._start_introspection, "intro"), (run._start_redis, "redis")):
-            server = start(env)
-            assert server is not None, getattr(env, f"{error}_error")
-            started.callback(server.stop)
+    with run.peers(plumbing.Env(token=tokens.generate())) as env:
+        assert env.intro_error is None and env.redis_error is None, (
+            env.intro_error,
+            env.redis_error,
+        )
         yield env
 
 

@@ -35,6 +35,22 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain redis-py client on the test's empty dataset."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def rstore(redis_url: str) -> Iterator[RedisStore]:
+    """A `RedisStore` over the test's empty dataset."""
+    store = RedisStore(redis_url)
+    yield store
+    store.close()
+
+
 OpenStore = Callable[[], Any]
 
 

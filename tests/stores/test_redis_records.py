@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 
 import httpx
@@ -26,21 +25,6 @@ from bearerguard.stores.base import TokenRecord, new_token
 from bearerguard.stores.redis import RedisStore, decode_token, encode_token, token_record_key
 from bearerguard.tokens import token_digest
 from helpers import remember_secret
-
-
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def rstore(redis_url: str) -> Iterator[RedisStore]:
-    store = RedisStore(redis_url)
-    yield store
-    store.close()
-
 
 # As the auth service wrote them before this change (encode_token's JSON, verbatim), and
 # as another writer may: integer times, no ``ttl_ms``, members we do not know.

@@ -9,7 +9,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -61,20 +61,6 @@ class Events:
     def has(self, event: Invalidation) -> bool:
         with self._lock:
             return event in self.items
-
-
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def rstore(redis_url: str) -> Iterator[RedisStore]:
-    store = RedisStore(redis_url)
-    yield store
-    store.close()
 
 
 @pytest.mark.parametrize(
