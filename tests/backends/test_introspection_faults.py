@@ -211,7 +211,11 @@ def test_pool_exhaustion_is_unavailable_not_a_hang(
     scripted: ScriptedServer, tokens: Tokens, make_backend: Callable[..., IntrospectionBackend]
 ) -> None:
     scripted.mode = "hang"
-    backend = make_backend(scripted.url, max_connections=1, **FAST)
+    # The pool wait (the connect timeout) ends well before the holder's read timeout:
+    # with both at 0.5 s, a waiter sometimes got the slot the holder had just given up
+    # and opened a second connection while the hung one was still being served.
+    timeouts = {**FAST, "connect_timeout": 0.3, "read_timeout": 0.8}
+    backend = make_backend(scripted.url, max_connections=1, **timeouts)
     results: list[object] = []
 
     def call() -> None:
