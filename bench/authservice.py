@@ -86,26 +86,22 @@ def _create_key(url: str) -> tuple[str, str]:
 
 
 def _serve(
-    url: str, extra: list[str] | None = None, env: dict[str, str] | None = None
+    url: str,
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    *,
+    runner: list[str] | None = None,
 ) -> tuple[servers.Proc, int]:
+    """`bearerguard serve` over `url` on a free port; `runner` replaces ``-m bearerguard``
+    (``["-m", "bench.auth_profiled", STATS]`` profiles the worker)."""
     port = servers.free_port()
-    proc = servers.Proc(
-        [
-            sys.executable,
-            "-m",
-            "bearerguard",
-            "serve",
-            "--host",
-            servers.HOST,
-            "--port",
-            str(port),
-            "--store",
-            url,
-            *(extra or []),
-        ],
-        env=env,
-    )
-    return proc, port
+    # fmt: off
+    argv = [
+        sys.executable, *(runner or ["-m", "bearerguard"]), "serve",
+        "--host", servers.HOST, "--port", str(port), "--store", url, *(extra or []),
+    ]
+    # fmt: on
+    return servers.Proc(argv, env=env), port
 
 
 def _check_login(r: httpx.Response, who: str) -> str:
@@ -539,22 +535,7 @@ def served_profile(seconds: float = 3.0, install: bool = False) -> dict[str, Any
             authz = _basic(key_id, secret)
             for ep in ENDPOINTS:
                 stats = tmp / f"{store}-{ep}.prof"
-                port = servers.free_port()
-                proc = servers.Proc(
-                    [
-                        sys.executable,
-                        "-m",
-                        "bench.auth_profiled",
-                        str(stats),
-                        "serve",
-                        "--host",
-                        servers.HOST,
-                        "--port",
-                        str(port),
-                        "--store",
-                        urls[store],
-                    ]
-                )
+                proc, port = _serve(urls[store], runner=["-m", "bench.auth_profiled", str(stats)])
                 try:
                     base = f"http://{servers.HOST}:{port}"
                     servers.wait_http(proc, base + "/health")
