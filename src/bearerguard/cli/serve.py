@@ -126,6 +126,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _log_to_stderr(level: str) -> None:
     """Show the service's own log lines (token fingerprints, never tokens) like uvicorn's."""
+    # The service's lines name no thread, process or caller: skip gathering them for
+    # every record (the logging HOWTO's "Optimization"; a login logs one line).
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None
     log = logging.getLogger("bearerguard")
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)

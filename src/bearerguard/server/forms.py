@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from ..errors import RequestError
 
@@ -88,6 +89,8 @@ def check_form_content_type(value: str | None) -> None:
     RFC 6749 §4.4.2, RFC 7662 §2.1, RFC 7009 §2.1: parameters are sent in the
     form-encoded entity-body.
     """
+    if value == "application/x-www-form-urlencoded":
+        return  # as nearly every client sends it
     wrong = BadRequest("invalid_request", "Content-Type must be application/x-www-form-urlencoded")
     if value is None:
         raise wrong
@@ -110,24 +113,46 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     seconds gets 408: a client sending a byte at a time must not hold a request open
     for ever (uvicorn sets no such deadline).
     """
-    _check_headers(request)
-    return await _bounded_body(request, limit, timeout)
+    _, lengths = _framing(request.scope["headers"])
+    _check_length(lengths, limit)
+    return await _bounded_body(request.receive, limit, timeout)
 
 
-def _check_headers(request: Request) -> None:
-    header_bytes = sum(len(k) + len(v) for k, v in request.scope["headers"])
-    if header_bytes > MAX_HEADER_BYTES:
+def _framing(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bytes | None, list[bytes]]:
+    """One pass over the raw headers: 431 beyond `MAX_HEADER_BYTES`; else the first
+    ``Content-Type`` (None if there is none) and every ``Content-Length``."""
+    size = 0
+    content_type: bytes | None = None
+    lengths: list[bytes] = []
+    for name, value in headers:  # ASGI header names are lower case
+        size += len(name) + len(value)
+        if name == b"content-length":
+            lengths.append(value)
+        elif name == b"content-type" and content_type is None:
+            content_type = value
+    if size > MAX_HEADER_BYTES:
         raise BadRequest("invalid_request", "Request headers too large", 431)
+    return content_type, lengths
 
 
-async def _bounded_body(request: Request, limit: int, timeout: float) -> bytes:
+def _check_length(lengths: list[bytes], limit: int) -> None:
+    if len(lengths) > 1:
+        raise BadRequest("invalid_request", "More than one Content-Length header")
+    if lengths:
+        if not lengths[0].isdigit():
+            raise BadRequest("invalid_request", "Bad Content-Length")
+        if int(lengths[0]) > limit:
+            raise BadRequest("invalid_request", "Request body too large", 413)
+
+
+async def _bounded_body(receive: Receive, limit: int, timeout: float) -> bytes:
     try:
         if _timeout is not None:
             # A deadline on this task: no second task per request, as wait_for makes
             # on Python 3.10 and 3.11 (the auth service's endpoints all read a body).
             async with _timeout(timeout):
-                return await _collect_body(request, limit)
-        return await asyncio.wait_for(_collect_body(request, limit), timeout)
+                return await _collect_body(receive, limit)
+        return await asyncio.wait_for(_collect_body(receive, limit), timeout)
     except asyncio.TimeoutError:
         raise BadRequest("invalid_request", "Request body not received in time", 408) from None
 
@@ -135,36 +160,43 @@ async def _bounded_body(request: Request, limit: int, timeout: float) -> bytes:
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 
 
-async def _collect_body(request: Request, limit: int) -> bytes:
-    length = request.headers.getlist("content-length")
-    if len(length) > 1:
-        raise BadRequest("invalid_request", "More than one Content-Length header")
-    if length:
-        if not length[0].isdigit():
-            raise BadRequest("invalid_request", "Bad Content-Length")
-        if int(length[0]) > limit:
-            raise BadRequest("invalid_request", "Request body too large", 413)
+async def _collect_body(receive: Receive, limit: int) -> bytes:
+    # The ASGI messages themselves, as Starlette's Request.stream reads them, without
+    # an async generator around each.
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.disconnect":
+            raise ClientDisconnect()
+        if kind != "http.request":
+            continue
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise BadRequest("invalid_request", "Request body too large", 413)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def read_form(
     request: Request, limit: int, timeout: float, *, repeatable: frozenset[str] = frozenset()
 ) -> dict[str, str]:
     """The form of a POST: `read_body`'s limits, `check_form_content_type`, `parse_form`."""
-    _check_headers(request)
-    check_form_content_type(request.headers.get("content-type"))
-    return parse_form(await _bounded_body(request, limit, timeout), repeatable=repeatable)
+    content_type, lengths = _framing(request.scope["headers"])
+    check_form_content_type(None if content_type is None else content_type.decode("latin-1"))
+    _check_length(lengths, limit)
+    body = await _bounded_body(request.receive, limit, timeout)
+    return parse_form(body, repeatable=repeatable)
 
 
 def _decode_component(raw: bytes) -> str:
     # application/x-www-form-urlencoded: "+" is a space, then percent-decoding, then UTF-8.
+    # Callers pass ASCII only: without "%" or "+" there is nothing to decode.
+    if b"%" not in raw and b"+" not in raw:
+        return raw.decode("ascii")
     try:
         return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
     except UnicodeDecodeError:

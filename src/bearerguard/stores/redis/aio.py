@@ -17,6 +17,7 @@ from ..base import KeyRecord, TokenRecord, new_key
 from .codecs import decode_key, read_token, sorted_keys, text, touched
 from .connect import Target, async_client
 from .keys import Layout
+from .lean import LeanClient, lean_target
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from ..base import KeyOptions
 
 from .scripts import (
+    LeanScripts,
     Plan,
     Scripts,
     create_key_step,
@@ -52,7 +54,7 @@ class AsyncFace:
     _layout: Layout
     _lock: threading.Lock
     _aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[aredis.Redis, Scripts]]
-    _alookups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Scripts]
+    _alookups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Scripts | LeanScripts]
 
     if TYPE_CHECKING:
 
@@ -69,9 +71,13 @@ class AsyncFace:
                 entry = self._aclients[loop] = (client, Scripts(client))
         return entry
 
-    async def _arun(self, plan: Plan) -> Any:
-        """Drive a plan (module `scripts`) on this loop's client; return its result."""
-        client, scripts = self._aclient()
+    async def _arun(self, plan: Plan, scripts: Scripts | LeanScripts | None = None) -> Any:
+        """Drive a plan (module `scripts`) on this loop's client; return its result.
+
+        With `scripts` (`_alookup_scripts`), on that untimed client instead: the caller
+        bounds the whole plan with one deadline.
+        """
+        client, scripts = self._aclient() if scripts is None else (scripts.client, scripts)
         reply: Any = None
         while True:
             try:
@@ -114,8 +120,11 @@ class AsyncFace:
             return bool(await self._arun(revoke_key_plan(key_id, self._layout)))
 
     async def aput_token(self, record: TokenRecord) -> None:
+        # Every login stores a token: like a lookup, on the untimed client under one
+        # deadline (on Python 3.10 and 3.11 a timed command starts a task per write).
         with self._errors("put_token"):
-            await self._arun(put_token_plan(record, self._layout))
+            scripts = self._alookups.get(asyncio.get_running_loop()) or self._alookup_scripts()
+            await within(self._arun(put_token_plan(record, self._layout), scripts), self.timeout)
 
     async def atouch_token(
         self, digest: str, now: float, client_ip: str | None = None
@@ -126,22 +135,29 @@ class AsyncFace:
             reply = await within(call, self.timeout)
             return touched(digest, reply, now)
 
-    def _alookup_scripts(self) -> Scripts:
-        """This loop's client for token lookups: no socket timeouts, one deadline a call.
+    def _alookup_scripts(self) -> Scripts | LeanScripts:
+        """This loop's client for the per-request calls: no socket timeouts, one
+        deadline a call.
 
-        redis.asyncio bounds a write with ``asyncio.wait_for`` (a task and more turns of
-        the loop for every command) and a read with a timer; `atouch_token` instead
-        bounds the whole call by one deadline of its own (`within`), which cancels it:
-        redis.asyncio then drops the connection, so no late reply is read by the next
-        command. The other async calls keep the timed client of `_aclient`.
+        `atouch_token` and `aput_token` bound each call by one deadline of their own
+        (`within`), which cancels it; the client then drops the connection, so no late
+        reply is read by the next command. On one Redis without TLS that client is a
+        `LeanClient` (module `lean`); otherwise redis.asyncio, whose own timeouts would
+        cost a timer a read and, on Python 3.10 and 3.11, a task a write. The other
+        async calls keep the timed client of `_aclient`.
         """
         loop = asyncio.get_running_loop()
         with self._lock:
             scripts = self._alookups.get(loop)
             if scripts is None:
-                # None, not left out: redis.asyncio's default read timeout is 5 s.
-                connect = {"socket_connect_timeout": self.timeout, "socket_timeout": None}
-                scripts = self._alookups[loop] = Scripts(async_client(self._target, connect))
+                lean = lean_target(self._target)
+                if lean is not None:
+                    scripts = LeanScripts(LeanClient(lean, self.timeout))
+                else:
+                    # None, not left out: redis.asyncio's default read timeout is 5 s.
+                    connect = {"socket_connect_timeout": self.timeout, "socket_timeout": None}
+                    scripts = Scripts(async_client(self._target, connect))
+                self._alookups[loop] = scripts
         return scripts
 
     async def aget_token(self, digest: str, now: float) -> TokenRecord | None:
@@ -166,7 +182,7 @@ class AsyncFace:
         with self._lock:
             entry = self._aclients.pop(loop, None)
             lookups = self._alookups.pop(loop, None)
-        clients = [entry[0]] if entry is not None else []
+        clients: list[Any] = [entry[0]] if entry is not None else []
         clients += [lookups.client] if lookups is not None else []
         for client in clients:
             with suppress(redis.RedisError, OSError):
@@ -177,12 +193,12 @@ class AsyncFace:
 _closing: set[asyncio.Task[None]] = set()
 
 
-async def _aclose_quietly(client: aredis.Redis) -> None:
+async def _aclose_quietly(client: Any) -> None:
     with suppress(redis.RedisError, OSError):
         await client.aclose()
 
 
-def close_on_loop(loop: asyncio.AbstractEventLoop, client: aredis.Redis, timeout: float) -> None:
+def close_on_loop(loop: asyncio.AbstractEventLoop, client: Any, timeout: float) -> None:
     """Close an async client on the loop it belongs to (best effort, see `close`)."""
     if loop.is_closed():
         return

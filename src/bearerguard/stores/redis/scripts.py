@@ -27,11 +27,13 @@ from ...tokens import Invalidation
 from ..base import KeyRecord, TokenRecord
 from .codecs import encode_invalidation, encode_token, key_fields, text, ttl_ms
 from .keys import Layout
+from .lean import LeanClient, LeanScript
 
 __all__ = [
     "PRUNE_EVERY",
     "PRUNE_SAMPLE",
     "Pipe",
+    "LeanScripts",
     "Plan",
     "Run",
     "Scripts",
@@ -202,7 +204,18 @@ class Pipe:
 Plan = Generator["Run | Pipe", Any, Any]
 
 
-def start(step: Run | Pipe, client: Any, scripts: Scripts) -> Any:
+class LeanScripts:
+    """The scripts a request runs (a lookup's `touch`, a login's `enlist` and `prune`)
+    on a `LeanClient`: the async face's per-request calls on one Redis (module `lean`)."""
+
+    def __init__(self, client: LeanClient) -> None:
+        self.client = client
+        self.touch = LeanScript(client, _LUA_TOUCH)
+        self.enlist = LeanScript(client, _LUA_ENLIST)
+        self.prune = LeanScript(client, _LUA_PRUNE)
+
+
+def start(step: Run | Pipe, client: Any, scripts: Scripts | LeanScripts) -> Any:
     """Send one step on `client`: its reply (sync) or an awaitable of it (async)."""
     if isinstance(step, Pipe):
         pipe = client.pipeline(transaction=False)

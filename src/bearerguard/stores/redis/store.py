@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from ..base import KeyOptions
 
 from .scripts import (
+    LeanScripts,
     Plan,
     Scripts,
     create_key_step,
@@ -93,7 +94,8 @@ class Boundary:
         if isinstance(exc, DRIVER_ERRORS):
             raise StoreUnavailable(f"Redis store {what} failed: {failure(exc)}") from exc
         if isinstance(exc, (OSError, asyncio.TimeoutError)):  # a deadline of ours, too
-            raise StoreUnavailable(f"Redis store {what} failed: {exc}") from exc
+            detail = str(exc) or type(exc).__name__  # a deadline's TimeoutError says nothing
+            raise StoreUnavailable(f"Redis store {what} failed: {detail}") from exc
         if isinstance(exc, (ValueError, TypeError, KeyError)):
             raise StoreUnavailable(f"Redis store {what} returned bad data") from exc
 
@@ -150,9 +152,9 @@ class RedisStore(AsyncFace):
         self._aclients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[aredis.Redis, Scripts]
         ] = weakref.WeakKeyDictionary()
-        self._alookups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Scripts] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._alookups: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, Scripts | LeanScripts
+        ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._listeners: set[Listener] = set()
         self._closed = False
@@ -410,8 +412,10 @@ class RedisStore(AsyncFace):
         with self._lock:
             listeners = list(self._listeners)
             self._listeners.clear()
-            aclients = list(self._aclients.items())
-            aclients += [(loop, (s.client, s)) for loop, s in self._alookups.items()]
+            aclients: list[tuple[asyncio.AbstractEventLoop, Any]] = [
+                (loop, client) for loop, (client, _) in self._aclients.items()
+            ]
+            aclients += [(loop, s.client) for loop, s in self._alookups.items()]
             self._aclients.clear()
             self._alookups.clear()
         for listener in listeners:
@@ -419,5 +423,5 @@ class RedisStore(AsyncFace):
         if self._sync is not None:
             with suppress(redis.RedisError, OSError):
                 self._sync[0].close()
-        for loop, (client, _) in aclients:
+        for loop, client in aclients:
             close_on_loop(loop, client, self.timeout)
