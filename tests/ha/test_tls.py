@@ -26,6 +26,7 @@ from bearerguard import BearerGuardMiddleware, StoreBackend, WSGIBearerGuard
 from bearerguard.server import create_app
 from bearerguard.stores import StoreUnavailable, open_store
 from bearerguard.stores.redis import RedisStore, token_record_key
+from bearerguard.stores.redis.scripts import LeanScripts
 from bearerguard.tokens import token_digest
 from helpers import issue, remember_secret
 from live_service import LiveService, run_cli
@@ -190,6 +191,44 @@ def test_an_unknown_ca_is_503_at_the_service(
                 )
                 assert r.status_code == 503
                 assert r.json()["error"] == "temporarily_unavailable"
+        finally:
+            await store.aclose()
+
+    asyncio.run(main())
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("ca_of", "host", "said"),
+    [
+        (lambda certs: certs.ca, HOST, None),
+        (lambda certs: certs.stranger_ca, HOST, "self-signed certificate"),
+        (lambda certs: certs.ca, "localhost", "Hostname mismatch"),
+    ],
+    ids=["right-ca", "stranger-ca", "wrong-name"],
+)
+def test_lean_lookups_and_logins_over_tls_check_the_server(
+    tls: TlsTopology, certs: Certificates, ca_of: Any, host: str, said: str | None
+) -> None:
+    """On one Redis over TLS the async lookups and logins use the lean client, which
+    checks the certificate and the name as redis-py does: a refusal is StoreUnavailable
+    saying why, without the password."""
+    store = open_store(tls.single_url(ca_of(certs), host=host))
+    assert isinstance(store, RedisStore)
+
+    async def main() -> None:
+        try:
+            if said is None:
+                tok = await asyncio.to_thread(issue, store, ("dns",))
+                record = await store.atouch_token(token_digest(tok.token), 0.0)
+                assert record is not None and record.key_id == tok.key_id
+                scripts = store._alookups[asyncio.get_running_loop()]
+                assert isinstance(scripts, LeanScripts)
+                return
+            with pytest.raises(StoreUnavailable) as caught:
+                await store.atouch_token("0" * 64, 0.0)
+            assert REFUSED in str(caught.value) and said in str(caught.value)
+            assert PASSWORD not in str(caught.value)
         finally:
             await store.aclose()
 

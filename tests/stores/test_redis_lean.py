@@ -65,9 +65,10 @@ async def poll(predicate: Callable[[], bool], timeout: float = 1.0) -> bool:
     return True
 
 
-def test_lean_client_is_used_for_one_plain_redis_only(rstore: RedisStore) -> None:
-    """Only redis:// without TLS or query options gets the lean client, and the store
-    picks it for this loop's lookups."""
+def test_lean_client_is_used_for_one_redis_only(rstore: RedisStore) -> None:
+    """One Redis, with no query option but a TLS URL's CA, gets the lean client, and
+    the store picks it for this loop's lookups; Sentinel, Cluster and redis-py's own
+    options do not."""
     assert lean_target(parse_url("redis://127.0.0.1:6379/0")) == {
         "host": "127.0.0.1",
         "port": 6379,
@@ -80,11 +81,27 @@ def test_lean_client_is_used_for_one_plain_redis_only(rstore: RedisStore) -> Non
         "username": "u",
         "password": "p",
     }
+    assert lean_target(parse_url("rediss://h:1/0")) == {
+        "host": "h",
+        "port": 1,
+        "db": 0,
+        "tls": True,
+    }
+    assert lean_target(parse_url("rediss://h:1/2?ssl_ca_certs=/ca.pem")) == {
+        "host": "h",
+        "port": 1,
+        "db": 2,
+        "ssl_ca_certs": "/ca.pem",
+        "tls": True,
+    }
     for url in (
-        "rediss://h:1/0",
         "redis+sentinel://h:1/svc",
         "redis+cluster://h:1",
+        "rediss+cluster://h:1",
         "redis://h:1/0?socket_timeout=1",
+        "redis://h:1/0?ssl_ca_certs=/ca.pem",
+        "rediss://h:1/0?ssl_cert_reqs=none",
+        "rediss://h:1/0?ssl_ca_certs=/a.pem&ssl_ca_certs=/b.pem",
     ):
         assert lean_target(parse_url(url)) is None, url
 

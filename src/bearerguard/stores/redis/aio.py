@@ -141,7 +141,7 @@ class AsyncFace:
 
         `atouch_token` and `aput_token` bound each call by one deadline of their own
         (`within`), which cancels it; the client then drops the connection, so no late
-        reply is read by the next command. On one Redis without TLS that client is a
+        reply is read by the next command. On one Redis (TLS too) that client is a
         `LeanClient` (module `lean`); otherwise redis.asyncio, whose own timeouts would
         cost a timer a read and, on Python 3.10 and 3.11, a task a write. The other
         async calls keep the timed client of `_aclient`.

@@ -1,9 +1,9 @@
 """A lean asyncio connection for the scripts every request runs, on one Redis.
 
 Each token lookup (the middleware's cold path, the auth service's ``/introspect``) and
-each login is one script call. Through ``redis.asyncio`` such a call costs about twice
-the CPU of the socket work itself (docs/benchmarks.md: its connection pool, command
-objects and retry wrappers); `LeanClient` does only what these calls need. It keeps
+each login is one script call. Through ``redis.asyncio`` such a call spends much of its
+CPU on the connection pool, command objects and retry wrappers; `LeanClient` does only
+what these calls need (CHANGELOG, issue 18: 175 µs of server CPU less a ``/login``). It keeps
 one connection per event loop and pipelines on it: a call writes its command (packed
 by hiredis) and waits for its reply, which hiredis parses; Redis answers in order, so
 replies are handed out in the order the commands were written.
@@ -18,14 +18,17 @@ that went silent (a stalled Redis, a flow a NAT dropped) is not waited on by the
 after it. Those are sent again on a new connection without using up their retry, each
 still bounded by its own caller's deadline. A late reply to a cancelled call is dropped.
 
-Used only where the store URL names one Redis without TLS and without redis-py query
-options (`lean_target`); everything else keeps ``redis.asyncio``.
+Used where the store URL names one Redis (``redis://``, or ``rediss://`` with at most
+``?ssl_ca_certs=``: the server's certificate and name are checked, as for redis-py,
+`connect`), without other redis-py query options (`lean_target`); Sentinel, Cluster and
+the rest keep ``redis.asyncio``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,19 +43,28 @@ from .connect import Target
 __all__ = ["LeanClient", "LeanScript", "lean_target"]
 
 _PLAIN = frozenset({"host", "port", "db", "username", "password"})
+_TLS = _PLAIN | {"connection_class", "ssl_ca_certs"}  # rediss://, redis-py's parse_url
 _MAX_RESENDS = 8  # sends of one call on connections given up for other calls' deadlines
 
 
 def lean_target(target: Target) -> dict[str, Any] | None:
-    """Host, port, db and credentials when `LeanClient` can serve `target`, else None.
+    """Host, port, db, credentials (and TLS: ``tls``, ``ssl_ca_certs``) when
+    `LeanClient` can serve `target`, else None.
 
-    One Redis (``redis://``), no TLS, and nothing in the URL's query: other forms (TLS,
-    Sentinel, Cluster, redis-py's own URL options) stay on ``redis.asyncio``.
+    One Redis, and nothing in the URL's query but a TLS URL's ``ssl_ca_certs``: other
+    forms (Sentinel, Cluster, redis-py's own URL options) stay on ``redis.asyncio``.
     """
-    if target.kind != "single" or target.tls or urlsplit(target.url).query:
+    if target.kind != "single":
         return None
     options: dict[str, Any] = redis_url(target.url)  # type: ignore[no-untyped-call]
-    return None if set(options) - _PLAIN else options
+    if set(options) - (_TLS if target.tls else _PLAIN):
+        return None
+    if not target.tls:
+        return options
+    if urlsplit(target.url).query.count("=") > 1:  # the one option, given once
+        return None
+    options.pop("connection_class", None)
+    return {**options, "tls": True}
 
 
 class _Stalled(RedisConnectionError):
@@ -130,6 +142,10 @@ class LeanClient:
         self._db = int(options.get("db") or 0)
         self._username: str | None = options.get("username")
         self._password: str | None = options.get("password")
+        self._tls: ssl.SSLContext | None = None
+        if options.get("tls"):
+            # Verified, name included (create_default_context), as `connect` has redis-py do.
+            self._tls = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
         self._connect_timeout = connect_timeout
         self._connection: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
@@ -203,7 +219,14 @@ class LeanClient:
 
     async def _handshake(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(_Connection, self._host, self._port)
+        tls = self._tls
+        _, conn = await loop.create_connection(
+            _Connection,
+            self._host,
+            self._port,
+            ssl=tls,
+            server_hostname=self._host if tls else None,
+        )
         hello: list[tuple[Any, ...]] = []
         if self._password is not None:
             user = (self._username,) if self._username else ()
