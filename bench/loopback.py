@@ -8,6 +8,10 @@ be a 200 (wrk counts non-2xx answers; a run with any is reported as failed).
 The server's CPU time (all threads, gunicorn's worker included) is read from /proc
 around every half-run, for CPU µs per request beside req/s.
 
+After the runs, each protected server is loaded once more while py-spy samples it
+(`sample`): the share of its samples in bearerguard's own frames (not the app it wraps)
+is what the middleware costs in that server, read without comparing two runs.
+
 Each round runs the pairs in a shuffled order, and a pair's run is four half-runs, A B B
 A (which server is A is shuffled too): a ratio compares runs seconds apart, and a drift
 in the machine's speed during the pair weighs on both servers alike.
@@ -26,7 +30,9 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,6 +46,11 @@ PAIRS = [
     ("gunicorn_bearerguard", "gunicorn", "bench.loopback_apps:flask_guarded"),
 ]
 BASE = {"uvicorn_bearerguard": "uvicorn_starlette", "gunicorn_bearerguard": "gunicorn_flask"}
+# The first frame of the app a protected server's middleware wraps, in py-spy's stacks.
+WRAPPED = {
+    "uvicorn_bearerguard": "starlette/applications.py",
+    "gunicorn_bearerguard": "flask/app.py",
+}
 
 
 def cores() -> tuple[set[int], set[int]] | None:
@@ -187,6 +198,11 @@ def run(
                 for name, parts in half.items():
                     runs[name].append(_combined(parts))
             print(f"  loopback rep {rep + 1}/{reps}", file=sys.stderr, flush=True)
+        if wrk:  # the httpx client would share the server's core and its samples
+            result["sampled"] = {
+                name: sample(wrk, url_of(name), token, procs[name][0].pid, marker, client_cpus)
+                for name, marker in WRAPPED.items()
+            }
     finally:
         for proc, _ in procs.values():
             proc.stop()
@@ -215,6 +231,60 @@ def run(
                 row["cpu_ratio"] = cpu[row["baseline"]] / cpu[row["name"]]
     result["rows"] = rows
     return result
+
+
+def sample(
+    wrk: str | None,
+    url: str,
+    token: str,
+    pid: int,
+    wrapped: str,
+    cpus: set[int] | None = None,
+    seconds: int = 4,
+) -> dict[str, Any]:
+    """py-spy on the server `pid` (and its workers) under load for `seconds` (wrk, or
+    the httpx client without it): how many samples it took, and the share of them in
+    bearerguard's frames outside the `wrapped` app (`bearerguard_share`)."""
+    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if not os.path.exists(spy):
+        return {"unavailable": "py-spy is not installed (the bench extra)"}
+    out = Path(tempfile.mkdtemp(prefix="bearerguard-spy-")) / "stacks.txt"
+    cmd = [spy, "record", "--pid", str(pid), "--subprocesses", "--duration", str(seconds)]
+    cmd += ["--rate", "250", "--format", "raw", "--output", str(out)]
+    spying = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        load(wrk, url, token, seconds + 1.0, 16, cpus)
+        _, err = spying.communicate(timeout=60)
+        if spying.returncode != 0 or not out.exists():
+            return {"unavailable": f"py-spy failed: {err.strip()[-200:]}"}
+        ours, total = bearerguard_share(out.read_text(), wrapped)
+    finally:
+        if spying.poll() is None:
+            spying.kill()
+        shutil.rmtree(out.parent, ignore_errors=True)
+    return {"samples": total, "share": ours / total if total else None, "wrapped": wrapped}
+
+
+def bearerguard_share(raw: str, wrapped: str | None = None) -> tuple[int, int]:
+    """(samples in bearerguard's own frames, all samples) of py-spy's raw output.
+
+    A sample is bearerguard's when a bearerguard frame is on its stack and the app that
+    bearerguard wraps (a frame whose file path contains `wrapped`, default: any
+    frame of starlette/, flask/ or werkzeug/) is not above it.
+    """
+    app = (wrapped,) if wrapped else ("starlette/", "flask/", "werkzeug/")
+    ours = total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        first = next((i for i, f in enumerate(frames) if "bearerguard/" in f), None)
+        if first is not None and not any(m in f for f in frames[first + 1 :] for m in app):
+            ours += n
+    return ours, total
 
 
 def _combined(parts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -248,6 +248,22 @@ def _loopback_expected(results: dict[str, Any], lb: dict[str, dict[str, Any]]) -
     )
 
 
+def _loopback_sampled(results: dict[str, Any], name: str = "uvicorn_bearerguard") -> str:
+    """py-spy's view of the protected server under wrk, as text ('' for runs without it).
+
+    A server that spends a share `s` of its time in bearerguard's frames would serve
+    1 / (1 - s) times as many requests without them: the ratio is 1 - s.
+    """
+    spied = results.get("loopback", {}).get("sampled", {}).get(name, {})
+    if spied.get("share") is None:
+        return ""
+    share = spied["share"]
+    return (
+        f"; sampled under wrk (py-spy, {spied['samples']} samples): {share:.1%} of the "
+        f"protected server's time in bearerguard's own frames, so {1 - share:.3f} expected"
+    )
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue 18's ratios and issue 6's counted facts, each met or not, with the value.
 
@@ -416,7 +432,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         f"wrk req/s, the worst of {len(runs)} interleaved runs (each run ÷ the bare run of its round)",
         f"median ratio {_fmt(lb.get('uvicorn_bearerguard', {}).get('ratio'), 3)}"
         + _loopback_cpu(lb)
-        + _loopback_expected(results, lb),
+        + _loopback_expected(results, lb)
+        + _loopback_sampled(results),
     )
     return out
 
@@ -693,6 +710,19 @@ def docs(results: dict[str, Any], chart_note: str | None, page_commit: str | Non
             L.append(
                 f"| {r['name']} | {r['rps_median']:.0f} | {runs} | {_fmt(r.get('ratio'), 3)} |{extra} {r['non_2xx']} |"
             )
+        spied = {k: v for k, v in lb.get("sampled", {}).items() if v.get("share") is not None}
+        if spied:
+            L += [
+                "",
+                "Sampled: each protected server loaded once more for 4 s while py-spy "
+                "records it at 250 Hz (`loopback.sample`); the share of its samples in "
+                "bearerguard's own frames, not in the app it wraps: "
+                + "; ".join(
+                    f"{name} {v['share']:.1%} of {v['samples']} samples"
+                    for name, v in spied.items()
+                )
+                + ".",
+            ]
     prof = ip.get("profile", {})
     if prof:
         L += [

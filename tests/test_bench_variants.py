@@ -102,3 +102,47 @@ def test_loopback_pins_a_server_and_its_workers() -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_bearerguard_share_counts_the_middlewares_own_frames_only() -> None:
+    # py-spy's raw lines: frames root first, then the sample count. A sample under the
+    # app the middleware wraps is the app's; one with no bearerguard frame is not ours.
+    from bench.loopback import bearerguard_share
+
+    raw = "\n".join(
+        [
+            "run (uvicorn/server.py:1);__call__ (bearerguard/asgi.py:120);"
+            "cached_identity (bearerguard/flow.py:240) 7",
+            "run (uvicorn/server.py:1);__call__ (bearerguard/asgi.py:134);"
+            "__call__ (starlette/applications.py:92);whoami (bench/plumbing.py:181) 5",
+            "run (uvicorn/server.py:1);handle_events (uvicorn/protocols/http/h11_impl.py:9) 8",
+            "",
+        ]
+    )
+    assert bearerguard_share(raw, "starlette/applications.py") == (7, 20)
+    assert bearerguard_share(raw) == (7, 20)  # any starlette/flask/werkzeug frame
+    assert bearerguard_share(raw, "bench/plumbing.py") == (7, 20)
+    assert bearerguard_share(raw, "nothing-matches") == (12, 20)
+
+
+def test_loopback_sample_reads_a_real_protected_server() -> None:
+    # py-spy attaches to a real uvicorn serving the guarded app under load: it took
+    # samples, and bearerguard's share of them is small but there.
+    from bench import loopback, servers
+
+    from bearerguard import tokens
+
+    token = tokens.generate()
+    proc, port = servers.uvicorn(
+        "bench.loopback_apps:starlette_guarded", env={"BENCH_TOKEN": token}
+    )
+    try:
+        url = f"http://{servers.HOST}:{port}/whoami"
+        servers.wait_http(proc, url)
+        wrapped = loopback.WRAPPED["uvicorn_bearerguard"]
+        got = loopback.sample(None, url, token, proc.pid, wrapped, seconds=2)
+    finally:
+        proc.stop()
+    assert "unavailable" not in got, got
+    assert got["samples"] > 50
+    assert 0 < got["share"] < 0.5
