@@ -241,6 +241,7 @@ def sample(
     wrapped: str,
     cpus: set[int] | None = None,
     seconds: int = 4,
+    rate: int = 250,
 ) -> dict[str, Any]:
     """py-spy on the server `pid` (and its workers) under load for `seconds` (wrk, or
     the httpx client without it): how many samples it took, and the share of them in
@@ -250,7 +251,7 @@ def sample(
         return {"unavailable": "py-spy is not installed (the bench extra)"}
     out = Path(tempfile.mkdtemp(prefix="bearerguard-spy-")) / "stacks.txt"
     cmd = [spy, "record", "--pid", str(pid), "--subprocesses", "--duration", str(seconds)]
-    cmd += ["--rate", "250", "--format", "raw", "--output", str(out)]
+    cmd += ["--rate", str(rate), "--format", "raw", "--output", str(out)]
     spying = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         load(wrk, url, token, seconds + 1.0, 16, cpus)

@@ -140,9 +140,10 @@ def test_loopback_sample_reads_a_real_protected_server() -> None:
         url = f"http://{servers.HOST}:{port}/whoami"
         servers.wait_http(proc, url)
         wrapped = loopback.WRAPPED["uvicorn_bearerguard"]
-        got = loopback.sample(None, url, token, proc.pid, wrapped, seconds=2)
+        # The httpx client (no wrk in make test) loads the server lightly: sample fast.
+        got = loopback.sample(None, url, token, proc.pid, wrapped, seconds=3, rate=1000)
     finally:
         proc.stop()
     assert "unavailable" not in got, got
-    assert got["samples"] > 50
+    assert got["samples"] > 100
     assert 0 < got["share"] < 0.5
