@@ -404,19 +404,25 @@ def guard_options(backend: object, options: Mapping[str, Any]) -> dict[str, Any]
 
 
 def wire_invalidations(backend: object, guard: Guard) -> Callable[[], None] | None:
-    """Subscribe the guard's cache to the backend's revocations, if it announces any."""
+    """Subscribe the guard's cache to the backend's revocations, if it announces any.
+
+    A revoked token is evicted, and every cached token of a revoked key; other
+    announcements (a key's rotated secret) evict nothing.
+    """
     subscribe = getattr(backend, "subscribe", None)
     if not callable(subscribe):
         return None
     cache = guard.cache
 
     def on_invalidation(event: Invalidation) -> None:
-        if event.kind == "key":
-            n = cache.evict_key(event.value)
-            logger.info("key %s revoked: evicted %d cached tokens", log_safe(event.value), n)
-        else:
+        if event.kind == "token":
             cache.evict(event.value)
             logger.info("token %s revoked: evicted", log_safe(fingerprint(event.value)))
+        elif event.kind == "key":
+            n = cache.evict_key(event.value)
+            logger.info("key %s revoked: evicted %d cached tokens", log_safe(event.value), n)
+        # Anything else evicts nothing: a rotated secret ("secret") leaves the key's
+        # tokens valid, and a kind added later is none of a resource server's business.
 
     unsubscribe: Callable[[], None] = subscribe(on_invalidation)
     return unsubscribe

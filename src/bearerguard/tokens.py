@@ -135,9 +135,16 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class Invalidation:
-    """A revocation announced by the source: one token (by digest) or a whole key."""
+    """A change announced by the source, by `kind`.
 
-    kind: Literal["token", "key"]
+    ``"token"``: one token revoked (`value` is its digest). ``"key"``: a key revoked, or
+    its account disabled (`value` is the key id): its tokens are gone. ``"secret"``: a
+    key's secret rotated (`value` is the key id): its tokens stay valid, only a cached
+    key record (the auth service's) is stale. A subscriber ignores kinds it does not
+    know, so new kinds may be added.
+    """
+
+    kind: Literal["token", "key", "secret"]
     value: str
 
 

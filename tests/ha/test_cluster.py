@@ -214,6 +214,13 @@ def test_revocations_and_account_disabling_across_slots(store: RedisStore) -> No
         assert got.wait(5)
         assert events == [Invalidation("token", one)]
         got.clear()
+        # A rotation is announced on the same sharded channel (its key's slot).
+        rotated = store.rotate_key(key.key_id, grace=0)
+        assert rotated is not None
+        remember_secret(rotated[1])
+        assert got.wait(5)
+        assert events[-1] == Invalidation("secret", key.key_id)
+        got.clear()
         assert store.disable_account("acme")
         assert got.wait(5)
         assert events[-1] == Invalidation("key", key.key_id)

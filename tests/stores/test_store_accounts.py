@@ -115,6 +115,42 @@ def test_rotation_keeps_the_old_secret_for_the_grace_period(store: Any) -> None:
     assert store.rotate_key("key_unknown", grace=10) is None
 
 
+def test_rotation_is_announced_once_the_new_secret_is_stored(store: Any) -> None:
+    """Every rotation says ``secret`` (key caches let go of the record), after the new
+    secret is stored; a rotation of no key says nothing. Over Redis: pub/sub."""
+    heard: list[tuple[Invalidation, Any]] = []
+    lock = threading.Lock()
+
+    def on_event(event: Invalidation) -> None:
+        # What the store holds when the announcement arrives (the new secret already).
+        got = store.get_key(event.value)
+        with lock:
+            heard.append((event, got))
+
+    key, old = store.create_key(["dns"])
+    remember_secret(old)
+    unsubscribe = store.subscribe(on_event)
+    try:
+        assert store.rotate_key("key_unknown", grace=0) is None
+        rotated = store.rotate_key(key.key_id, grace=0, now=1000.0)
+        assert rotated is not None
+        new = remember_secret(rotated[1])
+
+        def announced() -> bool:
+            with lock:
+                return bool(heard)
+
+        assert wait_for(announced)
+        time.sleep(0.1)  # room for a stray second announcement to arrive
+        with lock:
+            assert [event for event, _ in heard] == [Invalidation("secret", key.key_id)]
+            got = heard[0][1]
+        assert verify_secret(got, new, now=1001.0) is True
+        assert verify_secret(got, old, now=1001.0) is False
+    finally:
+        unsubscribe()
+
+
 def test_disabling_an_account_revokes_its_tokens_and_sessions(store: Any) -> None:
     events: list[Invalidation] = []
     lock = threading.Lock()

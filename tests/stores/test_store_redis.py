@@ -84,8 +84,13 @@ def test_key_names(name: str, expected: str) -> None:
         (b"token:abc", Invalidation("token", "abc")),
         (b"key:key_1", Invalidation("key", "key_1")),
         ("key:key_1", Invalidation("key", "key_1")),
+        (b"secret:key_1", Invalidation("secret", "key_1")),
         (b"key:", None),
+        (b"secret:", None),
+        # A kind this version does not know (from a newer writer) is dropped, not an
+        # error: the listener goes on, as listeners from before "secret" drop it.
         (b"other:x", None),
+        (b"Secret:key_1", None),
         (b"garbage", None),
         (b"\xff\xfe", None),
     ],

@@ -197,7 +197,9 @@ class _Admin:
         done = await self.store.call_sync(
             "rotate_key", key_id, grace=float(grace), now=self.service.clock()
         )
-        self.service.keys.drop(key_id)  # this worker at once; others within the key cache TTL
+        # This worker at once; the others when the store's announcement reaches them
+        # (Redis: every worker and replica), within the key cache TTL in any case.
+        self.service.keys.drop(key_id)
         if done is None:
             raise BadRequest("not_found", "No such key", 404)
         logger.info("admin API rotated key %s", key_id)

@@ -12,6 +12,10 @@ What it never changes:
   record's digests (`verify_secret`); a cached record only saves the read. A secret
   that does not match the cached record is checked against a fresh read too, so a
   secret rotated elsewhere works at once;
+* a secret rotated out (grace 0, or once its grace is over) stops like a revoked key:
+  the rotation is announced (``Invalidation("secret", key_id)``) and the record leaves
+  the cache, so the old secret is refused at once where the announcement arrives and
+  within `ttl` everywhere;
 * key expiry and the rotation grace period are judged on the cached record at the
   time of the call;
 * a key that belongs to an account still has its account checked on every call
@@ -19,11 +23,11 @@ What it never changes:
   not refuse their new tokens the way it refuses a revoked key's.
 
 Revocation: the cache subscribes to the store's invalidations (`TokenStore.subscribe`):
-over Redis pub/sub a revoked key, or every key of a disabled account, leaves the cache
-of every worker and replica as soon as the message arrives; SQLite and memory stores
-announce only within their own process. Whatever the transport does, no entry is used
-after `ttl`, so a revocation made anywhere takes effect within `ttl` (1 s by default)
-on every worker.
+over Redis pub/sub a revoked key, every key of a disabled account, and a key whose
+secret was rotated leave the cache of every worker and replica as soon as the message
+arrives; SQLite and memory stores announce only within their own process. Whatever
+the transport does, no entry is used after `ttl`, so a revocation or rotation made
+anywhere takes effect within `ttl` (1 s by default) on every worker.
 """
 
 from __future__ import annotations
@@ -91,8 +95,9 @@ class KeyCache:
             self._entries.clear()
 
     def invalidated(self, event: Invalidation) -> None:
-        """A store invalidation: a revoked key (or a disabled account's key) leaves."""
-        if event.kind == "key":
+        """A store invalidation: a revoked key (or a disabled account's key) leaves, and
+        so does a key whose secret was rotated (the next call reads the new record)."""
+        if event.kind in ("key", "secret"):
             self.drop(event.value)
 
     def __len__(self) -> int:

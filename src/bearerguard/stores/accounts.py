@@ -208,7 +208,11 @@ class AccountStore(Protocol):
     def rotate_key(
         self, key_id: str, *, grace: float, now: float | None = None
     ) -> tuple[KeyRecord, str] | None:
-        """Give the key a new secret; the old one stays valid `grace` seconds more."""
+        """Give the key a new secret; the old one stays valid `grace` seconds more.
+
+        Announces ``Invalidation("secret", key_id)`` (key caches drop the record; tokens
+        stay valid); None, and no announcement, if there is no such key.
+        """
         ...
 
     def put_session(self, record: SessionRecord) -> None: ...

@@ -1,7 +1,7 @@
 """What the stores on this machine (memory, SQLite) share, written once.
 
 `KeyMaker` is `create_key` with `new_key`'s parameters; `LocalStore` adds revocations
-announced within this process and the async face, derived from the sync one
+and rotations announced within this process and the async face, derived from the sync one
 (`stores._faces.by_store`). A store defines only how it keeps records.
 """
 
@@ -48,9 +48,10 @@ class KeyMaker:
 
 class LocalStore(KeyMaker):
     """What the stores on this machine share (memory, SQLite): `create_key`
-    (`KeyMaker`), revocations announced to subscribers in this process only, and the
-    async face, derived from the sync one (`stores._faces`): each call runs inline, or
-    in a worker thread when the store sets ``blocking`` (its calls wait on I/O).
+    (`KeyMaker`), revocations and rotations announced to subscribers in this process
+    only, and the async face, derived from the sync one (`stores._faces`): each call
+    runs inline, or in a worker thread when the store sets ``blocking`` (its calls wait
+    on I/O).
     """
 
     blocking: ClassVar[bool] = False
@@ -59,8 +60,8 @@ class LocalStore(KeyMaker):
         self._subscribers = LocalSubscribers()
 
     def subscribe(self, callback: Callable[[Invalidation], None]) -> Callable[[], None]:
-        """Call `callback` for revocations made through this store object, in the
-        revoking thread (other processes sharing a file are not told)."""
+        """Call `callback` for revocations and rotations made through this store object,
+        in the calling thread (other processes sharing a file are not told)."""
         return self._subscribers.subscribe(callback)
 
     # -- the async face, derived: the same calls by name (a subclass's own methods) ---

@@ -69,6 +69,7 @@ class MemoryStore(LocalStore):
                 return None
             record, secret = rotated(record, grace, now)
             self._keys[key_id] = record
+        self._subscribers.announce(Invalidation("secret", key_id))
         return record, secret
 
     # -- accounts and panel sessions ----------------------------------------------------

@@ -235,6 +235,9 @@ class SQLiteStore(LocalStore):
                         key_id,
                     ),
                 )
+        # In this process only (as revocations): other processes on the file read the
+        # new secret once their key cache's TTL has passed.
+        self._subscribers.announce(Invalidation("secret", key_id))
         return record, secret
 
     def get_key(self, key_id: str) -> KeyRecord | None:

@@ -223,7 +223,8 @@ class _Panel:
         done = await self.store.call_sync(
             "rotate_key", key.key_id, grace=self.service.rotation_grace, now=time.time()
         )
-        self.service.keys.drop(key.key_id)  # this worker at once; others within the TTL
+        # This worker at once; the others as the store announces it, or within the TTL.
+        self.service.keys.drop(key.key_id)
         if done is None:
             raise BadRequest("not_found", "No such key", 404)
         session = await self.sessions.new_csrf(session)

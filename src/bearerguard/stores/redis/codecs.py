@@ -36,12 +36,18 @@ __all__ = [
 
 
 def encode_invalidation(event: Invalidation) -> str:
-    """``token:<digest>`` or ``key:<key_id>``."""
+    """``token:<digest>``, ``key:<key_id>`` or ``secret:<key_id>``."""
     return f"{event.kind}:{event.value}"
 
 
 def decode_invalidation(data: bytes | str) -> Invalidation | None:
-    """Parse a published revocation; None for anything else."""
+    """Parse a published invalidation; None for anything else.
+
+    An unknown kind is None, not an error: so versions can be mixed on one Redis. A
+    listener from before ``secret`` existed drops ``secret:<key_id>`` (its key cache then
+    lets go of a rotated key within its TTL, as before), and a kind added later is
+    dropped here the same way.
+    """
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
     kind, sep, value = text.partition(":")
     if not sep or not value:
@@ -50,6 +56,8 @@ def decode_invalidation(data: bytes | str) -> Invalidation | None:
         return Invalidation("token", value)
     if kind == "key":
         return Invalidation("key", value)
+    if kind == "secret":
+        return Invalidation("secret", value)
     return None
 
 

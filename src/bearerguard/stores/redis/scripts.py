@@ -44,6 +44,7 @@ __all__ = [
     "create_key_step",
     "revoke_key_plan",
     "revoke_token_plan",
+    "rotate_key_plan",
     "start",
 ]
 
@@ -273,6 +274,31 @@ def revoke_key_plan(key_id: str, layout: Layout) -> Plan:
         done.append((layout.publish, layout.channel(), message))
     yield Pipe(done)
     return bool(found)
+
+
+def rotate_key_plan(record: KeyRecord, keep_old: bool, layout: Layout) -> Plan:
+    """Store a rotated key's new secret (`rotated`), then announce it. Returns whether
+    the key existed.
+
+    `keep_old`: the secret in Redis stays valid until ``record.old_secret_until`` (the
+    script keeps whatever secret is current when it runs).
+    """
+    key_id = record.key_id
+    args: list[str | int] = [
+        record.secret_digest,
+        "1" if keep_old else "0",
+        repr(record.old_secret_until),
+    ]
+    done = yield Run("rotate", [layout.apikey(key_id)], args)
+    if not done:
+        return False
+    # Announced once the new secret is stored, so a key cache that lets go of the key
+    # reads the new record: every worker refuses a secret rotated out with grace 0 at
+    # once, not after its key cache TTL. The same channel (and, on a cluster, the same
+    # sharded publish in the tagged slot) as a revocation.
+    message = encode_invalidation(Invalidation("secret", key_id))
+    yield Pipe([(layout.publish, layout.channel(), message)])
+    return True
 
 
 def revoke_token_plan(digest: str, layout: Layout) -> Plan:

@@ -64,6 +64,7 @@ from .scripts import (
     read_token_step,
     revoke_key_plan,
     revoke_token_plan,
+    rotate_key_plan,
     start,
 )
 
@@ -126,9 +127,9 @@ class RedisStore(AsyncFace):
     that uses the store gets its own client.
 
     `subscribe(callback)` starts a background thread listening on the invalidation
-    channel; it sees revocations from every process using the same Redis, reconnects
-    with backoff after Redis restarts (revocations published while it is disconnected
-    are missed: the middleware's cache lifetime bounds those), and stops when the
+    channel; it sees revocations and rotations from every process using the same Redis,
+    reconnects with backoff after Redis restarts (those published while it is
+    disconnected are missed: the caches' lifetimes bound those), and stops when the
     returned function is called or the store is closed.
     """
 
@@ -211,15 +212,7 @@ class RedisStore(AsyncFace):
             if record is None:
                 return None
             record, secret = rotated(record, grace, now)
-            done = self._scripts.rotate(
-                keys=[self._layout.apikey(key_id)],
-                args=[
-                    record.secret_digest,
-                    "1" if grace > 0 else "0",
-                    repr(record.old_secret_until),
-                ],
-            )
-            if not done:
+            if not self._run(rotate_key_plan(record, grace > 0, self._layout)):
                 return None
             fresh = self.get_key(key_id)
         return (fresh, secret) if fresh is not None else None
@@ -352,7 +345,8 @@ class RedisStore(AsyncFace):
 
     # -- invalidations ----------------------------------------------------------------
     def subscribe(self, callback: Callable[[Invalidation], None]) -> Callable[[], None]:
-        """Call `callback(Invalidation)` from a background thread for every revocation.
+        """Call `callback(Invalidation)` from a background thread for every revocation
+        and rotation.
 
         Returns after the first attempt to subscribe (at most about `timeout` seconds),
         whether or not Redis answered: the thread keeps retrying with backoff.
