@@ -123,9 +123,9 @@ class Listener(threading.Thread):
         try:
             self._callback(event)
         except Exception as exc:
-            # The listener must survive a faulty callback. The event's value may be a
-            # token digest: log only its fingerprint.
-            label = event.value if event.kind == "key" else fingerprint(event.value)
+            # The listener must survive a faulty callback. A token event's value is a
+            # digest: log only its fingerprint (a key id is logged as is).
+            label = event.value if event.kind in ("key", "secret") else fingerprint(event.value)
             logger.error(
                 "invalidation callback raised %s for %s %s",
                 type(exc).__name__,
