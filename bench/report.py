@@ -863,8 +863,12 @@ def _auth_section(auth: dict[str, Any], m: dict[str, Any]) -> list[str]:
             "",
             f"Client: {lb['client']} (form POST with HTTP Basic; each `/introspect` sends the "
             f"same token), {lb['seconds_per_run']} s per run, {lb['reps']} interleaved runs per "
-            f"server and endpoint, shuffled. Servers: {lb['servers']}. wrk shares the "
-            f"{_fmt(m['cores'])} cores with the server.",
+            f"server and endpoint, shuffled. Servers: {lb['servers']}. "
+            + (
+                f"Pinned: {lb['pinned']} (redis-server floats)."
+                if lb.get("pinned", "no") != "no"
+                else f"wrk shares the {_fmt(m['cores'])} cores with the server."
+            ),
             "",
         ]
         # Runs from before the per-round ratios and the server's CPU time keep their table.
