@@ -120,8 +120,8 @@ class AsyncFace:
             return bool(await self._arun(revoke_key_plan(key_id, self._layout)))
 
     async def aput_token(self, record: TokenRecord) -> None:
-        # Every login stores a token: like a lookup, on the untimed client under one
-        # deadline (on Python 3.10 and 3.11 a timed command starts a task per write).
+        # Every login stores a token: like a lookup, on the per-request client
+        # (`_alookup_scripts`), the whole plan under one deadline.
         with self._errors("put_token"):
             scripts = self._alookups.get(asyncio.get_running_loop()) or self._alookup_scripts()
             await within(self._arun(put_token_plan(record, self._layout), scripts), self.timeout)
