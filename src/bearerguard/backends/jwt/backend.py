@@ -227,20 +227,25 @@ class JWTBackend:
 
     def lookup(self, token: str) -> TokenInfo | None:
         """Check `token`; None if it is not a valid access token. Raises BackendUnavailable."""
-        if self.ring.refresh_due(self._clock()):
-            generation = self.ring.generation
-            threading.Thread(
-                target=self._fetch, args=(generation,), name="bearerguard-jwks", daemon=True
-            ).start()
-        flow = self._check(token)
+        generation = self.ring.generation if self.ring.refresh_due(self._clock()) else None
         try:
-            step = next(flow)
-            while True:
-                self._fetch(step.generation)
+            flow = self._check(token)
+            try:
                 step = next(flow)
-        except StopIteration as stop:
-            result: TokenInfo | None = stop.value
-            return result
+                while True:
+                    self._fetch(step.generation)
+                    step = next(flow)
+            except StopIteration as stop:
+                result: TokenInfo | None = stop.value
+                return result
+        finally:
+            if generation is not None:
+                # The refresh starts once this check is done, in a thread of its own: the
+                # request that found the keys due is answered with the keys it found (as
+                # on the async face, whose refresh task runs at the check's first await).
+                threading.Thread(
+                    target=self._fetch, args=(generation,), name="bearerguard-jwks", daemon=True
+                ).start()
 
     def close(self) -> None:
         """Close the sync HTTP client (the async one: `aclose`)."""
