@@ -5,7 +5,9 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
+import httpx
 import pytest
 
 from bearerguard.stores.base import TokenRecord, new_token
@@ -88,3 +90,14 @@ def issue(
         )
     )
     return Issued(token, key_id, frozenset(apis))
+
+
+async def assert_store_down(app: Any) -> None:
+    """The auth service `app` over a store it cannot reach: /ready and /login say 503
+    ``temporarily_unavailable``, never 500."""
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1234))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        assert (await c.get("/ready")).status_code == 503
+        r = await c.post("/login", data={"grant_type": "client_credentials"}, auth=("key_x", "s"))
+        assert r.status_code == 503
+        assert r.json()["error"] == "temporarily_unavailable"

@@ -26,7 +26,7 @@ from bearerguard.stores import StoreUnavailable, open_store
 from bearerguard.stores.accounts import AccountRecord
 from bearerguard.stores.redis import RedisStore, token_record_key
 from bearerguard.tokens import Invalidation, token_digest
-from helpers import issue, remember_secret
+from helpers import assert_store_down, issue, remember_secret
 from live_service import LiveService
 from redis_server import free_port
 from redis_topology import HOST, ClusterTopology
@@ -267,15 +267,5 @@ def test_an_unreachable_cluster_is_503_not_500() -> None:
         store.ping()
     app = create_app(store, close_store=True)
 
-    async def main() -> None:
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1234))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            assert (await c.get("/ready")).status_code == 503
-            r = await c.post(
-                "/login", data={"grant_type": "client_credentials"}, auth=("key_x", "s")
-            )
-            assert r.status_code == 503
-            assert r.json()["error"] == "temporarily_unavailable"
-
-    asyncio.run(main())
+    asyncio.run(assert_store_down(app))
     store.close()

@@ -28,7 +28,7 @@ from bearerguard.stores import StoreUnavailable, open_store
 from bearerguard.stores.redis import RedisStore, token_record_key
 from bearerguard.stores.redis.scripts import LeanScripts
 from bearerguard.tokens import token_digest
-from helpers import issue, remember_secret
+from helpers import assert_store_down, issue, remember_secret
 from live_service import LiveService, run_cli
 from redis_server import free_port
 from redis_topology import HOST, Certificates, TlsTopology
@@ -182,15 +182,8 @@ def test_an_unknown_ca_is_503_at_the_service(
     app = create_app(store, close_store=True)
 
     async def main() -> None:
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1234))
         try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-                assert (await c.get("/ready")).status_code == 503
-                r = await c.post(
-                    "/login", data={"grant_type": "client_credentials"}, auth=("key_x", "s")
-                )
-                assert r.status_code == 503
-                assert r.json()["error"] == "temporarily_unavailable"
+            await assert_store_down(app)
         finally:
             await store.aclose()
 
