@@ -17,7 +17,7 @@ from bearerguard.stores import StoreUnavailable
 from bearerguard.stores.base import TokenRecord, new_token
 from bearerguard.stores.redis import RedisStore, token_record_key
 from bearerguard.stores.redis.connect import parse_url
-from bearerguard.stores.redis.lean import LeanClient, lean_target
+from bearerguard.stores.redis.lean import AsyncLeanClient, lean_target
 from bearerguard.stores.redis.scripts import LeanScripts
 from bearerguard.tokens import token_digest
 from helpers import remember_secret
@@ -109,7 +109,7 @@ def test_lean_client_is_used_for_one_redis_only(rstore: RedisStore) -> None:
         assert await rstore.atouch_token("0" * 64, time.time()) is None
         scripts = rstore._alookups[asyncio.get_running_loop()]
         assert isinstance(scripts, LeanScripts)
-        assert isinstance(scripts.client, LeanClient)
+        assert isinstance(scripts.client, AsyncLeanClient)
         await rstore.aclose()
 
     asyncio.run(main())
@@ -381,7 +381,7 @@ def test_a_stall_fails_each_call_at_its_own_deadline(redis_url: str, raw: redis.
 def test_closing_while_connecting_keeps_no_connection(redis_url: str, raw: redis.Redis) -> None:
     """`aclose` during a connect: the connection being made is dropped, the waiting
     call and every later one raise ConnectionError, and nothing stays open."""
-    client = LeanClient(lean_target(parse_url(redis_url)) or {}, 1.0)
+    client = AsyncLeanClient(lean_target(parse_url(redis_url)) or {}, 1.0)
 
     async def main() -> None:
         before = set(normal_clients(raw))

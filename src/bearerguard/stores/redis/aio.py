@@ -17,7 +17,7 @@ from ..base import KeyRecord, TokenRecord, new_key
 from .codecs import decode_key, read_token, sorted_keys, text, touched
 from .connect import Target, async_client
 from .keys import Layout
-from .lean import LeanClient, lean_target
+from .lean import AsyncLeanClient, lean_target
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -141,8 +141,8 @@ class AsyncFace:
 
         `atouch_token` and `aput_token` bound each call by one deadline of their own
         (`within`), which cancels it; the client then drops the connection, so no late
-        reply is read by the next command. On one Redis (TLS too) that client is a
-        `LeanClient` (module `lean`); otherwise redis.asyncio, whose own timeouts would
+        reply is read by the next command. On one Redis (TLS too) that client is an
+        `AsyncLeanClient` (module `lean`); otherwise redis.asyncio, whose own timeouts would
         cost a timer a read and, on Python 3.10 and 3.11, a task a write. The other
         async calls keep the timed client of `_aclient`.
         """
@@ -152,7 +152,7 @@ class AsyncFace:
             if scripts is None:
                 lean = lean_target(self._target)
                 if lean is not None:
-                    scripts = LeanScripts(LeanClient(lean, self.timeout))
+                    scripts = LeanScripts(AsyncLeanClient(lean, self.timeout))
                 else:
                     # None, not left out: redis.asyncio's default read timeout is 5 s.
                     connect = {"socket_connect_timeout": self.timeout, "socket_timeout": None}

@@ -1,35 +1,47 @@
-"""A lean asyncio connection for the scripts every request runs, on one Redis.
+"""Lean clients for the scripts every request runs, on one Redis.
 
 Each token lookup (the middleware's cold path, the auth service's ``/introspect``) and
-each login is one script call. Through ``redis.asyncio`` such a call spends much of its
-CPU on the connection pool, command objects and retry wrappers; `LeanClient` does only
-what these calls need (CHANGELOG, issue 18: 175 µs of server CPU less a ``/login``). It keeps
-one connection per event loop and pipelines on it: a call writes its command (packed
-by hiredis) and waits for its reply, which hiredis parses; Redis answers in order, so
-replies are handed out in the order the commands were written.
+each login is one script call. Through redis-py such a call spends much of its CPU on
+the connection pool, command objects and retry wrappers; the clients here do only what
+these calls need (CHANGELOG, issue 18): hiredis packs each command and parses its reply.
 
-Failures are those of redis-py (`redis.exceptions.ConnectionError`, `ResponseError`),
-so the store's error boundary treats both clients alike. A call that finds the
-connection lost (Redis restarted, the connection killed) is retried once on a new one,
-as the redis-py clients here are (``Retry(NoBackoff(), 1)``). A call cancelled before
-its reply came (the caller's deadline, `bearerguard._timeout.within`) aborts the
-connection if nothing at all came back on it since that call was sent: a connection
-that went silent (a stalled Redis, a flow a NAT dropped) is not waited on by the calls
-after it. Those are sent again on a new connection without using up their retry, each
-still bounded by its own caller's deadline. A late reply to a cancelled call is dropped.
+`AsyncLeanClient` keeps one connection per event loop and pipelines on it: a call
+writes its command and waits for its reply; Redis answers in order, so replies are
+handed out in the order the commands were written. A call cancelled before its reply
+came (the caller's deadline, `bearerguard._timeout.within`) aborts the connection if
+nothing at all came back on it since that call was sent: a connection that went silent
+(a stalled Redis, a flow a NAT dropped) is not waited on by the calls after it. Those
+are sent again on a new connection without using up their retry, each still bounded by
+its own caller's deadline. A late reply to a cancelled call is dropped.
+
+`LeanClient` is the blocking twin (the WSGI middleware's cold path): one call at a time
+per connection, idle connections kept for the next call in any thread, each call bounded
+by the client's timeout. A connection that failed or timed out is closed, never reused,
+so no late reply is read by another call; a process forked with idle connections drops
+them in the child.
+
+Failures are those of redis-py (`redis.exceptions.ConnectionError`, `TimeoutError`,
+`ResponseError`), so the store's error boundary treats every client alike. A call that
+finds the connection lost (Redis restarted, the connection killed) is retried once on a
+new one, as the redis-py clients here are (``Retry(NoBackoff(), 1)``).
 
 Used where the store URL names one Redis (``redis://``, or ``rediss://`` with at most
 ``?ssl_ca_certs=``: the server's certificate and name are checked, as for redis-py,
 `connect`), without other redis-py query options (`lean_target`); Sentinel, Cluster and
-the rest keep ``redis.asyncio``.
+the rest keep redis-py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import socket
 import ssl
+import time
+import weakref
 from collections import deque
+from contextlib import suppress
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,22 +49,24 @@ import hiredis
 from redis.connection import parse_url as redis_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .connect import Target
 
-__all__ = ["LeanClient", "LeanScript", "lean_target"]
+__all__ = ["AsyncLeanClient", "LeanClient", "LeanScript", "lean_target"]
 
 _PLAIN = frozenset({"host", "port", "db", "username", "password"})
 _TLS = _PLAIN | {"connection_class", "ssl_ca_certs"}  # rediss://, redis-py's parse_url
 _MAX_RESENDS = 8  # sends of one call on connections given up for other calls' deadlines
+_READ = 65536
 
 
 def lean_target(target: Target) -> dict[str, Any] | None:
-    """Host, port, db, credentials (and TLS: ``tls``, ``ssl_ca_certs``) when
-    `LeanClient` can serve `target`, else None.
+    """Host, port, db, credentials (and TLS: ``tls``, ``ssl_ca_certs``) when the lean
+    clients can serve `target`, else None.
 
     One Redis, and nothing in the URL's query but a TLS URL's ``ssl_ca_certs``: other
-    forms (Sentinel, Cluster, redis-py's own URL options) stay on ``redis.asyncio``.
+    forms (Sentinel, Cluster, redis-py's own URL options) stay on redis-py.
     """
     if target.kind != "single":
         return None
@@ -65,6 +79,46 @@ def lean_target(target: Target) -> dict[str, Any] | None:
         return None
     options.pop("connection_class", None)
     return {**options, "tls": True}
+
+
+class _Server:
+    """Where a lean client connects, and what it says first (`lean_target`'s options)."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.host: str = options.get("host") or "localhost"
+        self.port = int(options.get("port") or 6379)
+        self.tls: ssl.SSLContext | None = None
+        if options.get("tls"):
+            # Verified, name included (create_default_context), as `connect` has redis-py do.
+            self.tls = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+        hello: list[tuple[Any, ...]] = []
+        password: str | None = options.get("password")
+        if password is not None:
+            username: str | None = options.get("username")
+            hello.append(("AUTH", *((username,) if username else ()), password))
+        db = int(options.get("db") or 0)
+        if db:
+            hello.append(("SELECT", db))
+        self.hello = hello  # AUTH, SELECT: sent on every new connection
+
+
+def _refused(reply: Any) -> None:
+    # A handshake refused: the reply's first word names the refusal, never the secret.
+    if isinstance(reply, hiredis.ReplyError):
+        raise RedisConnectionError(str(reply).split(" ", 1)[0])
+
+
+def _checked(reply: Any) -> Any:
+    """The reply, or redis-py's exception for an error reply."""
+    if isinstance(reply, hiredis.ReplyError):
+        message = str(reply)
+        if message.startswith("NOSCRIPT"):
+            raise NoScriptError(message)
+        raise ResponseError(message)
+    return reply
+
+
+# -- asyncio ----------------------------------------------------------------------------
 
 
 class _Stalled(RedisConnectionError):
@@ -128,7 +182,7 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()  # connection_lost fails the calls still waiting
 
 
-class LeanClient:
+class AsyncLeanClient:
     """Pipelined calls on one connection to one Redis, for the running event loop.
 
     `options` are `lean_target`'s; `connect_timeout` bounds connecting, authenticating
@@ -137,15 +191,7 @@ class LeanClient:
     """
 
     def __init__(self, options: dict[str, Any], connect_timeout: float) -> None:
-        self._host = options.get("host") or "localhost"
-        self._port = int(options.get("port") or 6379)
-        self._db = int(options.get("db") or 0)
-        self._username: str | None = options.get("username")
-        self._password: str | None = options.get("password")
-        self._tls: ssl.SSLContext | None = None
-        if options.get("tls"):
-            # Verified, name included (create_default_context), as `connect` has redis-py do.
-            self._tls = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+        self._server = _Server(options)
         self._connect_timeout = connect_timeout
         self._connection: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
@@ -179,12 +225,14 @@ class LeanClient:
                 if (not future.done() or future.cancelled()) and conn.received == before:
                     conn.abort(stalled=True)  # silent since this call went out
                 raise
-            if isinstance(reply, hiredis.ReplyError):
-                message = str(reply)
-                if message.startswith("NOSCRIPT"):
-                    raise NoScriptError(message)
-                raise ResponseError(message)
-            return reply
+            return _checked(reply)
+
+    async def script(self, script: LeanScript, keys: list[Any], args: list[Any]) -> Any:
+        """`script` by EVALSHA; by EVAL when Redis does not have it (see `LeanScript`)."""
+        try:
+            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self.execute("EVAL", script.lua, len(keys), *keys, *args)
 
     async def _connect(self) -> _Connection:
         if self._closed:
@@ -219,26 +267,17 @@ class LeanClient:
 
     async def _handshake(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        tls = self._tls
+        server = self._server
         _, conn = await loop.create_connection(
             _Connection,
-            self._host,
-            self._port,
-            ssl=tls,
-            server_hostname=self._host if tls else None,
+            server.host,
+            server.port,
+            ssl=server.tls,
+            server_hostname=server.host if server.tls else None,
         )
-        hello: list[tuple[Any, ...]] = []
-        if self._password is not None:
-            user = (self._username,) if self._username else ()
-            hello.append(("AUTH", *user, self._password))
-        if self._db:
-            hello.append(("SELECT", self._db))
         try:
-            for future in [conn.send(command) for command in hello]:
-                reply = await future
-                if isinstance(reply, hiredis.ReplyError):
-                    # The reply's first word names the refusal, never the secret.
-                    raise RedisConnectionError(str(reply).split(" ", 1)[0])
+            for future in [conn.send(command) for command in server.hello]:
+                _refused(await future)
         except BaseException:
             conn.abort()
             raise
@@ -252,20 +291,167 @@ class LeanClient:
             conn.transport.close()
 
 
-class LeanScript:
-    """A Lua script run by EVALSHA on a `LeanClient`; EVAL when Redis does not have it
-    (after a restart or ``SCRIPT FLUSH``), which loads it for the calls after.
+# -- blocking ---------------------------------------------------------------------------
 
-    Called as redis-py's registered scripts are: ``await script(keys=[…], args=[…])``.
+
+class _Lost(Exception):
+    """The connection failed under a call (closed, reset, not Redis): retry once."""
+
+
+class _Socket:
+    """One blocking connection; used by one call at a time."""
+
+    __slots__ = ("reader", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = hiredis.Reader()
+
+    def call(self, packed: bytes, timeout: float) -> Any:
+        """Send `packed`, return its reply; within `timeout` seconds of being called."""
+        sock, reader = self.sock, self.reader
+        try:
+            sock.sendall(packed)
+            reply = reader.gets()
+            deadline = 0.0
+            while reply is False:
+                # The socket's timeout is the client's; a reply in pieces (rare) shares it.
+                if deadline:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError
+                    sock.settimeout(left)
+                else:
+                    deadline = time.monotonic() + timeout
+                data = sock.recv(_READ)
+                if not data:
+                    raise _Lost("Connection closed by server")
+                reader.feed(data)
+                reply = reader.gets()
+            if deadline:
+                sock.settimeout(timeout)
+            return reply
+        except hiredis.ProtocolError as exc:
+            raise _Lost("Protocol error") from exc
+        except TimeoutError as exc:  # socket.timeout, Python 3.10+
+            raise RedisTimeoutError("Timeout reading from socket") from exc
+        except OSError as exc:
+            raise _Lost(f"Connection lost: {type(exc).__name__}") from exc
+
+    def close(self) -> None:
+        with suppress(OSError):
+            self.sock.close()
+
+
+_forked: weakref.WeakSet[LeanClient] = weakref.WeakSet()
+
+
+def _drop_idle_after_fork() -> None:
+    # The child shares the parent's sockets: using them would mix both processes'
+    # replies. Dropped, not closed, so nothing is said on the parent's connections.
+    for client in list(_forked):
+        client._idle = []
+
+
+os.register_at_fork(after_in_child=_drop_idle_after_fork)
+
+
+class LeanClient:
+    """Blocking calls to one Redis, on connections kept between calls (module docstring).
+
+    `options` are `lean_target`'s; `timeout` bounds connecting (with authenticating
+    and selecting the database) and each call. Safe to use from many threads: a call
+    takes an idle connection, or opens one, and gives it back when it is done.
     """
 
-    def __init__(self, client: LeanClient, lua: str) -> None:
+    def __init__(self, options: dict[str, Any], timeout: float) -> None:
+        self._server = _Server(options)
+        self._timeout = timeout
+        self._idle: list[_Socket] = []
+        self._closed = False
+        _forked.add(self)
+
+    def execute(self, *args: Any) -> Any:
+        """Send one command and return its reply; a ``-ERR`` reply raises ResponseError
+        (NoScriptError for ``NOSCRIPT``). Retried once on a new connection when the
+        connection was lost, not when it timed out."""
+        packed = hiredis.pack_command(args)
+        idle = self._idle
+        for attempt in (1, 2):
+            try:
+                conn = idle.pop()  # one step, so threads never share a connection
+            except IndexError:
+                conn = self._open()
+            try:
+                reply = conn.call(packed, self._timeout)
+            except _Lost as exc:
+                conn.close()
+                if attempt == 2:
+                    raise RedisConnectionError(str(exc)) from exc
+                continue
+            except BaseException:
+                conn.close()  # its reply may still come: never read by another call
+                raise
+            if self._closed:
+                conn.close()
+            else:
+                idle.append(conn)
+            return _checked(reply)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def script(self, script: LeanScript, keys: list[Any], args: list[Any]) -> Any:
+        """`script` by EVALSHA; by EVAL when Redis does not have it (see `LeanScript`)."""
+        try:
+            return self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return self.execute("EVAL", script.lua, len(keys), *keys, *args)
+
+    def _open(self) -> _Socket:
+        if self._closed:
+            raise RedisConnectionError("Client closed")
+        server = self._server
+        sock: socket.socket | None = None
+        try:
+            sock = socket.create_connection((server.host, server.port), self._timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if server.tls is not None:
+                sock = server.tls.wrap_socket(sock, server_hostname=server.host)
+            conn = _Socket(sock)
+            if server.hello:
+                sock.sendall(b"".join(hiredis.pack_command(c) for c in server.hello))
+                for _ in server.hello:
+                    _refused(conn.call(b"", self._timeout))
+        except (OSError, _Lost, RedisTimeoutError) as exc:
+            if sock is not None:
+                sock.close()
+            raise RedisConnectionError(f"Cannot connect: {type(exc).__name__}") from exc
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+        return conn
+
+    def close(self) -> None:
+        """Close the idle connections; calls after this raise ConnectionError (those
+        under way close theirs when they end)."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+class LeanScript:
+    """A Lua script run by EVALSHA on a lean client; EVAL when Redis does not have it
+    (after a restart or ``SCRIPT FLUSH``), which loads it for the calls after.
+
+    Called as redis-py's registered scripts are: ``script(keys=[…], args=[…])``, which
+    returns the reply on a `LeanClient` and an awaitable of it on an `AsyncLeanClient`.
+    """
+
+    def __init__(self, client: LeanClient | AsyncLeanClient, lua: str) -> None:
         self.client = client
         self.lua = lua
         self.sha = hashlib.sha1(lua.encode()).hexdigest()  # noqa: S324  (Redis's script id)
 
-    async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
-        try:
-            return await self.client.execute("EVALSHA", self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await self.client.execute("EVAL", self.lua, len(keys), *keys, *args)
+    def __call__(self, keys: list[Any], args: list[Any]) -> Any:
+        return self.client.script(self, keys, args)

@@ -27,7 +27,7 @@ from ...tokens import Invalidation
 from ..base import KeyRecord, TokenRecord
 from .codecs import encode_invalidation, encode_token, key_fields, text, ttl_ms
 from .keys import Layout
-from .lean import LeanClient, LeanScript
+from .lean import AsyncLeanClient, LeanClient, LeanScript
 
 __all__ = [
     "PRUNE_EVERY",
@@ -207,9 +207,10 @@ Plan = Generator["Run | Pipe", Any, Any]
 
 class LeanScripts:
     """The scripts a request runs (a lookup's `touch`, a login's `enlist` and `prune`)
-    on a `LeanClient`: the async face's per-request calls on one Redis (module `lean`)."""
+    on a lean client: the per-request calls on one Redis (module `lean`), blocking on a
+    `LeanClient`, awaitable on an `AsyncLeanClient`."""
 
-    def __init__(self, client: LeanClient) -> None:
+    def __init__(self, client: LeanClient | AsyncLeanClient) -> None:
         self.client = client
         self.touch = LeanScript(client, _LUA_TOUCH)
         self.enlist = LeanScript(client, _LUA_ENLIST)

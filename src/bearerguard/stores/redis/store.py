@@ -46,6 +46,7 @@ from .codecs import (
 )
 from .connect import DRIVER_ERRORS, failure, parse_url, sync_client
 from .keys import DEFAULT_PREFIX, Layout
+from .lean import LeanClient, lean_target
 from .listener import Listener
 
 if TYPE_CHECKING:
@@ -113,7 +114,9 @@ def _boundary(what: str) -> Boundary:
 
 
 class RedisStore(AsyncFace):
-    """A store in Redis; sync face on `redis.Redis`, async face on `redis.asyncio.Redis`.
+    """A store in Redis; sync face on `redis.Redis`, async face on `redis.asyncio.Redis`,
+    a request's own calls (a lookup, a login) on the lean clients of module `lean`
+    where the URL names one Redis.
 
     ``RedisStore("redis://127.0.0.1:6379/0", timeout=2.0, prefix="bearerguard")``; the
     URL may also name Sentinels (``redis+sentinel://…/SERVICE``) or a cluster
@@ -161,6 +164,10 @@ class RedisStore(AsyncFace):
         self._closed = False
         if not self._target.cluster:
             self._connected()  # no I/O: a bad URL fails here, as a ConfigurationError
+        # The sync face's per-request calls (`touch_token`, `put_token`) on one Redis.
+        lean = lean_target(self._target)
+        self._lean_client = LeanClient(lean, self.timeout) if lean is not None else None
+        self._lean = LeanScripts(self._lean_client) if self._lean_client is not None else None
 
     # -- plumbing ---------------------------------------------------------------------
     def _connected(self) -> tuple[Any, Scripts]:
@@ -184,15 +191,19 @@ class RedisStore(AsyncFace):
             raise StoreUnavailable("Redis store is closed")
         return _boundary(what)
 
-    def _run(self, plan: Plan) -> Any:
-        """Drive a plan (module `scripts`) with blocking calls; return its result."""
+    def _run(self, plan: Plan, scripts: LeanScripts | None = None) -> Any:
+        """Drive a plan (module `scripts`) with blocking calls; return its result.
+
+        With `scripts` (the lean client's, `_lean`), on that client instead.
+        """
+        client, using = self._connected() if scripts is None else (None, scripts)
         reply: Any = None
         while True:
             try:
                 step = plan.send(reply)
             except StopIteration as done:
                 return done.value
-            reply = start(step, self._client, self._scripts)
+            reply = start(step, client, using)
 
     # -- keys -------------------------------------------------------------------------
     def create_key(
@@ -319,14 +330,17 @@ class RedisStore(AsyncFace):
     def put_token(self, record: TokenRecord) -> None:
         """Store a newly issued token (TTL = its `ttl`), unless its key is gone."""
         with self._errors("put_token"):
-            self._run(put_token_plan(record, self._layout))
+            self._run(put_token_plan(record, self._layout), self._lean)
 
     def touch_token(
         self, digest: str, now: float, client_ip: str | None = None
     ) -> TokenRecord | None:
         with self._errors("touch_token"):
-            client, scripts = self._sync or self._connected()
             key, asker = self._layout.token(digest), client_ip or ""
+            lean = self._lean
+            if lean is not None:
+                return touched(digest, lean.touch(keys=[key], args=[asker]), now)
+            client, scripts = self._sync or self._connected()
             try:
                 # EVALSHA itself: what Script.__call__ does, minus its per-call work.
                 reply = client.evalsha(scripts.touch.sha, 1, key, asker)
@@ -417,5 +431,7 @@ class RedisStore(AsyncFace):
         if self._sync is not None:
             with suppress(redis.RedisError, OSError):
                 self._sync[0].close()
+        if self._lean_client is not None:
+            self._lean_client.close()
         for loop, client in aclients:
             close_on_loop(loop, client, self.timeout)
