@@ -121,10 +121,11 @@ class AsyncFace:
 
     async def aput_token(self, record: TokenRecord) -> None:
         # Every login stores a token: like a lookup, on the per-request client
-        # (`_alookup_scripts`), the whole plan under one deadline.
+        # (`_alookup_scripts`), each call within the store's timeout.
         with self._errors("put_token"):
             scripts = self._alookups.get(asyncio.get_running_loop()) or self._alookup_scripts()
-            await within(self._arun(put_token_plan(record, self._layout), scripts), self.timeout)
+            plan = self._arun(put_token_plan(record, self._layout), scripts)
+            await (plan if isinstance(scripts, LeanScripts) else within(plan, self.timeout))
 
     async def atouch_token(
         self, digest: str, now: float, client_ip: str | None = None
@@ -132,19 +133,19 @@ class AsyncFace:
         with self._errors("touch_token"):
             scripts = self._alookups.get(asyncio.get_running_loop()) or self._alookup_scripts()
             call = scripts.touch(keys=[self._layout.token(digest)], args=[client_ip or ""])
-            reply = await within(call, self.timeout)
+            reply = await (call if isinstance(scripts, LeanScripts) else within(call, self.timeout))
             return touched(digest, reply, now)
 
     def _alookup_scripts(self) -> Scripts | LeanScripts:
-        """This loop's client for the per-request calls: no socket timeouts, one
-        deadline a call.
+        """This loop's client for the per-request calls, one deadline a call.
 
-        `atouch_token` and `aput_token` bound each call by one deadline of their own
-        (`within`), which cancels it; the client then drops the connection, so no late
-        reply is read by the next command. On one Redis (TLS too) that client is an
-        `AsyncLeanClient` (module `lean`); otherwise redis.asyncio, whose own timeouts would
-        cost a timer a read and, on Python 3.10 and 3.11, a task a write. The other
-        async calls keep the timed client of `_aclient`.
+        On one Redis (TLS too) that client is an `AsyncLeanClient` (module `lean`),
+        which keeps each call's deadline itself without a timer a call. Otherwise it is
+        redis.asyncio without socket timeouts, whose own would cost a timer a read and,
+        on Python 3.10 and 3.11, a task a write: `atouch_token` and `aput_token` bound
+        its calls with `within`, which cancels them; the client then drops the
+        connection, so no late reply is read by the next command. The other async calls
+        keep the timed client of `_aclient`.
         """
         loop = asyncio.get_running_loop()
         with self._lock:

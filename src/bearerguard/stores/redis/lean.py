@@ -126,15 +126,22 @@ class _Stalled(RedisConnectionError):
 
 
 class _Connection(asyncio.Protocol):
-    """One connection: commands out in order, replies back to their calls in order."""
+    """One connection: commands out in order, replies back to their calls in order.
+
+    Each call waits with its deadline and the count of replies read when it was sent.
+    One timer (`watch`) serves them all: armed at the earliest deadline, re-armed when
+    it fires, not moved per call, so a call costs no timer of its own.
+    """
 
     def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self.reader = hiredis.Reader()
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.waiting: deque[tuple[asyncio.Future[Any], float, int]] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.stalled = False
         self.received = 0  # replies read so far
+        self.watch: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -156,24 +163,46 @@ class _Connection(asyncio.Protocol):
             if not waiting:  # a reply nobody asked for
                 self.abort()
                 return
-            future = waiting.popleft()
-            if not future.done():  # a cancelled call's reply is dropped here
+            future = waiting.popleft()[0]
+            if not future.done():  # a timed-out or cancelled call's reply is dropped here
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if self.watch is not None:
+            self.watch.cancel()
         kind = _Stalled if self.stalled else RedisConnectionError
         while self.waiting:
-            future = self.waiting.popleft()
+            future = self.waiting.popleft()[0]
             if not future.done():
                 future.set_exception(kind("Connection lost"))
 
-    def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+    def send(self, args: tuple[Any, ...], deadline: float) -> asyncio.Future[Any]:
         assert self.transport is not None
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self.loop.create_future()
         self.transport.write(hiredis.pack_command(args))
-        self.waiting.append(future)
+        self.waiting.append((future, deadline, self.received))
+        if self.watch is None:
+            self.watch = self.loop.call_at(deadline, self._due)
         return future
+
+    def _due(self) -> None:
+        # Calls past their deadline fail; if one of them has seen nothing at all come
+        # back since it was sent, the connection went silent: given up (module docstring).
+        self.watch = None
+        now, next_due = self.loop.time(), 0.0
+        for future, deadline, before in self.waiting:
+            if future.done():
+                continue
+            if deadline > now:
+                next_due = min(next_due, deadline) if next_due else deadline
+            elif before == self.received:
+                self.abort(stalled=True)
+                return
+            else:
+                future.set_exception(RedisTimeoutError("Timeout reading from socket"))
+        if next_due:
+            self.watch = self.loop.call_at(next_due, self._due)
 
     def abort(self, *, stalled: bool = False) -> None:
         self.lost = True
@@ -185,34 +214,39 @@ class _Connection(asyncio.Protocol):
 class AsyncLeanClient:
     """Pipelined calls on one connection to one Redis, for the running event loop.
 
-    `options` are `lean_target`'s; `connect_timeout` bounds connecting, authenticating
-    and selecting the database. Replies are RESP2 values as hiredis reads them (bulk
-    strings as bytes). The caller bounds each call with a deadline of its own.
+    `options` are `lean_target`'s; `timeout` bounds each call, connecting (with
+    authenticating and selecting the database) included. Replies are RESP2 values as
+    hiredis reads them (bulk strings as bytes).
     """
 
-    def __init__(self, options: dict[str, Any], connect_timeout: float) -> None:
+    def __init__(self, options: dict[str, Any], timeout: float) -> None:
         self._server = _Server(options)
-        self._connect_timeout = connect_timeout
+        self._timeout = timeout
         self._connection: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
         self._closed = False
 
-    async def execute(self, *args: Any) -> Any:
+    async def execute(self, *args: Any, deadline: float = 0.0) -> Any:
         """Send one command and return its reply; a ``-ERR`` reply raises ResponseError
-        (NoScriptError for ``NOSCRIPT``). Retried once on a new connection when the
-        connection was lost (module docstring)."""
+        (NoScriptError for ``NOSCRIPT``), no reply by `deadline` (the loop's clock;
+        default: `timeout` from now) TimeoutError. Retried once on a new connection when
+        the connection was lost (module docstring)."""
+        loop = asyncio.get_running_loop()
+        deadline = deadline or loop.time() + self._timeout
         lost = stalled = 0
         while True:
             conn = self._connection
             if conn is None or conn.lost:
-                conn = await self._connect()
+                conn = await self._connect(deadline)
             before = conn.received
-            future = conn.send(args)
+            future = conn.send(args, deadline)
             try:
                 reply = await future
             except _Stalled:
-                # Given up for another call's deadline: again, while ours allows.
+                # Given up for another call's deadline (or ours): again, while ours allows.
                 stalled += 1
+                if loop.time() >= deadline:
+                    raise RedisTimeoutError("Timeout reading from socket") from None
                 if stalled > _MAX_RESENDS:
                     raise
                 continue
@@ -228,22 +262,29 @@ class AsyncLeanClient:
             return _checked(reply)
 
     async def script(self, script: LeanScript, keys: list[Any], args: list[Any]) -> Any:
-        """`script` by EVALSHA; by EVAL when Redis does not have it (see `LeanScript`)."""
+        """`script` by EVALSHA; by EVAL when Redis does not have it (see `LeanScript`),
+        both within one `timeout`."""
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        keys_args = (len(keys), *keys, *args)
         try:
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await self.execute("EVALSHA", script.sha, *keys_args, deadline=deadline)
         except NoScriptError:
-            return await self.execute("EVAL", script.lua, len(keys), *keys, *args)
+            return await self.execute("EVAL", script.lua, *keys_args, deadline=deadline)
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self, deadline: float) -> _Connection:
         if self._closed:
             raise RedisConnectionError("Client closed")
+        loop = asyncio.get_running_loop()
         task = self._connecting
         if task is None:
             # One attempt at a time, shared by every call that needs it; a caller's
-            # deadline cancels its wait, not the attempt.
-            task = self._connecting = asyncio.get_running_loop().create_task(self._open())
+            # deadline ends its wait, not the attempt.
+            task = self._connecting = loop.create_task(self._open())
             task.add_done_callback(self._connected)
-        conn = await asyncio.shield(task)
+        try:
+            conn = await asyncio.wait_for(asyncio.shield(task), max(deadline - loop.time(), 0))
+        except asyncio.TimeoutError:
+            raise RedisTimeoutError("Timeout connecting") from None
         if self._closed:
             raise RedisConnectionError("Client closed")
         return conn
@@ -261,7 +302,7 @@ class AsyncLeanClient:
     async def _open(self) -> _Connection:
         try:
             # wait_for: once per connection, and asyncio.timeout is Python 3.11+.
-            return await asyncio.wait_for(self._handshake(), self._connect_timeout)
+            return await asyncio.wait_for(self._handshake(), self._timeout)
         except (OSError, asyncio.TimeoutError) as exc:
             raise RedisConnectionError(f"Cannot connect: {type(exc).__name__}") from exc
 
@@ -275,8 +316,9 @@ class AsyncLeanClient:
             ssl=server.tls,
             server_hostname=server.host if server.tls else None,
         )
+        deadline = loop.time() + self._timeout
         try:
-            for future in [conn.send(command) for command in server.hello]:
+            for future in [conn.send(command, deadline) for command in server.hello]:
                 _refused(await future)
         except BaseException:
             conn.abort()
