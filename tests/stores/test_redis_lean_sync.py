@@ -180,6 +180,7 @@ def test_a_timed_out_connection_is_not_reused(redis_url: str, raw: redis.Redis) 
         a, b = record_for(key_id, "10.0.0.1"), record_for(key_id, "10.0.0.2")
         store.put_token(a)
         store.put_token(b)
+        assert store.touch_token(b.digest, time.time()) is not None  # the script loaded
         (stalled,) = idle_addrs(store)
         # Every client paused 0.5 s: A's lookup waits past its 0.2 s; its reply comes later.
         pauser.execute_command("CLIENT", "PAUSE", "500", "ALL")
