@@ -203,10 +203,11 @@ def test_an_unknown_ca_is_503_at_the_service(
 def test_lean_lookups_and_logins_over_tls_check_the_server(
     tls: TlsTopology, certs: Certificates, ca_of: Any, host: str, said: str | None
 ) -> None:
-    """On one Redis over TLS the async lookups and logins use the lean client, which
-    checks the certificate and the name as redis-py does: a refusal is StoreUnavailable
-    saying why, without the password."""
-    store = open_store(tls.single_url(ca_of(certs), host=host))
+    """On one Redis over TLS the lookups and logins of both faces use the lean clients,
+    which check the certificate and the name as redis-py does: a refusal is
+    StoreUnavailable saying why, without the password."""
+    url = tls.single_url(ca_of(certs), host=host)
+    store = open_store(url)
     assert isinstance(store, RedisStore)
 
     async def main() -> None:
@@ -227,3 +228,19 @@ def test_lean_lookups_and_logins_over_tls_check_the_server(
 
     asyncio.run(main())
     store.close()
+    # The sync face (put_token, touch_token) on the blocking LeanClient.
+    store = open_store(url)
+    assert isinstance(store, RedisStore)
+    try:
+        if said is None:
+            tok = issue(store, ("dns",))
+            record = store.touch_token(token_digest(tok.token), 0.0)
+            assert record is not None and record.key_id == tok.key_id
+            assert store._lean_client is not None and store._lean_client._idle
+            return
+        with pytest.raises(StoreUnavailable) as caught:
+            store.touch_token("0" * 64, 0.0)
+        assert REFUSED in str(caught.value) and said in str(caught.value)
+        assert PASSWORD not in str(caught.value)
+    finally:
+        store.close()
