@@ -5,6 +5,7 @@ database, garbage, a peer that hangs up, closing, forking."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -12,6 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import redis
@@ -167,6 +169,35 @@ def test_killed_idle_connection_is_replaced(rstore: RedisStore, raw: redis.Redis
     assert found is not None and found.key_id == record.key_id
     (new,) = idle_addrs(rstore)
     assert new != old and new in listed_addrs(raw)
+
+
+def test_the_retry_is_on_a_new_connection_not_another_idle_one(
+    rstore: RedisStore, raw: redis.Redis, redis_url: str
+) -> None:
+    """Every idle connection dead (as after a Redis restart): the first lookup still
+    succeeds, its retry on a new connection rather than on the next dead idle one."""
+    record = record_for(make_key(rstore))
+    rstore.put_token(record)
+    # Two lookups at once (Redis paused until both are sent): two idle connections.
+    pauser = redis.Redis.from_url(redis_url)
+    try:
+        pauser.execute_command("CLIENT", "PAUSE", "300", "ALL")
+        lookups = [
+            threading.Thread(target=rstore.touch_token, args=(record.digest, time.time()))
+            for _ in range(2)
+        ]
+        for thread in lookups:
+            thread.start()
+        for thread in lookups:
+            thread.join()
+    finally:
+        pauser.close()
+    dead = idle_addrs(rstore)
+    assert len(dead) == 2
+    for addr in dead:
+        assert raw.client_kill(addr)
+    found = rstore.touch_token(record.digest, time.time())
+    assert found is not None and found.key_id == record.key_id
 
 
 def test_a_timed_out_connection_is_not_reused(redis_url: str, raw: redis.Redis) -> None:
@@ -350,3 +381,26 @@ def test_a_forked_child_does_not_use_the_parents_connection(
     assert lean_client(rstore)._idle == [parent_conn]
     assert parent_conn.sock.getsockname() == addr
     assert "{}:{}".format(*addr[:2]) in listed_addrs(raw)
+
+
+def test_a_missing_ca_file_fails_the_lookups_not_the_construction(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The CA file is read when a connection is opened (as redis-py does): a store
+    naming a missing one opens, then each face's lookup is StoreUnavailable."""
+    missing = tmp_path / "missing.pem"
+    store = RedisStore(
+        f"rediss://127.0.0.1:{redis_server.port}/0?ssl_ca_certs={missing}", timeout=0.5
+    )
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.touch_token("ab" * 32, time.time())
+
+        async def main() -> None:
+            with pytest.raises(StoreUnavailable):
+                await store.atouch_token("ab" * 32, time.time())
+            await store.aclose()
+
+        asyncio.run(main())
+    finally:
+        store.close()

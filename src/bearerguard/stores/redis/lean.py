@@ -87,10 +87,8 @@ class _Server:
     def __init__(self, options: dict[str, Any]) -> None:
         self.host: str = options.get("host") or "localhost"
         self.port = int(options.get("port") or 6379)
-        self.tls: ssl.SSLContext | None = None
-        if options.get("tls"):
-            # Verified, name included (create_default_context), as `connect` has redis-py do.
-            self.tls = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+        self._tls: bool = bool(options.get("tls"))
+        self._cafile: str | None = options.get("ssl_ca_certs")
         hello: list[tuple[Any, ...]] = []
         password: str | None = options.get("password")
         if password is not None:
@@ -100,6 +98,16 @@ class _Server:
         if db:
             hello.append(("SELECT", db))
         self.hello = hello  # AUTH, SELECT: sent on every new connection
+
+    def tls(self) -> ssl.SSLContext | None:
+        """A new connection's TLS context (None: plain TCP).
+
+        Verified, name included (create_default_context), as `connect` has redis-py do;
+        made per connection, as redis-py does, so a CA file is read when one is opened:
+        a missing one fails that connection (StoreUnavailable), and a replaced one is
+        read by the next.
+        """
+        return ssl.create_default_context(cafile=self._cafile) if self._tls else None
 
 
 def _refused(reply: Any) -> None:
@@ -309,12 +317,13 @@ class AsyncLeanClient:
     async def _handshake(self) -> _Connection:
         loop = asyncio.get_running_loop()
         server = self._server
+        tls = server.tls()
         _, conn = await loop.create_connection(
             _Connection,
             server.host,
             server.port,
-            ssl=server.tls,
-            server_hostname=server.host if server.tls else None,
+            ssl=tls,
+            server_hostname=server.host if tls else None,
         )
         deadline = loop.time() + self._timeout
         try:
@@ -418,10 +427,11 @@ class LeanClient:
         (NoScriptError for ``NOSCRIPT``). Retried once on a new connection when the
         connection was lost, not when it timed out."""
         packed = hiredis.pack_command(args)
-        idle = self._idle
         for attempt in (1, 2):
             try:
-                conn = idle.pop()  # one step, so threads never share a connection
+                # One step, so threads never share a connection; the retry on a new one
+                # (other idle connections may be as dead: Redis restarted).
+                conn = self._idle.pop() if attempt == 1 else self._open()
             except IndexError:
                 conn = self._open()
             try:
@@ -434,10 +444,9 @@ class LeanClient:
             except BaseException:
                 conn.close()  # its reply may still come: never read by another call
                 raise
-            if self._closed:
-                conn.close()
-            else:
-                idle.append(conn)
+            self._idle.append(conn)
+            if self._closed:  # closed meanwhile: `close` may have missed this one
+                self.close()
             return _checked(reply)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -456,8 +465,9 @@ class LeanClient:
         try:
             sock = socket.create_connection((server.host, server.port), self._timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if server.tls is not None:
-                sock = server.tls.wrap_socket(sock, server_hostname=server.host)
+            tls = server.tls()
+            if tls is not None:
+                sock = tls.wrap_socket(sock, server_hostname=server.host)
             conn = _Socket(sock)
             if server.hello:
                 sock.sendall(b"".join(hiredis.pack_command(c) for c in server.hello))
