@@ -89,23 +89,34 @@ def redis_round_trips(env: plumbing.Env, n: int = 200) -> dict[str, Any]:
 
     from redis.connection import Connection
 
+    from bearerguard.stores.redis.lean import _Socket
+
+    # Sends on either client: redis-py's, and the lean one the sync face uses on one Redis.
     sent = 0
     original = Connection.send_packed_command
+    original_lean = _Socket.call
 
     def counting(self: Any, command: Any, check_health: bool = True) -> None:
         nonlocal sent
         sent += 1
         original(self, command, check_health)
 
+    def counting_lean(self: Any, packed: bytes, timeout: float) -> Any:
+        nonlocal sent
+        sent += 1
+        return original_lean(self, packed, timeout)
+
     try:
         backend.lookup(env.token)  # load the script once
         before = counts()
         Connection.send_packed_command = counting  # type: ignore[method-assign]
+        _Socket.call = counting_lean  # type: ignore[method-assign]
         try:
             for _ in range(n):
                 assert backend.lookup(env.token) is not None
         finally:
             Connection.send_packed_command = original  # type: ignore[method-assign]
+            _Socket.call = original_lean  # type: ignore[method-assign]
         after = counts()
         delta = {k[8:]: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
         return {

@@ -382,7 +382,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         rr,
         1,
         "eq",
-        "redis-py sends counted",
+        "client sends counted (redis-py and the lean client)",
     )
     sq = facts.get("sqlite_statements", {}).get("statements_per_lookup")
     add(
@@ -624,7 +624,7 @@ def docs(results: dict[str, Any], chart_note: str | None, page_commit: str | Non
         executed = ", ".join(f"`{k}` {_fmt(v)}" for k, v in commands.items()) or "—"
         L.append(
             f"- Redis store, per cold lookup: {_fmt(rr.get('round_trips_per_lookup'))} round trip(s) "
-            f"(redis-py sends counted over {_fmt(rr.get('lookups'))} lookups); commands the server "
+            f"(client sends counted, redis-py and the lean client, over {_fmt(rr.get('lookups'))} lookups); commands the server "
             f"ran per lookup (INFO commandstats): {executed}"
             + (f" ({rr['note']})" if rr.get("note") else "")
         )
