@@ -47,6 +47,16 @@ def test_every_variant_is_available(env: plumbing.Env) -> None:
         assert name in outcome
 
 
+def test_the_redis_round_trip_count_sees_the_store_s_sends(env: plumbing.Env) -> None:
+    """The "one round trip per cold lookup" fact counts the sends of whichever client
+    the store's sync face uses (the lean client on one Redis): never 0, never more."""
+    from bench import checks
+
+    facts = checks.redis_round_trips(env, n=20)
+    assert facts["round_trips_per_lookup"] == 1.0
+    assert facts["server_commands_per_lookup"]["evalsha"] == 1.0
+
+
 def test_the_cached_path_alone_times_admitted_requests() -> None:
     # bench/hotpath.py judges the cached targets. Its variants wrap an app that does
     # nothing, so a variant that refused would look fast: each must reach the app, and
