@@ -7,12 +7,13 @@ these calls need (CHANGELOG, issue 18): hiredis packs each command and parses it
 
 `AsyncLeanClient` keeps one connection per event loop and pipelines on it: a call
 writes its command and waits for its reply; Redis answers in order, so replies are
-handed out in the order the commands were written. A call cancelled before its reply
-came (the caller's deadline, `bearerguard._timeout.within`) aborts the connection if
-nothing at all came back on it since that call was sent: a connection that went silent
-(a stalled Redis, a flow a NAT dropped) is not waited on by the calls after it. Those
-are sent again on a new connection without using up their retry, each still bounded by
-its own caller's deadline. A late reply to a cancelled call is dropped.
+handed out in the order the commands were written. Each call has a deadline (the
+client's `timeout`), kept by one timer per connection rather than one per call. A call
+past its deadline (or cancelled by its caller) before its reply came aborts the
+connection if nothing at all came back on it since that call was sent: a connection
+that went silent (a stalled Redis, a flow a NAT dropped) is not waited on by the calls
+after it. Those are sent again on a new connection without using up their retry, each
+still bounded by its own deadline. A late reply to a timed-out call is dropped.
 
 `LeanClient` is the blocking twin (the WSGI middleware's cold path): one call at a time
 per connection, idle connections kept for the next call in any thread, each call bounded
