@@ -395,3 +395,32 @@ def test_closing_while_connecting_keeps_no_connection(redis_url: str, raw: redis
         assert await poll(lambda: set(normal_clients(raw)) <= before)
 
     asyncio.run(main())
+
+
+def test_a_call_due_before_the_others_fails_at_its_own_deadline(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    """Calls sent with an earlier deadline than one already waiting (a call sent again,
+    an EVAL after its EVALSHA) still fail at their own deadline, not at the other's; the
+    other, sent again on a new connection, is answered once Redis is back."""
+    client = AsyncLeanClient(lean_target(parse_url(redis_url)) or {}, 5.0)
+    pauser = redis.Redis.from_url(redis_url)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert await client.execute("PING") == b"PONG"  # connected
+        pauser.execute_command("CLIENT", "PAUSE", "600", "ALL")
+        late = asyncio.ensure_future(client.execute("PING", deadline=loop.time() + 2.0))
+        await asyncio.sleep(0)  # sent first, with the later deadline
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            await client.execute("PING", deadline=loop.time() + 0.2)
+        assert time.monotonic() - started < 0.45
+        assert await late == b"PONG"
+        await client.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        pauser.execute_command("CLIENT", "UNPAUSE")
+        pauser.close()

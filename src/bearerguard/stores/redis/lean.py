@@ -139,7 +139,7 @@ class _Connection(asyncio.Protocol):
 
     Each call waits with its deadline and the count of replies read when it was sent.
     One timer (`watch`) serves them all: armed at the earliest deadline, re-armed when
-    it fires, not moved per call, so a call costs no timer of its own.
+    it fires, moved only for a call due before it, so a call costs no timer of its own.
     """
 
     def __init__(self) -> None:
@@ -191,7 +191,12 @@ class _Connection(asyncio.Protocol):
         future: asyncio.Future[Any] = self.loop.create_future()
         self.transport.write(hiredis.pack_command(args))
         self.waiting.append((future, deadline, self.received))
-        if self.watch is None:
+        watch = self.watch
+        # Deadlines mostly grow in the order calls are sent; one sent again, or a
+        # script's EVAL after its EVALSHA, may come due before the timer: moved up.
+        if watch is None or deadline < watch.when():
+            if watch is not None:
+                watch.cancel()
             self.watch = self.loop.call_at(deadline, self._due)
         return future
 
