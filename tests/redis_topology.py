@@ -24,6 +24,7 @@ import datetime
 import ipaddress
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -126,6 +127,19 @@ class Certificates:
         # fmt: on
 
 
+_BUS_OFFSET = 10_000  # a cluster node's bus listens on its port + 10000
+_MAX_CLUSTER_PORT = 65_535 - _BUS_OFFSET
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
 def _wait(what: str, check: Any, timeout: float = START_TIMEOUT, every: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -172,7 +186,7 @@ class Node:
 
     def start(self) -> Node:
         for _ in range(5):
-            self.port = free_port(HOST)
+            self.port = self._free_port()
             log = str(self.dir / "server.log")
             common = ["--port", str(self.port), "--bind", HOST, "--protected-mode", "no"]
             common += ["--dir", str(self.dir), "--logfile", log, "--daemonize", "no"]
@@ -202,6 +216,18 @@ class Node:
             except RuntimeError:
                 self.kill()  # most likely the port was taken meanwhile: try another
         raise RuntimeError(f"{self.name} did not start: {self.log_tail()}")
+
+    def _free_port(self) -> int:
+        """A free port; for a cluster node one whose bus port (10,000 higher) is valid
+        and free too: a node on a port above 55535 exits at once (about one free port
+        in five the kernel hands out here), and each such try cost seconds."""
+        if "--cluster-enabled" not in self.args:
+            return free_port(HOST)
+        for _ in range(100):
+            port = free_port(HOST)
+            if port <= _MAX_CLUSTER_PORT and _bindable(port + _BUS_OFFSET):
+                return port
+        raise RuntimeError("no free port with a free cluster bus port")
 
     def _pong(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
