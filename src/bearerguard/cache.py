@@ -162,6 +162,8 @@ class TokenCache:
         # Tokens (raw digests) and key ids revoked lately: an answer that was already
         # on its way when the revocation arrived must not put them back (P).
         self._gone: TTLCache[bytes | str, bool] = TTLCache(_GONE_MAX, _GONE_TTL, timer=clock)
+        # When the latest of them is forgotten: past it, nothing is revoked (no lock).
+        self._gone_until = -math.inf
         # The cached path reads this directly: no lock, no method call.
         self.peek = self._pos.get
 
@@ -284,6 +286,8 @@ class TokenCache:
 
         An answer that says otherwise was on its way before the revocation: stale.
         """
+        if self.clock() >= self._gone_until:
+            return False  # no revocation in the last _GONE_TTL seconds: the usual case
         with self._lock:
             return key in self._gone or key_id in self._gone
 
@@ -295,11 +299,13 @@ class TokenCache:
         with self._lock:
             self._pos.pop(key, None)
             self._gone[key] = True
+            self._gone_until = self.clock() + _GONE_TTL
 
     def evict_key(self, key_id: str) -> int:
         """Forget every token of one API key (the key was revoked); return how many."""
         with self._lock:
             self._gone[key_id] = True
+            self._gone_until = self.clock() + _GONE_TTL
             doomed = [k for k, e in self._pos.items() if e.info.key_id == key_id]
             for k in doomed:
                 del self._pos[k]

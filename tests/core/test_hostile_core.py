@@ -12,11 +12,11 @@ import re
 import pytest
 
 from bearerguard._edge import _Slots
-from bearerguard.cache import TokenCache
+from bearerguard.cache import _GONE_TTL, TokenCache
 from bearerguard.clientip import ClientIPResolver
 from bearerguard.credentials import extract_token, query_tokens
 from bearerguard.errors import BackendUnavailable, ConfigurationError, log_safe
-from bearerguard.flow import Deny, Guard, Lookup, RequestFacts
+from bearerguard.flow import Allow, Deny, Guard, Lookup, RequestFacts
 from bearerguard.stores.base import new_secret, new_token
 from bearerguard.tokens import (
     SECRET_PREFIX,
@@ -174,6 +174,30 @@ def test_an_answer_in_flight_when_the_token_is_revoked_is_not_cached() -> None:
     # A background refresh that lands after the revocation does not bring it back.
     guard.refreshed(token_key(other), info, "127.0.0.1")
     assert guard.cache.peek(token_key(other)) is None
+
+
+def test_a_key_revoked_while_its_token_is_looked_up_wins_then_is_forgotten() -> None:
+    # A key revocation alone (no token evicted before it), then the same answer once
+    # the revocation is older than any lookup can be (`_GONE_TTL`): cached again.
+    clock = FakeClock()
+    guard = Guard(clock=clock)
+    token = new_token()
+    info = TokenInfo("key_a", frozenset({"dns"}), "127.0.0.1", clock() + 900, 900)
+    facts = RequestFacts("/x", (f"Bearer {token}",), peer="127.0.0.1")
+    flow = guard.authenticate(facts)
+    lk = next(flow)
+    guard.cache.evict_key("key_a")
+    with pytest.raises(StopIteration) as stop:
+        flow.send(info)
+    assert isinstance(stop.value.value, Deny)
+    assert guard.cache.peek(lk.key) is None
+    clock.advance(_GONE_TTL)
+    flow = guard.authenticate(facts)
+    next(flow)
+    with pytest.raises(StopIteration) as stop:
+        flow.send(info)
+    assert isinstance(stop.value.value, Allow)
+    assert guard.cache.peek(lk.key) is not None
 
 
 # -- Q: tiny cache TTLs ----------------------------------------------------------------

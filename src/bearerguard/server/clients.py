@@ -55,7 +55,6 @@ class ClientAuthenticator:
         creds = client_credentials(request.headers.getlist("authorization"), form)
         if creds is None:
             raise invalid_client("Client authentication required")
-        source = self.client_ip(request)
         if too_long(creds):
             # No real key looks like this: only the source address is counted.
             verify_secret(None, creds.secret[:256])
@@ -73,7 +72,9 @@ class ClientAuthenticator:
             key = await self.store.get_key(creds.key_id)
             if verify_secret(key, creds.secret, now) and key is not None:
                 return await self._admitted(key, fresh=True)
-        # A wrong guess. The same steps whether or not the key id exists (J).
+        # A wrong guess. The same steps whether or not the key id exists (J). The
+        # source address is resolved here: a good key never needs it.
+        source = self.client_ip(request)
         wait = await self.throttle.awrong_guess(creds.key_id, source, known=key is not None)
         if wait is not None:
             self.metrics.throttled += 1
