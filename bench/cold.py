@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  raw {r['raw_us'] or 0:7.1f}  vs raw {r['vs_raw_overhead'] or 0:.3f}"
             f"  floor {(r['floor'] or {}).get('floor_ratio', 0):.3f}"
             f"  app floor {(r['floor'] or {}).get('in_app_floor_ratio', 0):.3f}"
-            f"  raw-backend floor {(r['floor'] or {}).get('middleware_floor_ratio', 0):.3f}",
+            f"  raw-backend floor {(r['floor'] or {}).get('middleware_floor_ratio', 0):.3f}"
+            f"  by CPU {(r['floor'] or {}).get('cpu_ratio', 0):.3f}",
             file=sys.stderr,
         )
     print(json.dumps(result, indent=1, default=str))
@@ -190,6 +191,12 @@ def _floor(rows: list[dict[str, Any]], name: str, ref: str) -> dict[str, float] 
     if ref in REDIS_REFS and through is not None:
         # The middleware's miss with a backend that is exactly the raw call.
         out["middleware_floor_ratio"] = through / ref_us
+    cpu_over, cpu_ref = cold.get("cpu_overhead_us"), raw.get("cpu_median_us")
+    if cpu_over is not None and cpu_ref:
+        # The same ratio by this process's CPU time (a run from before it was recorded
+        # has none): what the request costs the caller, leaving out waits on the peer.
+        out["cpu_ratio"] = cpu_over / cpu_ref
+        out["cpu_over_bare"], out["cpu_raw"] = cpu_over, cpu_ref
     return out
 
 
@@ -208,6 +215,11 @@ def floor_text(results: dict[str, Any], name: str, ref: str) -> str:
         text += (
             "; the miss with a backend that is exactly that EVALSHA "
             f"(`bg_cold_rawredis`): {f['middleware_floor_ratio']:.2f}"
+        )
+    if "cpu_ratio" in f:
+        text += (
+            f"; by the process's CPU time (waits on the peer left out): {f['cpu_over_bare']:.1f} "
+            f"µs over the bare app ÷ {f['cpu_raw']:.1f} µs = {f['cpu_ratio']:.2f}"
         )
     return text
 
@@ -240,6 +252,8 @@ def docs_section(ip: dict[str, Any]) -> list[str]:
         return []
     # The in-app floor column only for a run that has the floor rows (bench/peers.py).
     in_app_run = any(r["name"].startswith("floor_evalsha_") for r in ip.get("rows", []))
+    # And the CPU column only for a run that recorded the caller's CPU time.
+    cpu_run = any("cpu_overhead_us" in r for r in ip.get("rows", []))
     L = [
         "",
         "## Where the cold paths' time goes",
@@ -249,23 +263,39 @@ def docs_section(ip: dict[str, Any]) -> list[str]:
         "app (an in-process store: the same flow, single-flight and cache insert with no "
         "I/O); the raw reference is one request of the same kind with no app; what is left "
         "is the backend's own work beyond that raw request. The floor is the best ratio a "
-        "backend costing exactly one raw request can reach on top of that miss work.",
+        "backend costing exactly one raw request can reach on top of that miss work."
+        + (
+            " The ratio by CPU is the same ratio in this process's CPU time (the thread "
+            "that runs the request and its client): the time spent waiting for the peer "
+            "left out."
+            if cpu_run
+            else ""
+        ),
         "",
         "| cold row | over bare app | raw reference | miss work (memory row) | backend beyond raw "
-        "| ratio | floor |" + (" floor: bare app + the raw call |" if in_app_run else ""),
-        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if in_app_run else ""),
+        "| ratio | floor |"
+        + (" floor: bare app + the raw call |" if in_app_run else "")
+        + (" ratio by CPU |" if cpu_run else ""),
+        "|---|---:|---:|---:|---:|---:|---:|"
+        + ("---:|" if in_app_run else "")
+        + ("---:|" if cpu_run else ""),
     ]
     for name, ref, _bare in TARGETS:
         f = _floor(ip.get("rows", []), name, ref)
         if f is None:
-            L.append(f"| `{name}` | not measured | | | | | |" + (" |" if in_app_run else ""))
+            L.append(
+                f"| `{name}` | not measured | | | | | |"
+                + (" |" if in_app_run else "")
+                + (" |" if cpu_run else "")
+            )
             continue
-        in_app = f.get("in_app_floor_ratio")
+        in_app, by_cpu = f.get("in_app_floor_ratio"), f.get("cpu_ratio")
         L.append(
             f"| `{name}` | {f['over_bare']:.1f} | {f['raw']:.1f} (`{ref}`) | "
             f"{f['miss_bookkeeping']:.1f} | {f['backend_beyond_raw']:.1f} | "
             f"{f['ratio']:.2f} | {f['floor_ratio']:.2f} |"
             + ((" —" if in_app is None else f" {in_app:.2f}") + " |" if in_app_run else "")
+            + ((" —" if by_cpu is None else f" {by_cpu:.2f}") + " |" if cpu_run else "")
         )
     for name, _ref, _bare in TARGETS:
         rows = prof.get(name)

@@ -13,23 +13,27 @@ from typing import Any
 from bench.plumbing import Variant
 
 perf_ns = time.perf_counter_ns
+# This thread's CPU time: the caller's own work (an event loop's included), not the time
+# spent waiting for a peer (redis-server, the introspection server: other processes).
+cpu_ns = time.thread_time_ns
 
 
-async def _abatch(call: Callable[[], Any], n: int) -> int:
-    t0 = perf_ns()
+async def _abatch(call: Callable[[], Any], n: int) -> tuple[int, int]:
+    c0, t0 = cpu_ns(), perf_ns()
     for _ in range(n):
         await call()
-    return perf_ns() - t0
+    return perf_ns() - t0, cpu_ns() - c0
 
 
-def _sbatch(call: Callable[[], Any], n: int) -> int:
-    t0 = perf_ns()
+def _sbatch(call: Callable[[], Any], n: int) -> tuple[int, int]:
+    c0, t0 = cpu_ns(), perf_ns()
     for _ in range(n):
         call()
-    return perf_ns() - t0
+    return perf_ns() - t0, cpu_ns() - c0
 
 
-async def batch(v: Variant, n: int) -> int:
+async def batch(v: Variant, n: int) -> tuple[int, int]:
+    """Run `n` calls of `v`: (wall ns, this thread's CPU ns)."""
     assert v.call is not None
     if v.is_async:
         return await _abatch(v.call, n)
@@ -63,7 +67,7 @@ async def calibrate(v: Variant, target_s: float) -> int:
     """Warm `v` up and return the batch size that takes about `target_s` seconds."""
     n, spent = 1, 0
     while True:
-        spent = await batch(v, n)
+        spent, _ = await batch(v, n)
         if spent > 2_000_000 or n >= 4096:  # 2 ms or many calls: good enough estimate
             break
         n *= 4
@@ -85,12 +89,14 @@ async def run(
     seed: int = 6,
     progress: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Time every available variant; return per-variant samples (µs/request per round)."""
+    """Time every available variant; return per-variant samples (µs/request per round),
+    wall clock (``samples_us``) and this thread's CPU time (``cpu_samples_us``)."""
     live = [v for v in variants if v.unavailable is None]
     batches = {}
     for v in live:
         batches[v.name] = await calibrate(v, target_s)
     samples: dict[str, list[float]] = {v.name: [] for v in live}
+    cpu: dict[str, list[float]] = {v.name: [] for v in live}
     rng = random.Random(seed)
     t_start = time.monotonic()
     for r in range(rounds):
@@ -98,8 +104,9 @@ async def run(
         rng.shuffle(order)
         for v in order:
             n = batches[v.name]
-            ns = await batch(v, n)
+            ns, cpu_spent = await batch(v, n)
             samples[v.name].append(ns / n / 1000.0)
+            cpu[v.name].append(cpu_spent / n / 1000.0)
             await asyncio.sleep(0)  # let background refreshes run between batches
         if progress and (r + 1) % max(1, rounds // 5) == 0:
             print(
@@ -109,7 +116,11 @@ async def run(
             )
     await verify(live)  # still answering 200 after the run
     return {
-        v.name: {"samples_us": samples[v.name], "batch": batches[v.name]}
+        v.name: {
+            "samples_us": samples[v.name],
+            "cpu_samples_us": cpu[v.name],
+            "batch": batches[v.name],
+        }
         for v in live
         if v.unavailable is None
     }
@@ -133,6 +144,8 @@ def summarize(variants: list[Variant], raw: dict[str, dict[str, Any]]) -> list[d
             rows.append(row)
             continue
         xs = raw[v.name]["samples_us"]
+        if "cpu_samples_us" in raw[v.name]:
+            row["cpu_median_us"] = statistics.median(raw[v.name]["cpu_samples_us"])
         row.update(
             median_us=med[v.name],
             p25_us=quantile(xs, 0.25),
@@ -148,6 +161,16 @@ def summarize(variants: list[Variant], raw: dict[str, dict[str, Any]]) -> list[d
             row["overhead_p25_us"] = quantile(paired, 0.25)
             row["overhead_p75_us"] = quantile(paired, 0.75)
             row["ratio"] = med[v.name] / med[v.baseline]
+            if "cpu_samples_us" in raw[v.name] and "cpu_samples_us" in raw[v.baseline]:
+                cpu_paired = [
+                    a - b
+                    for a, b in zip(
+                        raw[v.name]["cpu_samples_us"],
+                        raw[v.baseline]["cpu_samples_us"],
+                        strict=False,
+                    )
+                ]
+                row["cpu_overhead_us"] = statistics.median(cpu_paired)
         if v.compare_to and v.compare_to in raw:
             ref = med[v.compare_to]
             row["compare_to"] = v.compare_to

@@ -135,3 +135,50 @@ def test_the_redis_targets_name_the_in_app_floor_and_where_the_time_goes(
     section = page.split("## Where the cold paths' time goes")[1].split("\n## ")[0]
     line = next(x for x in section.splitlines() if x.startswith("| `bg_cold_redis_wsgi`"))
     assert line.rstrip().endswith("| 1.20 | 1.15 |")
+
+
+def test_the_cold_rows_show_the_ratio_by_cpu_time_when_the_run_has_it(
+    results: dict[str, Any],
+) -> None:
+    assert "CPU" not in {t["id"]: t for t in report.targets(results)}["cold_redis_asgi"]["how"]
+    edited = copy.deepcopy(results)
+    rows = edited["inprocess"]["rows"]
+    _set(rows, "bg_cold_redis_asgi", cpu_overhead_us=210.0)
+    _set(rows, "raw_evalsha_async", cpu_median_us=175.0)
+    t = {t["id"]: t for t in report.targets(edited)}
+    # 210 / 175: the wall-clock verdict stays the target's.
+    assert "by the process's CPU time" in t["cold_redis_asgi"]["how"]
+    assert "210.0 µs over the bare app ÷ 175.0 µs = 1.20" in t["cold_redis_asgi"]["how"]
+    assert t["cold_redis_asgi"]["value"] == 1.5 and t["cold_redis_asgi"]["ok"] is False
+    assert "CPU" not in t["cold_redis_wsgi"]["how"]  # no CPU figures for that row
+    section = report.docs(edited, None).split("## Where the cold paths' time goes")[1]
+    line = next(x for x in section.splitlines() if x.startswith("| `bg_cold_redis_asgi`"))
+    assert line.rstrip().endswith("| 1.50 | 1.20 | 1.20 |")  # ratio, floor, by CPU
+    line = next(x for x in section.splitlines() if x.startswith("| `bg_cold_redis_wsgi`"))
+    assert line.rstrip().endswith("| 1.50 | 1.20 | — |")
+
+
+def test_the_harness_keeps_wall_and_cpu_time_apart() -> None:
+    # A call that sleeps costs wall time, not CPU time; the summary pairs each.
+    import asyncio
+    import time
+
+    from bench import harness, plumbing
+
+    def nap() -> None:
+        time.sleep(0.002)
+
+    def bare() -> None:
+        return None
+
+    variants = [
+        plumbing.Variant("bare", "bare", "raw", None, False),
+        plumbing.Variant("nap", "nap", "raw", "bare", False),
+    ]
+    for v, call in zip(variants, (bare, nap), strict=True):
+        v.call, v.check = call, lambda: (200, b"")
+    raw = asyncio.run(harness.run(variants, rounds=3, target_s=0.004, progress=False))
+    rows = {r["name"]: r for r in harness.summarize(variants, raw)}
+    assert rows["nap"]["overhead_us"] > 1_500  # the 2 ms sleep, on the wall clock
+    assert rows["nap"]["cpu_overhead_us"] < 500  # and hardly any CPU
+    assert rows["nap"]["cpu_median_us"] < rows["nap"]["median_us"]
