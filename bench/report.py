@@ -337,7 +337,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             + ". cProfile, µs/request (inflated; compare rows): "
             + (_own_time(results, f"bg_{face}") or "not run"),
         )
-    for face in ("asgi", "wsgi"):
+    from bench import cold
+
+    for face, ref in (("asgi", "raw_httpx_async"), ("wsgi", "raw_httpx_sync")):
         r = _row(results, f"bg_cold_introspection_{face}")
         add(
             f"cold_introspection_{face}",
@@ -345,9 +347,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             None if r is None else r.get("vs_raw_overhead"),
             1.1,
             "le",
-            "(miss request − bare app) / raw POST",
+            cold.floor_text(results, f"bg_cold_introspection_{face}", ref),
+            cold.where_text(results, f"bg_cold_introspection_{face}", ref),
         )
-    from bench import cold
 
     ran = {r["name"] for r in results.get("inprocess", {}).get("rows", [])}
     for face, ref in (("asgi", "raw_evalsha_async"), ("wsgi", "raw_evalsha_sync")):
@@ -420,6 +422,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 limit,
                 "ge",
                 "wrk req/s ratio, interleaved (`bench/authservice.py`)",
+                _auth_where(results["auth_service"], store, ep),
             )
     lb = {r["name"]: r for r in results.get("loopback", {}).get("rows", [])}
     runs = lb.get("uvicorn_bearerguard", {}).get("rps_runs", [])
@@ -777,50 +780,58 @@ def _auth_profile_table(rows: list[dict[str, Any]]) -> list[str]:
     return L
 
 
+def _auth_where(auth: dict[str, Any], store: str, ep: str) -> str:
+    """One auth-service target's floor, CPU ratio and the top rows of its profile."""
+    results = {"auth_service": auth}
+    floor = auth_ratio(results, ep, "floor_redis") if store == "redis" else None
+    off = auth_ratio(results, ep, f"{store}-nocache")
+    parts = []
+    row = next(
+        (
+            r
+            for r in auth.get("loopback", {}).get("rows", [])
+            if r["endpoint"] == ep and r["server"] == store
+        ),
+        {},
+    )
+    if row.get("cpu_ratio") is not None:
+        parts.append(f"by server CPU per request {row['cpu_ratio']:.3f}")
+    if floor is not None:
+        parts.append(f"floor (bare + one redis-py call) {floor:.3f}")
+    if off is not None:
+        parts.append(f"key cache off {off:.3f}")
+    text = "; ".join(parts)
+    rows = (auth.get("profile") or {}).get(store, {}).get(ep, {})
+    served = (auth.get("served_profile") or {}).get(store, {}).get(ep)
+    head, n = "Top own time", 3
+    if served:
+        # One `bearerguard serve` worker under wrk: the server's own time only.
+        rows, head, n = served, "Top own time (the worker under wrk, cProfile)", 4
+    own = rows.get("by_own_time", [])[:n]
+    ours = rows.get("bearerguard_by_cumulative", [])[:n]
+    if own:
+        text += f". {head}: " + ", ".join(f"`{r['where']}` {r['tottime_us']:.0f} µs" for r in own)
+    if ours:
+        text += ". bearerguard by cumulative: " + ", ".join(
+            f"`{r['where']}` {r['cumtime_us']:.0f} µs" for r in ours
+        )
+    return text
+
+
 def _auth_targets(auth: dict[str, Any]) -> list[str]:
     """Each auth-service target beside its floor and the top rows of its profile."""
     results = {"auth_service": auth}
     if auth_ratio(results, "login", "floor_redis") is None:
         return []  # a run from before the floor was measured
-    prof = auth.get("profile") or {}
     L = ["", "### Targets, with where the time goes", ""]
     for store, limit in AUTH_TARGETS:
         for ep in ("introspect", "login"):
             ratio = auth_ratio(results, ep, store)
-            floor = auth_ratio(results, ep, "floor_redis") if store == "redis" else None
-            off = auth_ratio(results, ep, f"{store}-nocache")
-            text = f"- **/{ep} over {store}: {_fmt(ratio, 3)} × bare** (target ≥ {limit})"
-            row = next(
-                (
-                    r
-                    for r in auth.get("loopback", {}).get("rows", [])
-                    if r["endpoint"] == ep and r["server"] == store
-                ),
-                {},
+            L.append(
+                f"- **/{ep} over {store}: {_fmt(ratio, 3)} × bare** (target ≥ {limit}); "
+                + _auth_where(auth, store, ep)
+                + "."
             )
-            if row.get("cpu_ratio") is not None:
-                text += f"; by server CPU per request {row['cpu_ratio']:.3f}"
-            if floor is not None:
-                text += f"; floor (bare + one redis-py call) {floor:.3f}"
-            if off is not None:
-                text += f"; key cache off {off:.3f}"
-            rows = prof.get(store, {}).get(ep, {})
-            served = (auth.get("served_profile") or {}).get(store, {}).get(ep)
-            head, n = "Top own time", 3
-            if served:
-                # One `bearerguard serve` worker under wrk: the server's own time only.
-                rows, head, n = served, "Top own time (the worker under wrk, cProfile)", 4
-            own = rows.get("by_own_time", [])[:n]
-            ours = rows.get("bearerguard_by_cumulative", [])[:n]
-            if own:
-                text += f". {head}: " + ", ".join(
-                    f"`{r['where']}` {r['tottime_us']:.0f} µs" for r in own
-                )
-            if ours:
-                text += ". bearerguard by cumulative: " + ", ".join(
-                    f"`{r['where']}` {r['cumtime_us']:.0f} µs" for r in ours
-                )
-            L.append(text + ".")
     if auth.get("served_profile", {}).get("redis"):
         L += [
             "",

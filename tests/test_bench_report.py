@@ -184,3 +184,21 @@ def test_auth_rows_show_the_round_spread_the_server_cpu_and_the_served_profile(
     # Without a worker profile, the in-process profile's rows stand there as before.
     other = next(line for line in page.splitlines() if line.startswith("- **/login over sqlite"))
     assert "Top own time: " in other
+
+
+def test_every_ratio_target_says_where_its_time_goes(results: dict[str, Any]) -> None:
+    # Issue 18: each target's row carries the profile's top rows (or, for memory, the
+    # bytes by line) from the same run; the counted facts need none.
+    counted = ("single_flight_", "redis_round_trips", "sqlite_statements")
+    for t in report.targets(results):
+        if t["id"].startswith(counted):
+            continue
+        assert t["where"], t["id"]
+        if t["id"].startswith(("cold_", "auth_")):
+            assert "µs" in t["where"], t["id"]  # profile rows, not just a ratio
+    intro = _target(results, "cold_introspection_asgi")
+    assert "by the process's CPU time" in intro["how"]
+    assert "the rest (httpx, sockets, event loop, app)" in intro["where"]
+    assert "redis-py" not in intro["where"]
+    login = _target(results, "auth_redis_login")
+    assert "Top own time" in login["where"] and "bearerguard by cumulative" in login["where"]
