@@ -601,6 +601,9 @@ def docs(results: dict[str, Any], chart_note: str | None, page_commit: str | Non
         "overhead is over bare FastAPI.",
     ]
     L += _hotpath_section(results.get("hotpath"))
+    from bench import hashes
+
+    L += hashes.docs_section(results.get("hashes"))
     L += [
         "",
         "## In-process: cold path (every request a cache miss)",

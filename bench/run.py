@@ -161,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     results["hotpath"] = asyncio.run(
         hotpath.run(plumbing.Env(token=tokens.generate()), rounds=30 if args.quick else 200)
     )
+    from bench import hashes
+
+    print("the token's SHA-256 with cold caches", file=sys.stderr, flush=True)
+    results["hashes"] = hashes.run(200 if args.quick else 2_000)
     print("memory: fresh subprocess", file=sys.stderr, flush=True)
     results["memory"] = _memory(args.memory_tokens)
     results["memory_distinct"] = _memory(args.memory_tokens, "--distinct-ips")

@@ -157,3 +157,16 @@ def test_loopback_sample_reads_a_real_protected_server() -> None:
     assert "unavailable" not in got, got
     assert got["samples"] > 100
     assert 0 < got["share"] < 0.5
+
+
+def test_the_hash_rows_time_both_implementations_and_name_the_one_used() -> None:
+    from bench import hashes
+
+    res = hashes.run(rounds=20)
+    assert res["used"] == "python"  # this machine's Python has its own SHA-256
+    assert set(res["cold_ns"]) == set(res["hot_ns"]) == {"openssl", "python"}
+    assert all(ns > 0 for ns in res["hot_ns"].values())
+    table = [line for line in hashes.docs_section(res) if line.startswith("| ")]
+    assert table[0].startswith("| implementation") and len(table) == 3
+    assert "Python's own implementation (`tokens.sha256`" in "\n".join(hashes.docs_section(res))
+    assert hashes.docs_section(None) == [] and hashes.docs_section({}) == []

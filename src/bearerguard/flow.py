@@ -9,7 +9,6 @@ time out and run refreshes; they make no decision of their own.
 from __future__ import annotations
 
 import enum
-import hashlib
 import logging
 import math
 import time
@@ -40,7 +39,7 @@ from .policy import (
     public_matcher,
 )
 from .resource import ResourceMetadata
-from .tokens import Identity, TokenInfo, fingerprint, is_well_formed, token_key
+from .tokens import Identity, TokenInfo, fingerprint, is_well_formed, sha256, token_key
 
 __all__ = [
     "Allow",
@@ -54,7 +53,6 @@ __all__ = [
 logger = logging.getLogger("bearerguard")
 
 TOKEN_FORMATS = ("bearerguard",)
-_sha256 = hashlib.sha256
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +235,7 @@ class Guard:
         """
         if not self.fast_path or not authorization.startswith(BEARER_PREFIXES):
             return None
-        key = _sha256(authorization[7:]).digest()
+        key = sha256(authorization[7:]).digest()
         entry = self._peek(key)
         if entry is None:
             return None

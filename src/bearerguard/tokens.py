@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import importlib
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 __all__ = [
     "Identity",
@@ -28,14 +29,46 @@ __all__ = [
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
+class _Hash(Protocol):
+    def digest(self) -> bytes: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def _sha256_constructor() -> Callable[[bytes], _Hash]:
+    """SHA-256 for the short strings hashed on every request (tokens, key secrets).
+
+    Python's own implementation rather than OpenSSL's: the digests are the same, but
+    OpenSSL 3 sets each hash up through its provider machinery, which a request pays
+    with cold caches (docs/benchmarks.md, "The token's SHA-256, with cold caches").
+    OpenSSL's when it runs in FIPS mode, or when Python was built without its own.
+    """
+    try:
+        fips = bool(importlib.import_module("_hashlib").get_fips_mode())
+    except (ImportError, AttributeError):
+        fips = False
+    if not fips:
+        for name in ("_sha2", "_sha256"):  # Python 3.12+, 3.10-3.11
+            try:
+                made: Callable[[bytes], _Hash] = importlib.import_module(name).sha256
+            except (ImportError, AttributeError):
+                continue
+            return made
+    return hashlib.sha256
+
+
+sha256 = _sha256_constructor()
+"""``hashlib.sha256``'s equal for the per-request digests (`_sha256_constructor`)."""
+
+
 def token_digest(token: str) -> str:
     """Return the SHA-256 hex digest of `token`: the only form we store or key caches by."""
-    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+    return sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def token_key(token: str) -> bytes:
     """Return the raw SHA-256 digest of `token`: the key of caches and lookups."""
-    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+    return sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 TOKEN_PREFIX = "bgt_"  # noqa: S105  (a prefix, not a secret)
@@ -51,7 +84,7 @@ _RANDOM_CHARS = 43
 
 def _checksum(random_part: str) -> str:
     # 36 bits of SHA-256 over the random part: junk passes with odds of 1 in 6.9e10.
-    digest = hashlib.sha256(random_part.encode("ascii")).digest()
+    digest = sha256(random_part.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest[:6]).decode("ascii")[:6]
 
 

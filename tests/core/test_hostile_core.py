@@ -6,11 +6,14 @@ the cache's revocation memory and its trim on tiny TTLs.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import sys
 
 import pytest
 
+from bearerguard import tokens
 from bearerguard._edge import _Slots
 from bearerguard.cache import _GONE_TTL, TokenCache
 from bearerguard.clientip import ClientIPResolver
@@ -41,6 +44,30 @@ def test_tokens_and_secrets_have_the_contract_shape() -> None:
         assert extract_token([f"Bearer {token}"]) == token
         assert is_well_formed(token) and not is_well_formed(token, SECRET_PREFIX)
         assert is_well_formed(secret, SECRET_PREFIX) and not is_well_formed(secret)
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"x", b"bgt_" + b"A" * 49, "\u00e9".encode() * 1000, bytes(range(256)) * 9]
+)
+def test_the_per_request_sha256_is_sha256(data: bytes) -> None:
+    assert tokens.sha256(data).digest() == hashlib.sha256(data).digest()
+    assert tokens.sha256(data).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_the_per_request_sha256_is_openssl_s_in_fips_mode_or_without_python_s_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # By default Python's own (cheaper with cold caches, docs/benchmarks.md) ...
+    assert tokens._sha256_constructor() is not hashlib.sha256
+    # ... but OpenSSL's under FIPS, and where Python was built without its own hashes.
+    import _hashlib
+
+    with monkeypatch.context() as m:
+        m.setattr(_hashlib, "get_fips_mode", lambda: 1)
+        assert tokens._sha256_constructor() is hashlib.sha256
+    monkeypatch.setitem(sys.modules, "_sha2", None)  # an import of it raises ImportError
+    monkeypatch.setitem(sys.modules, "_sha256", None)
+    assert tokens._sha256_constructor() is hashlib.sha256
 
 
 @pytest.mark.parametrize(

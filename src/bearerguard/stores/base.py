@@ -17,7 +17,6 @@ The auth service writes keys and tokens through a store; the middleware's
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import threading
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol, TypedDict, runtime_checkable
 
 from ..errors import BackendUnavailable
-from ..tokens import SECRET_PREFIX, TOKEN_PREFIX, Invalidation, TokenInfo, generate
+from ..tokens import SECRET_PREFIX, TOKEN_PREFIX, Invalidation, TokenInfo, generate, sha256
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -130,7 +129,7 @@ def rotated(record: KeyRecord, grace: float, now: float) -> tuple[KeyRecord, str
 
 def digest_secret(secret: str) -> str:
     """SHA-256 hex digest of a key secret (secrets are 256-bit random, so no KDF)."""
-    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
+    return sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def verify_secret(record: KeyRecord | None, secret: str, now: float | None = None) -> bool:
