@@ -329,6 +329,39 @@ def test_a_server_that_closes_every_connection_fails_after_one_retry() -> None:
             store.close()
 
 
+def test_a_reply_in_pieces_shares_one_deadline_and_leaves_the_timeout_as_it_was() -> None:
+    """A peer that answers each command in three pieces, `gap` seconds apart: within
+    the client's timeout the reply is read whole and the connection keeps the client's
+    timeout for the next call; pieces that each come in time but together do not fail
+    the call at its one deadline."""
+    gap = [0.1]
+
+    def answer_in_pieces(conn: socket.socket) -> None:
+        while conn.recv(4096):
+            for piece in (b"$5\r\nh", b"ell", b"o\r\n"):
+                conn.sendall(piece)
+                time.sleep(gap[0])
+
+    with tcp_peer(answer_in_pieces) as (port, accepted):
+        client = LeanClient({"host": "127.0.0.1", "port": port}, timeout=0.5)
+        try:
+            assert client.execute("GET", "k") == b"hello"
+            (conn,) = client._idle
+            assert conn.sock.gettimeout() == 0.5  # shortened for the second piece, restored
+            assert client.execute("GET", "k") == b"hello"  # the same connection again
+            assert accepted[0] == 1
+            # Pieces 0.3 s apart, each within the 0.5 s timeout, the last 0.6 s after
+            # the first: the call's one deadline fails it (a fresh timeout for each
+            # piece would wait for them all).
+            gap[0] = 0.3
+            started = time.monotonic()
+            with pytest.raises(redis.exceptions.TimeoutError):
+                client.execute("GET", "k")
+            assert time.monotonic() - started < 0.58
+        finally:
+            client.close()
+
+
 def test_close_closes_idle_connections(rstore: RedisStore, raw: redis.Redis) -> None:
     """`close` closes the idle connections (Redis no longer lists them); a call after
     it raises ConnectionError without connecting."""

@@ -371,6 +371,7 @@ class _Socket:
             sock.sendall(packed)
             reply = reader.gets()
             deadline = 0.0
+            shortened = False
             while reply is False:
                 # The socket's timeout is the client's; a reply in pieces (rare) shares it.
                 if deadline:
@@ -378,6 +379,7 @@ class _Socket:
                     if left <= 0:
                         raise TimeoutError
                     sock.settimeout(left)
+                    shortened = True
                 else:
                     deadline = time.monotonic() + timeout
                 data = sock.recv(_READ)
@@ -385,7 +387,7 @@ class _Socket:
                     raise _Lost("Connection closed by server")
                 reader.feed(data)
                 reply = reader.gets()
-            if deadline:
+            if shortened:  # each settimeout is a system call: only to undo our own
                 sock.settimeout(timeout)
             return reply
         except hiredis.ProtocolError as exc:
