@@ -2,8 +2,10 @@
 
 uvicorn (one worker, --no-proxy-headers) serves bare Starlette and the same app behind
 BearerGuardMiddleware; gunicorn (one sync worker) serves bare Flask and the app behind
-WSGIBearerGuard. The runs are interleaved, each a few seconds, and every response must
-be a 200 (wrk counts non-2xx answers; a run with any is reported as failed).
+WSGIBearerGuard. A control pair, two uvicorn processes of the same bare app, is loaded
+the same way: what a ratio reads when only the process differs. The runs are
+interleaved, each a few seconds, and every response must be a 200 (wrk counts non-2xx
+answers; a run with any is reported as failed).
 
 The server's CPU time (all threads, gunicorn's worker included) is read from /proc
 around every half-run, for CPU µs per request beside req/s.
@@ -44,8 +46,15 @@ PAIRS = [
     ("uvicorn_bearerguard", "uvicorn", "bench.loopback_apps:starlette_guarded"),
     ("gunicorn_flask", "gunicorn", "bench.loopback_apps:flask_bare"),
     ("gunicorn_bearerguard", "gunicorn", "bench.loopback_apps:flask_guarded"),
+    # The control: two processes of the same bare app, measured as a pair like the others.
+    ("uvicorn_twin_a", "uvicorn", "bench.loopback_apps:starlette_bare"),
+    ("uvicorn_twin_b", "uvicorn", "bench.loopback_apps:starlette_bare"),
 ]
 BASE = {"uvicorn_bearerguard": "uvicorn_starlette", "gunicorn_bearerguard": "gunicorn_flask"}
+# What a ratio between two servers reads when nothing differs but the process: the
+# noise the protected ÷ bare ratios stand in (each server keeps its memory layout for
+# the whole run, so two identical ones need not read 1.00).
+TWINS = {"uvicorn_twin_b": "uvicorn_twin_a"}
 # The first frame of the app a protected server's middleware wraps, in py-spy's stacks.
 WRAPPED = {
     "uvicorn_bearerguard": "starlette/applications.py",
@@ -178,7 +187,7 @@ def run(
             return f"http://{servers.HOST}:{procs[name][1]}/whoami"
 
         rng = random.Random(6)
-        pairs = [[base, ours] for ours, base in BASE.items()]
+        pairs = [[base, ours] for ours, base in (*BASE.items(), *TWINS.items())]
         for rep in range(reps):
             rng.shuffle(pairs)
             for pair in pairs:
@@ -218,7 +227,7 @@ def run(
                 "cpu_us_runs": [r["cpu_us"] for r in rs],
                 "non_2xx": sum(r["non_2xx"] for r in rs),
                 "socket_errors": [r["socket_errors"] for r in rs if r["socket_errors"]],
-                "baseline": BASE.get(name),
+                "baseline": BASE.get(name) or TWINS.get(name),
             }
         )
     cpu = {row["name"]: statistics.median(row["cpu_us_runs"]) for row in rows}

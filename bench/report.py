@@ -248,6 +248,18 @@ def _loopback_expected(results: dict[str, Any], lb: dict[str, dict[str, Any]]) -
     )
 
 
+def _loopback_twins(lb: dict[str, dict[str, Any]]) -> str:
+    """The control pair (two processes of the same bare app) as text ('' if not run)."""
+    twin = lb.get("uvicorn_twin_b", {})
+    worst = _paired_min(lb, "uvicorn_twin_b", "uvicorn_twin_a")
+    if worst is None or twin.get("ratio") is None:
+        return ""
+    return (
+        f"; two processes of the same bare app, measured the same way: worst run "
+        f"{worst:.3f}, median {twin['ratio']:.3f}"
+    )
+
+
 def _loopback_sampled(results: dict[str, Any], name: str = "uvicorn_bearerguard") -> str:
     """py-spy's view of the protected server under wrk, as text ('' for runs without it).
 
@@ -436,7 +448,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         f"median ratio {_fmt(lb.get('uvicorn_bearerguard', {}).get('ratio'), 3)}"
         + _loopback_cpu(lb)
         + _loopback_expected(results, lb)
-        + _loopback_sampled(results),
+        + _loopback_sampled(results)
+        + _loopback_twins(lb),
     )
     return out
 
@@ -716,6 +729,13 @@ def docs(results: dict[str, Any], chart_note: str | None, page_commit: str | Non
             L.append(
                 f"| {r['name']} | {r['rps_median']:.0f} | {runs} | {_fmt(r.get('ratio'), 3)} |{extra} {r['non_2xx']} |"
             )
+        if any(r["name"] == "uvicorn_twin_b" for r in lb["rows"]):
+            L += [
+                "",
+                "`uvicorn_twin_a` and `uvicorn_twin_b` are two processes of the same bare app, "
+                "a pair like the others: their ratio is what the comparison reads when only "
+                "the process differs (each keeps its own memory layout for the whole run).",
+            ]
         spied = {k: v for k, v in lb.get("sampled", {}).items() if v.get("share") is not None}
         if spied:
             L += [

@@ -149,6 +149,25 @@ def test_loopback_needs_every_run_at_the_limit(results: dict[str, Any]) -> None:
     assert _target(edited, "loopback_uvicorn")["ok"] is None
 
 
+def test_loopback_names_its_control_pair(results: dict[str, Any]) -> None:
+    # Two processes of the same bare app: their ratio is the comparison's own noise.
+    edited = copy.deepcopy(results)
+    rows = [
+        {"name": "uvicorn_starlette", "rps_runs": [1000.0, 1000.0, 1000.0]},
+        {"name": "uvicorn_bearerguard", "rps_runs": [990.0, 960.0, 1001.0], "ratio": 0.99},
+    ]
+    edited["loopback"] = {"rows": rows}
+    assert "same bare app" not in _target(edited, "loopback_uvicorn")["where"]
+    rows += [
+        {"name": "uvicorn_twin_a", "rps_runs": [1000.0, 1000.0, 1000.0]},
+        {"name": "uvicorn_twin_b", "rps_runs": [1010.0, 910.0, 1080.0], "ratio": 1.01},
+    ]
+    where = _target(edited, "loopback_uvicorn")["where"]
+    assert "two processes of the same bare app" in where
+    assert "worst run 0.910, median 1.010" in where
+    assert _target(edited, "loopback_uvicorn")["ok"] is True  # the verdict stays ours
+
+
 def test_auth_rows_show_the_round_spread_the_server_cpu_and_the_served_profile(
     results: dict[str, Any],
 ) -> None:
