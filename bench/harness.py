@@ -126,6 +126,11 @@ async def run(
     }
 
 
+def _paired(raw: dict[str, dict[str, Any]], name: str, base: str, key: str) -> list[float]:
+    """Each round's `key` sample of `name` minus `base`'s in the same round."""
+    return [a - b for a, b in zip(raw[name][key], raw[base][key], strict=False)]
+
+
 def summarize(variants: list[Variant], raw: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Medians, spreads, paired overheads and ratios to the baseline of the same run."""
     rows: list[dict[str, Any]] = []
@@ -155,22 +160,15 @@ def summarize(variants: list[Variant], raw: dict[str, dict[str, Any]]) -> list[d
             batch=raw[v.name]["batch"],
         )
         if v.baseline and v.baseline in raw:
-            base = raw[v.baseline]["samples_us"]
-            paired = [a - b for a, b in zip(xs, base, strict=False)]
+            paired = _paired(raw, v.name, v.baseline, "samples_us")
             row["overhead_us"] = statistics.median(paired)
             row["overhead_p25_us"] = quantile(paired, 0.25)
             row["overhead_p75_us"] = quantile(paired, 0.75)
             row["ratio"] = med[v.name] / med[v.baseline]
             if "cpu_samples_us" in raw[v.name] and "cpu_samples_us" in raw[v.baseline]:
-                cpu_paired = [
-                    a - b
-                    for a, b in zip(
-                        raw[v.name]["cpu_samples_us"],
-                        raw[v.baseline]["cpu_samples_us"],
-                        strict=False,
-                    )
-                ]
-                row["cpu_overhead_us"] = statistics.median(cpu_paired)
+                row["cpu_overhead_us"] = statistics.median(
+                    _paired(raw, v.name, v.baseline, "cpu_samples_us")
+                )
         if v.compare_to and v.compare_to in raw:
             ref = med[v.compare_to]
             row["compare_to"] = v.compare_to

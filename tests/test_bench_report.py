@@ -134,13 +134,19 @@ def test_cached_ratio_comes_from_the_cached_path_alone(results: dict[str, Any], 
     assert "= **1.40**" in target["where"]
 
 
-def test_loopback_needs_every_run_at_the_limit(results: dict[str, Any]) -> None:
+def _with_loopback(results: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A copy of `results` whose loopback rows are one uvicorn pair: worst run 0.96."""
     edited = copy.deepcopy(results)
     rows = [
         {"name": "uvicorn_starlette", "rps_runs": [1000.0, 1000.0, 1000.0]},
         {"name": "uvicorn_bearerguard", "rps_runs": [990.0, 960.0, 1001.0], "ratio": 0.99},
     ]
     edited["loopback"] = {"rows": rows}
+    return edited, rows
+
+
+def test_loopback_needs_every_run_at_the_limit(results: dict[str, Any]) -> None:
+    edited, rows = _with_loopback(results)
     target = _target(edited, "loopback_uvicorn")
     assert (target["value"], target["ok"]) == (pytest.approx(0.96), True)
     rows[1]["rps_runs"][2] = 940.0  # one run of three below 0.95: not met
@@ -151,12 +157,7 @@ def test_loopback_needs_every_run_at_the_limit(results: dict[str, Any]) -> None:
 
 def test_loopback_names_its_control_pair(results: dict[str, Any]) -> None:
     # Two processes of the same bare app: their ratio is the comparison's own noise.
-    edited = copy.deepcopy(results)
-    rows = [
-        {"name": "uvicorn_starlette", "rps_runs": [1000.0, 1000.0, 1000.0]},
-        {"name": "uvicorn_bearerguard", "rps_runs": [990.0, 960.0, 1001.0], "ratio": 0.99},
-    ]
-    edited["loopback"] = {"rows": rows}
+    edited, rows = _with_loopback(results)
     assert "same bare app" not in _target(edited, "loopback_uvicorn")["where"]
     rows += [
         {"name": "uvicorn_twin_a", "rps_runs": [1000.0, 1000.0, 1000.0]},
