@@ -30,6 +30,15 @@ def remember_secret(value: str) -> str:
     return value
 
 
+def secrets_in(text: str) -> list[str]:
+    """The registered tokens and secrets that appear in `text`.
+
+    Reads a copy of the set (one step under the GIL): a thread a failed test left
+    behind may still be registering tokens.
+    """
+    return [s for s in SECRETS.copy() if s in text]
+
+
 def require_tools(*names: str) -> None:
     """Fail with one line naming each documented prerequisite (curl, jq) that is missing."""
     missing = [name for name in names if shutil.which(name) is None]

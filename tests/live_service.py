@@ -26,7 +26,7 @@ from types import TracebackType
 import httpx
 from tools.processes import Process, free_port
 
-from helpers import SECRETS, remember_secret
+from helpers import remember_secret, secrets_in
 
 __all__ = ["LiveService", "free_port", "live_service", "run_cli"]
 
@@ -159,7 +159,7 @@ class LiveService:
             return
         self._process.stop(STOP_TIMEOUT)
         self._collect()
-        leaked = [s for s in SECRETS if s and s in self.output]
+        leaked = secrets_in(self.output)
         # Name the leak by position only: the failure message must not repeat it.
         where = [self.output.index(s) for s in leaked]
         assert not leaked, f"a token or secret appeared in the server's output at {where}"

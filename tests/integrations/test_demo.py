@@ -20,7 +20,7 @@ import pytest
 
 from bearerguard.stores import open_store
 from bearerguard.tokens import token_digest
-from helpers import SECRETS, remember_secret, require_tools
+from helpers import remember_secret, require_tools, secrets_in
 from integration_support import ROOT, free_port
 
 START_TIMEOUT = 60.0
@@ -190,4 +190,4 @@ def test_port_taken_is_one_line_and_exit_2(store_url: str) -> None:
     err = "".join(d.stderr).strip()
     assert err.count("\n") == 0, err
     assert f"port {port}" in err and "in use" in err and "--api-port" in err
-    assert not [s for s in SECRETS if s in "".join(d.stdout)]
+    assert not secrets_in("".join(d.stdout))

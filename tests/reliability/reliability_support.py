@@ -320,10 +320,15 @@ class Hammer:
             t.start()
         return self
 
-    def stop(self) -> HammerResult:
+    def halt(self) -> None:
+        """Stop the clients and wait for them (a `finally`'s call: a failed test must
+        not leave them running into the next one)."""
         self._stop.set()
         for t in self._threads:
             t.join(timeout=30)
+
+    def stop(self) -> HammerResult:
+        self.halt()
         assert not any(t.is_alive() for t in self._threads), "load clients did not stop"
         assert not self.errors, self.errors
         return HammerResult(list(self._outcomes), time.monotonic() - self._started)

@@ -88,6 +88,7 @@ def test_auth_service_killed_mid_load_introspection() -> None:
             "RELIABILITY_CACHE_TTL": "60",
         }
         app = resource_server(env)
+        hammer: Hammer | None = None
         try:
             # Seen once before the outage: the positive answers are cached from here on.
             assert _get(app.base_url, cached) == 200
@@ -142,6 +143,8 @@ def test_auth_service_killed_mid_load_introspection() -> None:
             hammer.wait_for(scaled(100, 2000), t_ok)
             result = hammer.stop()
         finally:
+            if hammer is not None:
+                hammer.halt()
             app.stop()
         timeline = [
             ("before", t_start),
@@ -218,13 +221,18 @@ def _revoke_key(url: str, key_id: str) -> None:
 
 def test_redis_killed_under_load_store_mode_and_service() -> None:
     """redis-server stopped and restarted (empty: no persistence) under load."""
-    with RedisServer() as redis_srv, LiveService(redis_srv.url) as svc:
+    # The service's key cache outlasts the whole run: only the outage empties it (a
+    # Redis that failed may come back without the key), so the login after the
+    # restart reads the store and is refused however fast the phases go.
+    longer = ["--key-cache-ttl", "60"]
+    with RedisServer() as redis_srv, LiveService(redis_srv.url, extra_args=longer) as svc:
         key_id, secret = svc.create_key(["dns"])
         intro_id, intro_secret = svc.create_key(["dns"], introspect=True)
         cached = token_for(svc.base_url, key_id, secret)
         revoked = token_for(svc.base_url, key_id, secret)
         assert revoke(svc.base_url, key_id, secret, revoked).status_code == 200
         app = uvicorn_example({"BEARERGUARD_STORE": redis_srv.url})
+        hammer: Hammer | None = None
         try:
             assert _get(app.base_url, cached) == 200
             listening = _subscribers(redis_srv.url)
@@ -343,6 +351,8 @@ def test_redis_killed_under_load_store_mode_and_service() -> None:
             hammer.wait_for(scaled(50, 2000), t_forgot)
             result = hammer.stop()
         finally:
+            if hammer is not None:
+                hammer.halt()
             app.stop()
         timeline = [
             ("before", t_start),

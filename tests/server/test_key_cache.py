@@ -9,7 +9,7 @@ from server_helpers import Service, assert_error
 
 from bearerguard.server.keycache import KeyCache
 from bearerguard.stores.accounts import new_account
-from bearerguard.stores.base import new_key
+from bearerguard.stores.base import StoreUnavailable, new_key
 from bearerguard.tokens import Invalidation
 from helpers import FakeClock
 
@@ -83,6 +83,34 @@ def test_a_key_revoked_in_the_store_leaves_the_cache_at_once(cached: Service) ->
     assert cached.http.login(key_id, secret).status_code == 200
     assert cached.store.revoke_key(key_id)  # announced to this process's subscribers
     assert_error(cached.http.login(key_id, secret), 401, "invalid_client")
+
+
+def test_a_store_failure_empties_the_key_cache(cached: Service) -> None:
+    """A store that failed may come back without what it held (a Redis restarted
+    empty) and its announcements may have been lost meanwhile: a cached key is read
+    anew after any 503."""
+    key_id, secret = cached.key()
+    other_id, other_secret = cached.key()
+    assert cached.http.login(key_id, secret).status_code == 200
+    assert cached.http.login(other_id, other_secret).status_code == 200
+    state = cached.app.state.bearerguard
+    state.unsubscribe()  # nothing announced from here on
+    put_token = state.store._put_token
+    failing = [True]
+
+    async def fails_once(record: object) -> None:
+        if failing:
+            failing.pop()
+            raise StoreUnavailable("down")
+        await put_token(record)
+
+    state.store._put_token = fails_once
+    assert_error(cached.http.login(key_id, secret), 503, "temporarily_unavailable")
+    assert len(state.keys) == 0  # the other key's entry went too
+    # The store came back without the key; nobody said so.
+    assert cached.store.revoke_key(other_id)
+    assert_error(cached.http.login(other_id, other_secret), 401, "invalid_client")
+    assert cached.http.login(key_id, secret).status_code == 200
 
 
 def test_entries_live_at_most_ttl_and_the_cache_is_bounded() -> None:

@@ -27,7 +27,8 @@ over Redis pub/sub a revoked key, every key of a disabled account, and a key who
 secret was rotated leave the cache of every worker and replica as soon as the message
 arrives; SQLite and memory stores announce only within their own process. Whatever
 the transport does, no entry is used after `ttl`, so a revocation or rotation made
-anywhere takes effect within `ttl` (1 s by default) on every worker.
+anywhere takes effect within `ttl` (1 s by default) on every worker. A store failure
+empties the cache (the service's 503 handler): what comes back may not hold the keys.
 """
 
 from __future__ import annotations

@@ -145,8 +145,14 @@ class _Service:
         return error_response(exc.error, exc.description, exc.status, headers)
 
     async def unavailable(self, request: Request, exc: Exception) -> Response:
-        """A failing store (`StoreUnavailable`, any `BackendUnavailable`): 503."""
+        """A failing store (`StoreUnavailable`, any `BackendUnavailable`): 503.
+
+        The key cache is emptied too: a store that failed may come back without what it
+        held (a Redis restarted empty, a failover that lost writes) and its
+        announcements may have been lost meanwhile, so the next call reads each key anew.
+        """
         self.metrics.store_errors += 1
+        self.keys.clear()
         return error_response(
             "temporarily_unavailable", "The token store is unavailable", 503, {"Retry-After": "5"}
         )
