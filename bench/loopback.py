@@ -1,25 +1,31 @@
 """Loopback mode: real servers on 127.0.0.1 under a bounded load (wrk, or httpx).
 
-uvicorn (one worker, --no-proxy-headers) serves bare Starlette and the same app behind
-BearerGuardMiddleware; gunicorn (one sync worker) serves bare Flask and the app behind
-WSGIBearerGuard. A control pair, two uvicorn processes of the same bare app, is loaded
-the same way: what a ratio reads when only the process differs. The runs are
-interleaved, each a few seconds, and every response must be a 200 (wrk counts non-2xx
-answers; a run with any is reported as failed).
+uvicorn (one worker, --no-proxy-headers) serves bare Starlette, the same app behind
+BearerGuardMiddleware, and behind the contract floor (every check bearerguard's cached
+path makes, as one function); gunicorn (one sync worker) serves bare Flask and the app
+behind WSGIBearerGuard. A control pair, two uvicorn processes of the same bare app, is
+measured the same way: what a ratio reads when only the process differs. Every
+response must be a 200 (wrk counts non-2xx answers; a run with any is reported as
+failed).
+
+The servers of a group (`GROUPS`) are loaded at the same time, each by its own client,
+on the same core: the kernel shares the core out evenly, so all of them meet the same
+machine. This machine's speed changes by more from one second to the next than
+bearerguard costs, so servers loaded one after the other read far apart even when they
+are the same (`python -m bench.twins` shows both methods side by side). Each run starts
+the group afresh, so the runs sample different processes too; the groups' order is
+shuffled.
 
 The server's CPU time (all threads, gunicorn's worker included) is read from /proc
-around every half-run, for CPU µs per request beside req/s.
+around every run, for CPU µs per request beside req/s.
 
-After the runs, each protected server is loaded once more while py-spy samples it
-(`sample`): the share of its samples in bearerguard's own frames (not the app it wraps)
-is what the middleware costs in that server, read without comparing two runs.
+After its last run, each protected server is loaded once more, alone, while py-spy
+samples it (`sample`): the share of its samples in bearerguard's own frames (not the
+app it wraps) is what the middleware costs in that server, read without comparing two
+runs.
 
-Each round runs the pairs in a shuffled order, and a pair's run is four half-runs, A B B
-A (which server is A is shuffled too): a ratio compares runs seconds apart, and a drift
-in the machine's speed during the pair weighs on both servers alike.
-On a machine with two or more cores the servers are pinned to the first core and wrk to
-the second (`os.sched_setaffinity`): the client no longer steals the server's core at
-random, which was the largest source of spread when both floated.
+On a machine with two or more cores the servers are pinned to the first core and the
+clients to the others (`os.sched_setaffinity`).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +48,28 @@ import httpx
 
 from bench import servers
 
-PAIRS = [
+SERVERS = [
     ("uvicorn_starlette", "uvicorn", "bench.loopback_apps:starlette_bare"),
     ("uvicorn_bearerguard", "uvicorn", "bench.loopback_apps:starlette_guarded"),
+    ("uvicorn_contract", "uvicorn", "bench.loopback_apps:starlette_contract"),
     ("gunicorn_flask", "gunicorn", "bench.loopback_apps:flask_bare"),
     ("gunicorn_bearerguard", "gunicorn", "bench.loopback_apps:flask_guarded"),
     # The control: two processes of the same bare app, measured as a pair like the others.
     ("uvicorn_twin_a", "uvicorn", "bench.loopback_apps:starlette_bare"),
     ("uvicorn_twin_b", "uvicorn", "bench.loopback_apps:starlette_bare"),
 ]
+# The servers loaded together in one run (the first is the others' baseline).
+GROUPS = [
+    ["uvicorn_starlette", "uvicorn_bearerguard", "uvicorn_contract"],
+    ["gunicorn_flask", "gunicorn_bearerguard"],
+    ["uvicorn_twin_a", "uvicorn_twin_b"],
+]
 BASE = {"uvicorn_bearerguard": "uvicorn_starlette", "gunicorn_bearerguard": "gunicorn_flask"}
+# The floor of the uvicorn target: every check bearerguard's cached path makes, as one
+# function (`bench.plumbing.ContractFloorMiddleware`), in a real server.
+FLOORS = {"uvicorn_contract": "uvicorn_starlette"}
 # What a ratio between two servers reads when nothing differs but the process: the
-# noise the protected ÷ bare ratios stand in (each server keeps its memory layout for
-# the whole run, so two identical ones need not read 1.00).
+# noise the protected ÷ bare ratios stand in.
 TWINS = {"uvicorn_twin_b": "uvicorn_twin_a"}
 # The first frame of the app a protected server's middleware wraps, in py-spy's stacks.
 WRAPPED = {
@@ -150,71 +166,48 @@ async def _httpx_load(url: str, token: str, seconds: float, conns: int) -> dict[
 def run(
     token: str, *, seconds: float = 3.0, reps: int = 3, conns: int = 16, install: bool = False
 ) -> dict[str, Any]:
-    """Start the four servers, load them in interleaved runs, return the summary."""
+    """Load each group's servers at once, `reps` runs of fresh processes; summarise."""
     wrk = ensure_wrk(install)
-    env = {"BENCH_TOKEN": token}
     split = cores()
-    procs: dict[str, tuple[servers.Proc, int]] = {}
+    pinned = split is not None and wrk is not None
     result: dict[str, Any] = {
         "client": f"wrk -t1 -c{conns}" if wrk else f"httpx.AsyncClient x{conns}",
         "seconds_per_run": seconds,
         "reps": reps,
         "servers": "uvicorn 1 worker --no-proxy-headers; gunicorn 1 sync worker",
-        "pinned": None
-        if split is None or not wrk
-        else {"servers": sorted(split[0]), "client": sorted(split[1])},
+        "together": True,
+        "pinned": {"servers": sorted(split[0]), "client": sorted(split[1])}
+        if pinned and split is not None
+        else None,
     }
-    try:
-        for name, kind, app in PAIRS:
-            start = servers.uvicorn if kind == "uvicorn" else servers.gunicorn
-            procs[name] = start(app, env=env)
-        with httpx.Client(trust_env=False, timeout=5.0) as client:
-            for name, (proc, port) in procs.items():
-                url = f"http://{servers.HOST}:{port}/whoami"
-                servers.wait_http(proc, url)
-                ok = client.get(url, headers={"Authorization": f"Bearer {token}"})
-                if ok.status_code != 200:
-                    raise RuntimeError(f"{name}: HTTP {ok.status_code} with the token")
-                if name in BASE and client.get(url).status_code != 401:
-                    raise RuntimeError(f"{name}: no 401 without a token")
-        if result["pinned"] is not None and split is not None:
-            for proc, _ in procs.values():
-                servers.pin(proc.pid, split[0])
-        client_cpus = None if result["pinned"] is None or split is None else split[1]
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in procs}
-
-        def url_of(name: str) -> str:
-            return f"http://{servers.HOST}:{procs[name][1]}/whoami"
-
-        rng = random.Random(6)
-        pairs = [[base, ours] for ours, base in (*BASE.items(), *TWINS.items())]
-        for rep in range(reps):
-            rng.shuffle(pairs)
-            for pair in pairs:
-                rng.shuffle(pair)
-                first, second = pair
-                if rep == 0:  # warm up: one short run each, not counted
-                    for name in pair:
-                        load(wrk, url_of(name), token, 1.0, conns, client_cpus)
-                # A B B A, each half the run: a drift during the pair hits both alike.
-                half: dict[str, list[dict[str, Any]]] = {first: [], second: []}
-                for name in (first, second, second, first):
-                    pid = procs[name][0].pid
-                    cpu = servers.cpu_seconds(pid)
-                    part = load(wrk, url_of(name), token, seconds / 2, conns, client_cpus)
-                    part["cpu_s"] = servers.cpu_seconds(pid) - cpu
-                    half[name].append(part)
-                for name, parts in half.items():
-                    runs[name].append(_combined(parts))
-            print(f"  loopback rep {rep + 1}/{reps}", file=sys.stderr, flush=True)
-        if wrk:  # the httpx client would share the server's core and its samples
-            result["sampled"] = {
-                name: sample(wrk, url_of(name), token, procs[name][0].pid, marker, client_cpus)
-                for name, marker in WRAPPED.items()
-            }
-    finally:
-        for proc, _ in procs.values():
-            proc.stop()
+    server_cpus, client_cpus = split if pinned and split is not None else (None, None)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in SERVERS}
+    sampled: dict[str, Any] = {}
+    rng = random.Random(6)
+    groups = [list(group) for group in GROUPS]
+    for rep in range(reps):
+        rng.shuffle(groups)
+        for group in groups:
+            procs = start_servers(group, token, server_cpus)
+            try:
+                urls = {name: whoami_url(port) for name, (_, port) in procs.items()}
+                pids = {name: proc.pid for name, (proc, _) in procs.items()}
+                together(wrk, urls, pids, token, 1.0, conns, client_cpus)  # warm up
+                for name, part in together(
+                    wrk, urls, pids, token, seconds, conns, client_cpus
+                ).items():
+                    runs[name].append(part)
+                if rep == reps - 1 and wrk:  # httpx would share the server's core
+                    for name in set(group) & set(WRAPPED):
+                        sampled[name] = sample(
+                            wrk, urls[name], token, pids[name], WRAPPED[name], client_cpus
+                        )
+            finally:
+                for proc, _ in procs.values():
+                    proc.stop()
+        print(f"  loopback rep {rep + 1}/{reps}", file=sys.stderr, flush=True)
+    if sampled:
+        result["sampled"] = {name: sampled[name] for name in WRAPPED if name in sampled}
     rows = []
     med = {}
     for name, rs in runs.items():
@@ -227,7 +220,7 @@ def run(
                 "cpu_us_runs": [r["cpu_us"] for r in rs],
                 "non_2xx": sum(r["non_2xx"] for r in rs),
                 "socket_errors": [r["socket_errors"] for r in rs if r["socket_errors"]],
-                "baseline": BASE.get(name) or TWINS.get(name),
+                "baseline": BASE.get(name) or FLOORS.get(name) or TWINS.get(name),
             }
         )
     cpu = {row["name"]: statistics.median(row["cpu_us_runs"]) for row in rows}
@@ -235,11 +228,74 @@ def run(
         if row["baseline"]:
             row["ratio"] = med[row["name"]] / med[row["baseline"]]
             # The server's CPU per request, bare's ÷ ours: the req/s ratio it would reach
-            # CPU-bound on a core of its own, steadier than req/s on a shared machine.
+            # CPU-bound on a core of its own.
             if cpu[row["name"]]:
                 row["cpu_ratio"] = cpu[row["baseline"]] / cpu[row["name"]]
     result["rows"] = rows
     return result
+
+
+def whoami_url(port: int) -> str:
+    return f"http://{servers.HOST}:{port}/whoami"
+
+
+def start_servers(
+    names: list[str], token: str, cpus: set[int] | None
+) -> dict[str, tuple[servers.Proc, int]]:
+    """Start the servers `names` (fresh processes), check their answers, pin them."""
+    apps = {name: (kind, app) for name, kind, app in SERVERS}
+    procs: dict[str, tuple[servers.Proc, int]] = {}
+    try:
+        for name in names:
+            kind, app = apps[name]
+            start = servers.uvicorn if kind == "uvicorn" else servers.gunicorn
+            procs[name] = start(app, env={"BENCH_TOKEN": token})
+        with httpx.Client(trust_env=False, timeout=5.0) as client:
+            for name, (proc, port) in procs.items():
+                servers.wait_http(proc, whoami_url(port))
+                ok = client.get(whoami_url(port), headers={"Authorization": f"Bearer {token}"})
+                if ok.status_code != 200:
+                    raise RuntimeError(f"{name}: HTTP {ok.status_code} with the token")
+                if name in BASE and client.get(whoami_url(port)).status_code != 401:
+                    raise RuntimeError(f"{name}: no 401 without a token")
+        if cpus is not None:
+            for proc, _ in procs.values():
+                servers.pin(proc.pid, cpus)
+    except BaseException:
+        for proc, _ in procs.values():
+            proc.stop()
+        raise
+    return procs
+
+
+def together(
+    wrk: str | None,
+    urls: dict[str, str],
+    pids: dict[str, int],
+    token: str,
+    seconds: float,
+    conns: int,
+    cpus: set[int] | None,
+) -> dict[str, dict[str, Any]]:
+    """Load every server in `urls` at the same time, one client each, for `seconds`.
+
+    Each result has the server's CPU µs per request (its /proc counters around the
+    run) and the run's window (`window`: monotonic start and end, for the caller to
+    check that the runs overlapped).
+    """
+
+    def one(name: str) -> dict[str, Any]:
+        cpu = servers.cpu_seconds(pids[name])
+        t0 = time.monotonic()
+        part = load(wrk, urls[name], token, seconds, conns, cpus)
+        part["window"] = (t0, time.monotonic())
+        used = servers.cpu_seconds(pids[name]) - cpu
+        part["cpu_us"] = used / part["requests"] * 1e6 if part["requests"] else 0.0
+        return part
+
+    with ThreadPoolExecutor(len(urls)) as pool:
+        done = {name: pool.submit(one, name) for name in urls}
+        return {name: f.result() for name, f in done.items()}
 
 
 def sample(
@@ -295,18 +351,6 @@ def bearerguard_share(raw: str, wrapped: str | None = None) -> tuple[int, int]:
         if first is not None and not any(m in f for f in frames[first + 1 :] for m in app):
             ours += n
     return ours, total
-
-
-def _combined(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One run out of its slices: the mean req/s, the counts summed."""
-    requests = sum(p["requests"] for p in parts)
-    return {
-        "rps": statistics.fmean(p["rps"] for p in parts),
-        "requests": requests,
-        "cpu_us": sum(p["cpu_s"] for p in parts) / requests * 1e6 if requests else 0.0,
-        "non_2xx": sum(p["non_2xx"] for p in parts),
-        "socket_errors": "; ".join(p["socket_errors"] for p in parts if p["socket_errors"]),
-    }
 
 
 def load(

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -234,30 +235,28 @@ def _loopback_cpu(lb: dict[str, dict[str, Any]]) -> str:
 def _loopback_expected(results: dict[str, Any], lb: dict[str, dict[str, Any]]) -> str:
     """What the in-process overhead predicts for the loopback ratio, as text ('' if unknown).
 
-    A server that spends 1/rps seconds per request and `o` more behind bearerguard serves
-    1 / (1/rps + o) requests a second: the ratio is 1 / (1 + o · rps).
+    A server that spends `c` µs of CPU on a request (bare's, measured in the run) and `o`
+    more behind bearerguard serves c / (c + o) as many requests a second.
     """
     ours = _row(results, "bg_asgi")
-    bare = lb.get("uvicorn_starlette", {}).get("rps_median")
-    if ours is None or not bare or ours.get("overhead_us") is None:
+    runs = lb.get("uvicorn_starlette", {}).get("cpu_us_runs")
+    if ours is None or not runs or ours.get("overhead_us") is None:
         return ""
-    expected = 1 / (1 + ours["overhead_us"] * 1e-6 * bare)
+    bare = statistics.median(runs)
+    expected = bare / (bare + ours["overhead_us"])
     return (
         f"; expected from the in-process overhead behind Starlette ({ours['overhead_us']:.2f} µs "
-        f"a request at {bare:.0f} req/s): {expected:.3f}"
+        f"a request over bare's {bare:.0f} µs of server CPU): {expected:.3f}"
     )
 
 
-def _loopback_twins(lb: dict[str, dict[str, Any]]) -> str:
-    """The control pair (two processes of the same bare app) as text ('' if not run)."""
-    twin = lb.get("uvicorn_twin_b", {})
-    worst = _paired_min(lb, "uvicorn_twin_b", "uvicorn_twin_a")
-    if worst is None or twin.get("ratio") is None:
+def _loopback_control(lb: dict[str, dict[str, Any]], name: str, base: str, what: str) -> str:
+    """Another ratio of the same runs (`name` ÷ `base`) as text ('' if not run)."""
+    row = lb.get(name, {})
+    worst = _paired_min(lb, name, base)
+    if worst is None or row.get("ratio") is None:
         return ""
-    return (
-        f"; two processes of the same bare app, measured the same way: worst run "
-        f"{worst:.3f}, median {twin['ratio']:.3f}"
-    )
+    return f"; {what}, measured the same way: worst run {worst:.3f}, median {row['ratio']:.3f}"
 
 
 def _loopback_sampled(results: dict[str, Any], name: str = "uvicorn_bearerguard") -> str:
@@ -444,12 +443,26 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         _paired_min(lb, "uvicorn_bearerguard", "uvicorn_starlette"),
         0.95,
         "ge",
-        f"wrk req/s, the worst of {len(runs)} interleaved runs (each run ÷ the bare run of its round)",
+        f"wrk req/s, the worst of {len(runs)} runs"
+        + (
+            " (each: protected and bare loaded at the same time on one core, fresh processes)"
+            if results.get("loopback", {}).get("together")
+            else " interleaved (each run ÷ the bare run of its round)"
+        ),
         f"median ratio {_fmt(lb.get('uvicorn_bearerguard', {}).get('ratio'), 3)}"
         + _loopback_cpu(lb)
         + _loopback_expected(results, lb)
         + _loopback_sampled(results)
-        + _loopback_twins(lb),
+        + _loopback_control(
+            lb,
+            "uvicorn_contract",
+            "uvicorn_starlette",
+            "the floor (every check of the cached path as one function, "
+            "`ContractFloorMiddleware`) ÷ bare",
+        )
+        + _loopback_control(
+            lb, "uvicorn_twin_b", "uvicorn_twin_a", "two processes of the same bare app"
+        ),
     )
     return out
 
@@ -698,14 +711,26 @@ def docs(results: dict[str, Any], chart_note: str | None, page_commit: str | Non
     elif "unavailable" in lb:
         L.append(f"unavailable: {lb['unavailable']}")
     else:
+        together = lb.get("together", False)
         L += [
-            f"Client: {lb['client']}, {lb['seconds_per_run']} s per run, {lb['reps']} interleaved "
-            f"runs per server; {lb['servers']}. "
+            f"Client: {lb['client']}"
+            + (" for each server" if together else "")
+            + f", {lb['seconds_per_run']} s per run, {lb['reps']} "
+            + ("runs per pair" if together else "interleaved runs per server")
+            + f"; {lb['servers']}. "
             + (
                 f"The servers run pinned to core {lb['pinned']['servers']} and wrk to "
-                f"{lb['pinned']['client']}; the two servers of a pair run back to back."
+                f"{lb['pinned']['client']}"
                 if lb.get("pinned")
-                else f"The load client shares the {_fmt(m['cores'])} cores with the server."
+                else f"The load client shares the {_fmt(m['cores'])} cores with the server"
+            )
+            + (
+                "; the two servers of a pair are loaded at the same time on the same core "
+                "(each gets half of it, and both meet the same machine: its speed changes "
+                "by more from second to second than bearerguard costs), and each run starts "
+                "the pair's processes afresh. req/s is while sharing the core."
+                if together
+                else "; the two servers of a pair run back to back."
             ),
             "",
         ]
@@ -729,12 +754,25 @@ def docs(results: dict[str, Any], chart_note: str | None, page_commit: str | Non
             L.append(
                 f"| {r['name']} | {r['rps_median']:.0f} | {runs} | {_fmt(r.get('ratio'), 3)} |{extra} {r['non_2xx']} |"
             )
+        if any(r["name"] == "uvicorn_contract" for r in lb["rows"]):
+            L += [
+                "",
+                "`uvicorn_contract` is the floor of the uvicorn row: bare Starlette behind "
+                "`ContractFloorMiddleware`, every check bearerguard's cached path makes "
+                "written as one function, loaded in the same runs as the two others.",
+            ]
         if any(r["name"] == "uvicorn_twin_b" for r in lb["rows"]):
             L += [
                 "",
                 "`uvicorn_twin_a` and `uvicorn_twin_b` are two processes of the same bare app, "
                 "a pair like the others: their ratio is what the comparison reads when only "
-                "the process differs (each keeps its own memory layout for the whole run).",
+                "the process differs"
+                + (
+                    " (`python -m bench.twins` compares this method with loading the two "
+                    "one after the other)."
+                    if together
+                    else " (each keeps its own memory layout for the whole run)."
+                ),
             ]
         spied = {k: v for k, v in lb.get("sampled", {}).items() if v.get("share") is not None}
         if spied:

@@ -169,6 +169,16 @@ def test_loopback_names_its_control_pair(results: dict[str, Any]) -> None:
     assert _target(edited, "loopback_uvicorn")["ok"] is True  # the verdict stays ours
 
 
+def test_loopback_names_its_floor(results: dict[str, Any]) -> None:
+    # The contract floor loaded in the same runs: what bearerguard's row is compared to.
+    edited, rows = _with_loopback(results)
+    assert "ContractFloorMiddleware" not in _target(edited, "loopback_uvicorn")["where"]
+    rows.append({"name": "uvicorn_contract", "rps_runs": [980.0, 975.0, 990.0], "ratio": 0.98})
+    where = _target(edited, "loopback_uvicorn")["where"]
+    assert "`ContractFloorMiddleware`) ÷ bare, measured the same way: worst run 0.975" in where
+    assert _target(edited, "loopback_uvicorn")["value"] == pytest.approx(0.96)
+
+
 def test_auth_rows_show_the_round_spread_the_server_cpu_and_the_served_profile(
     results: dict[str, Any],
 ) -> None:

@@ -170,3 +170,32 @@ def test_the_hash_rows_time_both_implementations_and_name_the_one_used() -> None
     assert table[0].startswith("| implementation") and len(table) == 3
     assert "Python's own implementation (`tokens.sha256`" in "\n".join(hashes.docs_section(res))
     assert hashes.docs_section(None) == [] and hashes.docs_section({}) == []
+
+
+def test_loopback_loads_a_group_together_and_checks_its_servers() -> None:
+    # The loopback ratios compare servers loaded at the same time: their runs overlap,
+    # each server's requests and CPU time are its own, and a server that answers the
+    # token wrongly is refused before any load.
+    from bench import loopback
+
+    from bearerguard import tokens
+
+    token = tokens.generate()
+    group = ["uvicorn_starlette", "uvicorn_bearerguard", "uvicorn_contract"]
+    procs = loopback.start_servers(group, token, None)
+    try:
+        urls = {name: loopback.whoami_url(port) for name, (_, port) in procs.items()}
+        pids = {name: proc.pid for name, (proc, _) in procs.items()}
+        got = loopback.together(None, urls, pids, token, 1.0, 4, None)
+    finally:
+        for proc, _ in procs.values():
+            proc.stop()
+    assert set(got) == set(group)
+    starts = [part["window"][0] for part in got.values()]
+    ends = [part["window"][1] for part in got.values()]
+    assert max(starts) < min(ends)  # every run was going at the same time
+    for part in got.values():
+        assert part["requests"] > 0 and part["non_2xx"] == 0
+        assert part["cpu_us"] > 0
+    with pytest.raises(RuntimeError, match="HTTP 401 with the token"):
+        loopback.start_servers(["uvicorn_bearerguard"], "not-the-token", None)
