@@ -716,7 +716,7 @@ def docs(results: dict[str, Any], chart_note: str | None, page_commit: str | Non
             f"Client: {lb['client']}"
             + (" for each server" if together else "")
             + f", {lb['seconds_per_run']} s per run, {lb['reps']} "
-            + ("runs per pair" if together else "interleaved runs per server")
+            + ("runs per group" if together else "interleaved runs per server")
             + f"; {lb['servers']}. "
             + (
                 f"The servers run pinned to core {lb['pinned']['servers']} and wrk to "
@@ -725,10 +725,11 @@ def docs(results: dict[str, Any], chart_note: str | None, page_commit: str | Non
                 else f"The load client shares the {_fmt(m['cores'])} cores with the server"
             )
             + (
-                "; the two servers of a pair are loaded at the same time on the same core "
-                "(each gets half of it, and both meet the same machine: its speed changes "
-                "by more from second to second than bearerguard costs), and each run starts "
-                "the pair's processes afresh. req/s is while sharing the core."
+                "; the servers of a group (bare, protected and, for uvicorn, the floor; "
+                "the control pair) are loaded at the same time on the same core (the kernel "
+                "shares it out evenly, and all of them meet the same machine: its speed "
+                "changes by more from second to second than bearerguard costs), and each "
+                "run starts the group's processes afresh. req/s is while sharing the core."
                 if together
                 else "; the two servers of a pair run back to back."
             ),
