@@ -8,8 +8,10 @@ with ``bearerguard keys create``, one token is obtained via /login for the /intr
 runs, every answer is checked (login 200 with a token, introspect 200 ``active: true``,
 a wrong secret 401) before timing, and wrk drives each endpoint with `auth_post.lua`
 (form POST + HTTP Basic; the credentials reach wrk through its environment only).
-Runs are interleaved in a shuffled order, repeated, and the median req/s reported
-with its ratio to bare; wrk's non-2xx count is kept for every run.
+All the servers are loaded at the same time (one wrk each, the servers sharing one
+core), one endpoint after the other in a shuffled order, repeated; each run is divided by
+the bare server's run beside it, and the median req/s and ratio reported; wrk's non-2xx
+count is kept for every run.
 
 Profile (in-process, no network): `create_app(open_store(url))` is called through
 ``httpx.AsyncClient(transport=ASGITransport(...))`` for a few thousand /login and
@@ -36,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -185,9 +188,9 @@ def run_loopback(
     ``src`` ("sqlite-base", "redis-base"): a change measured against its parent in the
     same interleaved run. With `pin`, every server runs on CPU 1 and wrk on CPU 0.
 
-    Each run is divided by the bare run of the same round (the load the machine's other
-    users put on it drifts between rounds, less within one); a row reports the median
-    of those ratios and their spread.
+    All the servers are loaded at the same time, one endpoint at a time, each by its own
+    wrk (`_together`): a run is divided by the bare run it shared the core with, and a
+    row reports the median of those ratios and their spread.
     """
     if variants is None:
         # The key cache's share, measured beside it.
@@ -206,7 +209,8 @@ def run_loopback(
     targets: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {}
     pids: dict[str, int] = {}  # the server process of each target
     result: dict[str, Any] = {
-        "client": f"wrk -t{threads} -c{conns} -s bench/auth_post.lua",
+        "client": f"wrk -t{threads} -c{conns} -s bench/auth_post.lua for each server",
+        "together": True,
         "seconds_per_run": seconds,
         "reps": reps,
         "servers": "`bearerguard serve` (uvicorn, 1 process, default log level info) "
@@ -216,10 +220,12 @@ def run_loopback(
     }
     try:
         redis = servers.RedisServer()
-        urls = {"sqlite": f"sqlite:///{tmp / 'auth.db'}", "redis": redis.url}
+        urls = {"redis": redis.url}
         with httpx.Client(trust_env=False, timeout=10.0) as client:
             for store, (kind, extra) in variants.items():
-                url = urls[kind]
+                # Loaded at the same time, two services on one SQLite file would wait on
+                # each other's writes: each SQLite variant has a file of its own.
+                url = urls[kind] if kind == "redis" else f"sqlite:///{tmp / store}.db"
                 key_id, secret = _create_key(url)
                 env = None
                 if store.endswith("-base") and baseline is not None:
@@ -287,19 +293,14 @@ def run_loopback(
                 servers.pin(p.pid, {1})
         rng = random.Random(61)
         for rep in range(reps):
-            order = list(runs)
+            order = list(ENDPOINTS)
             rng.shuffle(order)
-            for name, ep in order:
-                base, eps = targets[name]
-                authz, body = eps[ep]
-                url = f"{base}/{ep}"
+            for ep in order:
                 if rep == 0:  # warm up: one short run, not counted
-                    _wrk(wrk, url, authz, body, 1.0, threads, conns, wrk_cpu)
-                cpu = servers.cpu_seconds(pids[name])
-                run = _wrk(wrk, url, authz, body, seconds, threads, conns, wrk_cpu)
-                cpu = servers.cpu_seconds(pids[name]) - cpu
-                run["cpu_us"] = cpu / run["requests"] * 1e6 if run["requests"] else 0.0
-                runs[(name, ep)].append(run)
+                    _together(wrk, targets, pids, ep, 1.0, threads, conns, wrk_cpu)
+                got = _together(wrk, targets, pids, ep, seconds, threads, conns, wrk_cpu)
+                for name, run in got.items():
+                    runs[(name, ep)].append(run)
             print(f"  auth service rep {rep + 1}/{reps}", file=sys.stderr, flush=True)
         # The answers are still right after the load (the token slid, not expired).
         with httpx.Client(trust_env=False, timeout=10.0) as client:
@@ -355,6 +356,37 @@ def run_loopback(
             )
     result["rows"] = rows
     return result
+
+
+def _together(
+    wrk: str,
+    targets: dict[str, tuple[str, dict[str, tuple[str, str]]]],
+    pids: dict[str, int],
+    ep: str,
+    seconds: float,
+    threads: int,
+    conns: int,
+    pin: int | None,
+) -> dict[str, dict[str, Any]]:
+    """Every server's `ep` loaded at the same time, one wrk each, for `seconds`.
+
+    The servers share one core (pinned) and so meet the same machine: its speed changes
+    from second to second by more than what separates them (`bench/loopback.py`).
+    Each run has the server's CPU µs per request, from its /proc counters around it.
+    """
+
+    def one(name: str) -> dict[str, Any]:
+        base, eps = targets[name]
+        authz, body = eps[ep]
+        cpu = servers.cpu_seconds(pids[name])
+        run = _wrk(wrk, f"{base}/{ep}", authz, body, seconds, threads, conns, pin)
+        cpu = servers.cpu_seconds(pids[name]) - cpu
+        run["cpu_us"] = cpu / run["requests"] * 1e6 if run["requests"] else 0.0
+        return run
+
+    with ThreadPoolExecutor(len(targets)) as pool:
+        done = {name: pool.submit(one, name) for name in targets}
+        return {name: f.result() for name, f in done.items()}
 
 
 # -- profile -----------------------------------------------------------------------------

@@ -935,8 +935,15 @@ def _auth_section(auth: dict[str, Any], m: dict[str, Any]) -> list[str]:
             "/introspect is checked again after the load.",
             "",
             f"Client: {lb['client']} (form POST with HTTP Basic; each `/introspect` sends the "
-            f"same token), {lb['seconds_per_run']} s per run, {lb['reps']} interleaved runs per "
-            f"server and endpoint, shuffled. Servers: {lb['servers']}. "
+            f"same token), {lb['seconds_per_run']} s per run, {lb['reps']} "
+            + (
+                "runs per endpoint, in which every server is loaded at the same time, "
+                "sharing one core (the kernel shares it out evenly, so all of them meet "
+                "the same machine)"
+                if lb.get("together")
+                else "interleaved runs per server and endpoint"
+            )
+            + f", shuffled. Servers: {lb['servers']}. "
             + (
                 f"Pinned: {lb['pinned']} (redis-server floats)."
                 if lb.get("pinned", "no") != "no"
@@ -948,7 +955,9 @@ def _auth_section(auth: dict[str, Any], m: dict[str, Any]) -> list[str]:
         cpu_rows = all("cpu_us_median" in r for r in lb["rows"])
         if cpu_rows:
             L += [
-                "Ratio to bare: each run ÷ the bare run of its round, the median of the "
+                "Ratio to bare: each run ÷ the bare run "
+                + ("beside it" if lb.get("together") else "of its round")
+                + ", the median of the "
                 "rounds (spread: lowest–highest). Server CPU: user + system time of the server "
                 "process (all its threads, not Redis's) per request; bare's ÷ a row's is the "
                 "CPU ratio, the req/s ratio the server would reach CPU-bound on a core of its "
