@@ -424,6 +424,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     )
     # The auth service (issues 15 and 18): one worker, ratio to bare uvicorn, judged in
     # runs that measured the Redis floor beside it (runs before it lack the rows).
+    together = results.get("auth_service", {}).get("loopback", {}).get("together")
+    how = (
+        "wrk req/s ratio, the median of runs that load every server at once on one core "
+        "(`bench/authservice.py`)"
+        if together
+        else "wrk req/s ratio, interleaved (`bench/authservice.py`)"
+    )
     for store, limit in AUTH_TARGETS if auth_ratio(results, "login", "floor_redis") else ():
         for ep in ("introspect", "login"):
             add(
@@ -432,7 +439,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 auth_ratio(results, ep, store),
                 limit,
                 "ge",
-                "wrk req/s ratio, interleaved (`bench/authservice.py`)",
+                how,
                 _auth_where(results["auth_service"], store, ep),
             )
     lb = {r["name"]: r for r in results.get("loopback", {}).get("rows", [])}
