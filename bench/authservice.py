@@ -38,7 +38,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -372,21 +371,14 @@ def _together(
 
     The servers share one core (pinned) and so meet the same machine: its speed changes
     from second to second by more than what separates them (`bench/loopback.py`).
-    Each run has the server's CPU µs per request, from its /proc counters around it.
     """
 
     def one(name: str) -> dict[str, Any]:
         base, eps = targets[name]
         authz, body = eps[ep]
-        cpu = servers.cpu_seconds(pids[name])
-        run = _wrk(wrk, f"{base}/{ep}", authz, body, seconds, threads, conns, pin)
-        cpu = servers.cpu_seconds(pids[name]) - cpu
-        run["cpu_us"] = cpu / run["requests"] * 1e6 if run["requests"] else 0.0
-        return run
+        return _wrk(wrk, f"{base}/{ep}", authz, body, seconds, threads, conns, pin)
 
-    with ThreadPoolExecutor(len(targets)) as pool:
-        done = {name: pool.submit(one, name) for name in targets}
-        return {name: f.result() for name, f in done.items()}
+    return servers.at_once({name: pids[name] for name in targets}, one)
 
 
 # -- profile -----------------------------------------------------------------------------

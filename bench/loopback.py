@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -277,25 +276,12 @@ def together(
     conns: int,
     cpus: set[int] | None,
 ) -> dict[str, dict[str, Any]]:
-    """Load every server in `urls` at the same time, one client each, for `seconds`.
-
-    Each result has the server's CPU µs per request (its /proc counters around the
-    run) and the run's window (`window`: monotonic start and end, for the caller to
-    check that the runs overlapped).
-    """
-
-    def one(name: str) -> dict[str, Any]:
-        cpu = servers.cpu_seconds(pids[name])
-        t0 = time.monotonic()
-        part = load(wrk, urls[name], token, seconds, conns, cpus)
-        part["window"] = (t0, time.monotonic())
-        used = servers.cpu_seconds(pids[name]) - cpu
-        part["cpu_us"] = used / part["requests"] * 1e6 if part["requests"] else 0.0
-        return part
-
-    with ThreadPoolExecutor(len(urls)) as pool:
-        done = {name: pool.submit(one, name) for name in urls}
-        return {name: f.result() for name, f in done.items()}
+    """Load every server in `urls` at the same time, one client each, for `seconds`
+    (`servers.at_once`: each run with its CPU µs per request and its window)."""
+    return servers.at_once(
+        {name: pids[name] for name in urls},
+        lambda name: load(wrk, urls[name], token, seconds, conns, cpus),
+    )
 
 
 def sample(

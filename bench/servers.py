@@ -8,8 +8,11 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from tools.processes import Process, find_redis_server, redis_pong
 from tools.processes import free_port as _free_port
@@ -181,3 +184,27 @@ def cpu_seconds(pid: int) -> float:
             continue
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def at_once(
+    pids: dict[str, int], load: Callable[[str], dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """`load(name)` for every server in `pids` at the same time, one thread each.
+
+    `load` returns a run with its ``requests``; each run gets the server's CPU µs per
+    request (``cpu_us``, its /proc counters around the run) and the run's ``window``
+    (monotonic start and end, for a caller to check that the runs overlapped).
+    """
+
+    def one(name: str) -> dict[str, Any]:
+        cpu = cpu_seconds(pids[name])
+        t0 = time.monotonic()
+        run = load(name)
+        run["window"] = (t0, time.monotonic())
+        used = cpu_seconds(pids[name]) - cpu
+        run["cpu_us"] = used / run["requests"] * 1e6 if run["requests"] else 0.0
+        return run
+
+    with ThreadPoolExecutor(len(pids)) as pool:
+        done = {name: pool.submit(one, name) for name in pids}
+        return {name: f.result() for name, f in done.items()}
