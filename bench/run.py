@@ -99,7 +99,13 @@ async def _inprocess(env: plumbing.Env, args: argparse.Namespace) -> dict[str, A
             print("profiling the cached paths", file=sys.stderr, flush=True)
             prof = await profile.profile(env, n=2_000 if args.quick else 20_000)
             prof["cold"] = await cold.profile(env, n=200 if args.quick else 2_000)
-        return {"rows": rows, "facts": facts, "profile": prof}
+        from bench import cold
+
+        print("the cold rows alone, several runs", file=sys.stderr, flush=True)
+        cold_runs = await cold.repeated(
+            env, runs=2 if args.quick else 5, rounds=args.rounds // 2, target_ms=args.target_ms
+        )
+        return {"rows": rows, "facts": facts, "profile": prof, "cold_runs": cold_runs}
     finally:
         await apps.close_all(variants)
 

@@ -185,3 +185,39 @@ def test_the_harness_keeps_wall_and_cpu_time_apart() -> None:
     assert rows["nap"]["overhead_us"] > 1_500  # the 2 ms sleep, on the wall clock
     assert rows["nap"]["cpu_overhead_us"] < 500  # and hardly any CPU
     assert rows["nap"]["cpu_median_us"] < rows["nap"]["median_us"]
+
+
+def test_the_cold_targets_read_the_median_of_their_own_runs(results: dict[str, Any]) -> None:
+    """With `cold.repeated`'s runs in the results, each cold target is their median,
+    the row names every run, and the page's split is each figure's median."""
+    edited = copy.deepcopy(results)
+
+    def split(ratio: float, over: float) -> dict[str, float]:
+        return {
+            "over_bare": over,
+            "raw": 200.0,
+            "miss_bookkeeping": 40.0,
+            "backend_beyond_raw": over - 240.0,
+            "ratio": ratio,
+            "floor_ratio": 1.2,
+        }
+
+    runs = [(1.30, 260.0), (1.10, 220.0), (1.15, 230.0)]
+    edited["inprocess"]["cold_runs"] = {
+        "rounds": 20,
+        "target_batch_ms": 15.0,
+        "runs": [
+            {name: split(ratio, over) for name, _ref, _bare in cold.TARGETS} for ratio, over in runs
+        ],
+    }
+    t = {t["id"]: t for t in report.targets(edited)}
+    for target in ("cold_redis_asgi", "cold_redis_wsgi", "cold_introspection_wsgi"):
+        assert t[target]["value"] == 1.15  # not the in-process row's 1.5
+        assert "the median of 3 runs of the cold rows alone" in t[target]["how"]
+        assert "1.30, 1.10, 1.15" in t[target]["how"]
+    assert t["cold_redis_asgi"]["ok"] is True and t["cold_introspection_wsgi"]["ok"] is False
+    section = report.docs(edited, None).split("## Where the cold paths' time goes")[1]
+    assert "3 runs of 20 interleaved rounds" in section
+    line = next(x for x in section.splitlines() if x.startswith("| `bg_cold_redis_wsgi`"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1:7] == ["230.0", "200.0 (`raw_evalsha_sync`)", "40.0", "-10.0", "1.15", "1.20"]

@@ -199,3 +199,18 @@ def test_loopback_loads_a_group_together_and_checks_its_servers() -> None:
         assert part["cpu_us"] > 0
     with pytest.raises(RuntimeError, match="HTTP 401 with the token"):
         loopback.start_servers(["uvicorn_bearerguard"], "not-the-token", None)
+
+
+def test_the_cold_rows_alone_are_timed_in_runs_of_their_own(env: plumbing.Env) -> None:
+    """`cold.repeated`: every cold target measured in each run, with its floor beside it."""
+    from bench import cold
+
+    result = asyncio.run(cold.repeated(env, runs=2, rounds=2, target_ms=1.0))
+    assert result["rounds"] == 2 and len(result["runs"]) == 2
+    for one in result["runs"]:
+        assert set(one) == {name for name, _ref, _bare in cold.TARGETS}
+        for name, split in one.items():
+            assert split is not None, name
+            assert split["ratio"] > 0 and split["floor_ratio"] > 1, (name, split)
+    merged = cold.split_of({"cold_runs": result}, "bg_cold_redis_asgi", "raw_evalsha_async")
+    assert merged is not None and len(merged["runs"]) == 2
