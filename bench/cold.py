@@ -37,6 +37,8 @@ FLOORS = (
     "bg_cold_memory_wsgi",
     "floor_evalsha_asgi",
     "floor_evalsha_wsgi",
+    "floor_httpx_asgi",
+    "floor_httpx_wsgi",
     "bg_cold_rawredis_asgi",
     "bg_cold_rawredis_wsgi",
 )
@@ -212,8 +214,9 @@ def _floor(rows: list[dict[str, Any]], name: str, ref: str) -> dict[str, float] 
         "ratio": over / ref_us,
         "floor_ratio": (miss + ref_us) / ref_us,
     }
-    in_app = by.get(f"floor_evalsha_{face}", {}).get("overhead_us")
-    if ref in REDIS_REFS and in_app is not None:
+    kind = "evalsha" if ref in REDIS_REFS else "httpx"
+    in_app = by.get(f"floor_{kind}_{face}", {}).get("overhead_us")
+    if in_app is not None:
         # The bare app making the raw call itself: what one round trip costs a request.
         out["in_app_floor_ratio"] = in_app / ref_us
     through = by.get(f"bg_cold_rawredis_{face}", {}).get("overhead_us")
@@ -246,7 +249,8 @@ def floor_text(results: dict[str, Any], name: str, ref: str) -> str:
         )
     text += f"; floor in this run (memory-store miss + {ref}) / {ref} = {f['floor_ratio']:.2f}"
     if "in_app_floor_ratio" in f:
-        text += f"; bare app + one raw EVALSHA, over the bare app: {f['in_app_floor_ratio']:.2f}"
+        call = "EVALSHA" if ref in REDIS_REFS else "httpx POST"
+        text += f"; bare app + one raw {call}, over the bare app: {f['in_app_floor_ratio']:.2f}"
     if "middleware_floor_ratio" in f:
         text += (
             "; the miss with a backend that is exactly that EVALSHA "
@@ -292,7 +296,7 @@ def docs_section(ip: dict[str, Any]) -> list[str]:
         return []
     repeats = ip.get("cold_runs")
     # The in-app floor column only for a run that has the floor rows (bench/peers.py).
-    in_app_run = any(r["name"].startswith("floor_evalsha_") for r in ip.get("rows", []))
+    in_app_run = any(r["name"].startswith("floor_") for r in ip.get("rows", []))
     # And the CPU column only for a run that recorded the caller's CPU time.
     cpu_run = any("cpu_overhead_us" in r for r in ip.get("rows", []))
     L = [

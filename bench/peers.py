@@ -251,7 +251,10 @@ async def _authlib_introspect(env: Env, v: Variant) -> Variant:
     return v
 
 
-def _raw(name: str, label: str, is_async: bool) -> None:
+def _raw(name: str, label: str, is_async: bool, *, in_app: bool = False) -> None:
+    """The raw httpx POST reference; `in_app`: the floor, that POST inside the bare app
+    (as `_raw_evalsha`'s floor is for Redis)."""
+
     async def build(env: Env, v: Variant) -> Variant:
         if env.intro_url is None or env.intro_client is None:
             v.unavailable = env.intro_error or "no introspection server"
@@ -279,6 +282,14 @@ def _raw(name: str, label: str, is_async: bool) -> None:
                 await apost()
 
             v.call, v.check = acall, apost
+            if in_app:
+                bare = starlette_app()
+
+                async def floor_app(scope: Any, receive: Any, send: Any) -> None:
+                    await apost()
+                    await bare(scope, receive, send)
+
+                v.call, v.check = asgi_call(floor_app, env.token)
             v.closers.append(aclient.aclose)
         else:
             client = httpx.Client(**opts)
@@ -294,15 +305,33 @@ def _raw(name: str, label: str, is_async: bool) -> None:
                 post()
 
             v.call, v.check = scall, post
+            if in_app:
+                app = flask_app()
+                inner = app.wsgi_app
+
+                def floor_wsgi(environ: Any, start_response: Any) -> Any:
+                    post()
+                    return inner(environ, start_response)
+
+                app.wsgi_app = floor_wsgi
+                v.call, v.check = wsgi_call(app, env.token)
             v.closers.append(client.close)
         v.note = "one POST to the introspection endpoint, no app"
+        if in_app:
+            v.compare_to = "raw_httpx_async" if is_async else "raw_httpx_sync"
+            v.note = "that POST, then the bare app: the floor of a cold request over introspection"
         return v
 
+    if in_app:
+        variant(name, label, "cold", "starlette" if is_async else "flask", is_async)(build)
+        return
     variant(name, label, "raw", None, is_async)(build)
 
 
 _raw("raw_httpx_async", "raw httpx.AsyncClient POST", True)
 _raw("raw_httpx_sync", "raw httpx.Client POST", False)
+_raw("floor_httpx_asgi", "floor: bare Starlette + one raw httpx POST", True, in_app=True)
+_raw("floor_httpx_wsgi", "floor: bare Flask + one raw httpx POST", False, in_app=True)
 
 
 # -- the raw redis-py EVALSHA reference (the cold path over the Redis store) -----------------

@@ -211,6 +211,8 @@ def test_the_cold_rows_alone_are_timed_in_runs_of_their_own(env: plumbing.Env) -
         assert set(one) == {name for name, _ref, _bare in cold.TARGETS}
         for name, split in one.items():
             assert split is not None, name
-            assert split["ratio"] > 0 and split["floor_ratio"] > 1, (name, split)
+            # Two tiny rounds: the figures are noise, but each is measured and positive.
+            assert split["ratio"] > 0 and split["raw"] > 0 and split["over_bare"] > 0, name
+            assert "in_app_floor_ratio" in split, name  # the bare app making the raw call
     merged = cold.split_of({"cold_runs": result}, "bg_cold_redis_asgi", "raw_evalsha_async")
     assert merged is not None and len(merged["runs"]) == 2
