@@ -128,7 +128,8 @@ async def repeated(
     """The cold rows and their floors alone, `runs` times over: what the targets judge.
 
     A cold row waits on a real peer, and this machine's speed drifts from one second to
-    the next (docs/benchmarks.md), so one run's ratio moves by ±0.05 with the same code.
+    the next (docs/design.md), so one run's ratio moves by 0.1 and more with the same
+    code (cold introspection WSGI: 0.86, 0.92 and 1.33 in three runs back to back).
     Each run builds the variants afresh (new connections, new caches), warms them with
     one round that is not counted, and times them in `rounds` interleaved rounds of
     their own (shuffled differently each run); the targets read the median of the
