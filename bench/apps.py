@@ -229,6 +229,49 @@ def _cold_wsgi(v: Variant, backend: Any, token: str) -> Variant:
     return v
 
 
+@variant(
+    "contract_miss_asgi", "the contract's miss work, inline (floor)", "cold", "starlette", True
+)
+async def _contract_miss_asgi(env: Env, v: Variant) -> Variant:
+    from starlette.middleware import Middleware
+
+    from bench.plumbing import ContractMissMiddleware
+
+    backend = _memory_backend(env.token)
+    table: dict[bytes, Any] = {}
+    mw = Middleware(ContractMissMiddleware, backend=backend, api="dns", table=table)
+    call, v.check = asgi_call(starlette_app([mw]), env.token)
+
+    async def cold() -> None:
+        table.clear()
+        await call()
+
+    v.call = cold
+    v.note = "every step of a miss, as one function, over the memory store: the floor for it"
+    return v
+
+
+@variant(
+    "contract_miss_wsgi", "the contract's miss work, inline, WSGI (floor)", "cold", "flask", False
+)
+async def _contract_miss_wsgi(env: Env, v: Variant) -> Variant:
+    from bench.plumbing import ContractMissWSGI
+
+    backend = _memory_backend(env.token)
+    table: dict[bytes, Any] = {}
+    app = flask_app()
+    app.wsgi_app = ContractMissWSGI(app.wsgi_app, backend=backend, api="dns", table=table)
+    call, v.check = wsgi_call(app, env.token)
+
+    def cold() -> None:
+        table.clear()
+        call()
+
+    v.call = cold
+    v.note = "every step of a miss, as one function, over the memory store: the floor for it"
+    return v
+
+
 def _sqlite_backend(env: Env) -> Any:
     from bearerguard import StoreBackend, open_store
 

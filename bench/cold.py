@@ -39,6 +39,8 @@ FLOORS = (
     "floor_evalsha_wsgi",
     "floor_httpx_asgi",
     "floor_httpx_wsgi",
+    "contract_miss_asgi",
+    "contract_miss_wsgi",
     "bg_cold_rawredis_asgi",
     "bg_cold_rawredis_wsgi",
 )
@@ -220,6 +222,12 @@ def _floor(rows: list[dict[str, Any]], name: str, ref: str) -> dict[str, float] 
     if in_app is not None:
         # The bare app making the raw call itself: what one round trip costs a request.
         out["in_app_floor_ratio"] = in_app / ref_us
+    contract = by.get(f"contract_miss_{face}", {}).get("overhead_us")
+    if contract is not None:
+        # The contract's miss work as one function (over the same memory store): the
+        # floor of the miss work itself, plus the raw call.
+        out["contract_miss"] = contract
+        out["contract_floor_ratio"] = (contract + ref_us) / ref_us
     through = by.get(f"bg_cold_rawredis_{face}", {}).get("overhead_us")
     if ref in REDIS_REFS and through is not None:
         # The middleware's miss with a backend that is exactly the raw call.
@@ -249,6 +257,12 @@ def floor_text(results: dict[str, Any], name: str, ref: str) -> str:
             + "; each figure below is the median of those runs"
         )
     text += f"; floor in this run (memory-store miss + {ref}) / {ref} = {f['floor_ratio']:.2f}"
+    if "contract_floor_ratio" in f:
+        text += (
+            f"; the contract's miss work as one function (`contract_miss_{name.rsplit('_', 1)[1]}`"
+            f", {f['contract_miss']:.1f} µs against bearerguard's {f['miss_bookkeeping']:.1f}) "
+            f"+ {ref}: {f['contract_floor_ratio']:.2f}"
+        )
     if "in_app_floor_ratio" in f:
         call = "EVALSHA" if ref in REDIS_REFS else "httpx POST"
         text += f"; bare app + one raw {call}, over the bare app: {f['in_app_floor_ratio']:.2f}"
@@ -287,6 +301,12 @@ def where_text(results: dict[str, Any], name: str, ref: str) -> str:
     return text + f"; the rest (sockets, event loop, app) {ours['rest_us']:.1f}"
 
 
+def _contract_cells(f: dict[str, Any]) -> str:
+    if "contract_floor_ratio" not in f:
+        return " — | — |"
+    return f" {f['contract_miss']:.1f} | {f['contract_floor_ratio']:.2f} |"
+
+
 def docs_section(ip: dict[str, Any]) -> list[str]:
     """docs/benchmarks.md: where each cold target's time goes, and its profile's top rows.
 
@@ -298,6 +318,8 @@ def docs_section(ip: dict[str, Any]) -> list[str]:
     repeats = ip.get("cold_runs")
     # The in-app floor column only for a run that has the floor rows (bench/peers.py).
     in_app_run = any(r["name"].startswith("floor_") for r in ip.get("rows", []))
+    # The contract floor's column only for a run that has its rows (bench/apps.py).
+    contract_run = any(r["name"].startswith("contract_miss_") for r in ip.get("rows", []))
     # And the CPU column only for a run that recorded the caller's CPU time.
     cpu_run = any("cpu_overhead_us" in r for r in ip.get("rows", []))
     L = [
@@ -310,6 +332,13 @@ def docs_section(ip: dict[str, Any]) -> list[str]:
         "I/O); the raw reference is one request of the same kind with no app; what is left "
         "is the backend's own work beyond that raw request. The floor is the best ratio a "
         "backend costing exactly one raw request can reach on top of that miss work."
+        + (
+            " The contract's miss work is every step a miss must take, written as one "
+            "function over the same memory store (`bench.plumbing.ContractMissMiddleware`): "
+            "the floor of the miss work itself."
+            if contract_run
+            else ""
+        )
         + (
             f" These rows are timed on their own, {len(repeats['runs'])} runs of "
             f"{repeats['rounds']} interleaved rounds, each with fresh variants after a "
@@ -329,9 +358,11 @@ def docs_section(ip: dict[str, Any]) -> list[str]:
         "| cold row | over bare app | raw reference | miss work (memory row) | backend beyond raw "
         "| ratio | floor |"
         + (" floor: bare app + the raw call |" if in_app_run else "")
+        + (" contract's miss work | floor: it + the raw call |" if contract_run else "")
         + (" ratio by CPU |" if cpu_run else ""),
         "|---|---:|---:|---:|---:|---:|---:|"
         + ("---:|" if in_app_run else "")
+        + ("---:|---:|" if contract_run else "")
         + ("---:|" if cpu_run else ""),
     ]
     for name, ref, _bare in TARGETS:
@@ -340,6 +371,7 @@ def docs_section(ip: dict[str, Any]) -> list[str]:
             L.append(
                 f"| `{name}` | not measured | | | | | |"
                 + (" |" if in_app_run else "")
+                + (" | |" if contract_run else "")
                 + (" |" if cpu_run else "")
             )
             continue
@@ -349,6 +381,7 @@ def docs_section(ip: dict[str, Any]) -> list[str]:
             f"{f['miss_bookkeeping']:.1f} | {f['backend_beyond_raw']:.1f} | "
             f"{f['ratio']:.2f} | {f['floor_ratio']:.2f} |"
             + ((" —" if in_app is None else f" {in_app:.2f}") + " |" if in_app_run else "")
+            + (_contract_cells(f) if contract_run else "")
             + ((" —" if by_cpu is None else f" {by_cpu:.2f}") + " |" if cpu_run else "")
         )
     for name, _ref, _bare in TARGETS:

@@ -304,6 +304,115 @@ class ContractFloorWSGI(ContractFloorMiddleware):
         return self.app(environ, start_response)
 
 
+class ContractMissMiddleware:
+    """The floor for the contract's work on a cache miss, written as one function.
+
+    What every miss must do, with nothing around it: read every header, check the
+    RFC 6750 syntax and length (`extract_token`) and the token format (H2), hash,
+    find neither a positive nor a negative entry, take a lookup slot and join or lead
+    the single flight for the token and address, await the backend, hand the answer to
+    the flight, cache it with its fresh-until time capped by the token's expiry (a
+    bounded table), apply `policy.admit`, build the `Identity` and write the scope keys.
+    It skips what bearerguard adds beyond the contract's minimum: no refresh
+    bookkeeping, no metrics, no logging, no shared copies in the cache.
+    """
+
+    def __init__(self, app: Any, *, backend: Any, api: str, table: dict[bytes, Any]) -> None:
+        from bearerguard.credentials import extract_token
+        from bearerguard.policy import admit
+        from bearerguard.tokens import Identity, fingerprint, is_well_formed
+
+        self.app, self.backend, self.api, self.table = app, backend, api, table
+        self.negative: dict[bytes, float] = {}
+        self.flights: dict[tuple[bytes, str | None], Any] = {}
+        self.in_flight = 0
+        self.extract, self.well_formed, self.admit = extract_token, is_well_formed, admit
+        self.identity, self.fingerprint = Identity, fingerprint
+
+    def _start(self, auth: list[bytes], forwarded: bool) -> tuple[str, bytes]:
+        if forwarded:
+            raise RuntimeError("bench: not the miss path")
+        token = self.extract([a.decode("latin-1") for a in auth])
+        if token is None or not self.well_formed(token):
+            raise RuntimeError("bench: not a token")
+        key = sha256(token.encode()).digest()
+        if key in self.table or key in self.negative:
+            raise RuntimeError("bench: not a miss")
+        return token, key
+
+    def _finish(self, key: bytes, info: Any, client_ip: str | None, now: float) -> Any:
+        if info is None:
+            raise RuntimeError("bench: token unknown")
+        fresh_until = min(now + 300.0, info.expires_at)
+        if len(self.table) >= 100_000:
+            del self.table[next(iter(self.table))]
+        self.table[key] = (fresh_until, info)
+        if self.admit(info, client_ip, self.api, now):
+            raise RuntimeError("bench: token not admitted")
+        return self.identity(info.key_id, info.apis, client_ip, info, self.fingerprint(key))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        import asyncio
+
+        auth: list[bytes] = []
+        forwarded = False
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                auth.append(value)
+            elif name == b"x-forwarded-for":
+                forwarded = True
+        token, key = self._start(auth, forwarded)
+        client = scope.get("client")
+        client_ip = client[0] if client else None
+        flight = (key, client_ip)
+        waiter = self.flights.get(flight)
+        if waiter is not None:
+            info = await asyncio.shield(waiter)
+        else:
+            self.in_flight += 1
+            waiter = self.flights[flight] = asyncio.get_running_loop().create_future()
+            try:
+                info = await self.backend.alookup(token, client_ip)
+                waiter.set_result(info)
+            finally:
+                del self.flights[flight]
+                self.in_flight -= 1
+        ident = self._finish(key, info, client_ip, time.time())
+        scope["bearerguard"] = scope["user"] = scope["auth"] = ident
+        await self.app(scope, receive, send)
+
+
+class ContractMissWSGI(ContractMissMiddleware):
+    """`ContractMissMiddleware`'s WSGI twin: the single flight under a lock, the backend
+    called in the leader's thread (as bearerguard calls a self-timed backend)."""
+
+    def __init__(self, app: Any, **options: Any) -> None:
+        import threading
+
+        super().__init__(app, **options)
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:  # type: ignore[override]
+        auth = environ.get("HTTP_AUTHORIZATION")
+        raw = [] if auth is None else [auth.encode("latin-1")]
+        token, key = self._start(raw, "HTTP_X_FORWARDED_FOR" in environ)
+        client_ip = environ.get("REMOTE_ADDR")
+        flight = (key, client_ip)
+        with self.lock:
+            if flight in self.flights:
+                raise RuntimeError("bench: one request at a time")
+            self.flights[flight] = None
+            self.in_flight += 1
+        try:
+            info = self.backend.lookup(token, client_ip)
+        finally:
+            with self.lock:
+                del self.flights[flight]
+                self.in_flight -= 1
+        environ["bearerguard.identity"] = self._finish(key, info, client_ip, time.time())
+        return self.app(environ, start_response)
+
+
 class MinimalCheckWSGI:
     """`MinimalCheckMiddleware`'s WSGI twin: read the header, hash, dict, clock."""
 

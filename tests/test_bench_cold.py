@@ -237,3 +237,22 @@ def test_the_introspection_targets_name_their_in_app_floor(results: dict[str, An
         in (t["cold_introspection_wsgi"]["how"])
     )
     assert "bare app + one raw" not in t["cold_introspection_asgi"]["how"]
+
+
+def test_the_cold_targets_name_the_contract_s_miss_work(results: dict[str, Any]) -> None:
+    """The contract's miss work as one function: its overhead beside bearerguard's, and
+    the floor it makes with the raw call, in the row and in the page's table."""
+    edited = copy.deepcopy(results)
+    rows = edited["inprocess"]["rows"]
+    _set(rows, "contract_miss_wsgi", median_us=30.0 + 30.0, overhead_us=30.0)
+    t = {t["id"]: t for t in report.targets(edited)}
+    assert (
+        "the contract's miss work as one function (`contract_miss_wsgi`, 30.0 µs against "
+        "bearerguard's 40.0) + raw_evalsha_sync: 1.15"
+    ) in t["cold_redis_wsgi"]["how"]
+    assert "contract_miss" not in t["cold_redis_asgi"]["how"]  # no such row for ASGI
+    section = report.docs(edited, None).split("## Where the cold paths' time goes")[1]
+    line = next(x for x in section.splitlines() if x.startswith("| `bg_cold_redis_wsgi`"))
+    assert line.rstrip().endswith("| 1.50 | 1.20 | 30.0 | 1.15 |")
+    line = next(x for x in section.splitlines() if x.startswith("| `bg_cold_redis_asgi`"))
+    assert line.rstrip().endswith("| 1.50 | 1.20 | — | — |")

@@ -216,3 +216,39 @@ def test_the_cold_rows_alone_are_timed_in_runs_of_their_own(env: plumbing.Env) -
             assert "in_app_floor_ratio" in split, name  # the bare app making the raw call
     merged = cold.split_of({"cold_runs": result}, "bg_cold_redis_asgi", "raw_evalsha_async")
     assert merged is not None and len(merged["runs"]) == 2
+
+
+def test_the_contract_miss_floor_makes_the_contract_s_checks() -> None:
+    """The floor of the miss work refuses what bearerguard refuses: a token used from
+    another address than its own, a malformed header, a token it has cached."""
+    from bench.apps import _memory_backend
+    from bench.plumbing import ContractMissMiddleware, asgi_call, starlette_app
+
+    from bearerguard.credentials import MalformedCredentials
+
+    token = tokens.generate()
+    backend = _memory_backend(token)  # bound to 127.0.0.1
+    table: dict[bytes, object] = {}
+    app = ContractMissMiddleware(starlette_app(), backend=backend, api="dns", table=table)
+    call, check = asgi_call(app, token)
+    assert asyncio.run(check())[0] == 200
+    with pytest.raises(RuntimeError, match="not a miss"):
+        asyncio.run(call())  # now cached
+    table.clear()
+
+    async def from_elsewhere(headers: list[tuple[bytes, bytes]]) -> None:
+        scope = {"type": "http", "path": "/whoami", "headers": headers}
+        scope["client"] = ("10.0.0.9", 4000)
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: object) -> None:
+            pass
+
+        await app(scope, receive, send)
+
+    with pytest.raises(RuntimeError, match="not admitted"):
+        asyncio.run(from_elsewhere([(b"authorization", f"Bearer {token}".encode())]))
+    with pytest.raises(MalformedCredentials):
+        asyncio.run(from_elsewhere([(b"authorization", b"Bearer a b")]))
