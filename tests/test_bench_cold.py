@@ -32,8 +32,12 @@ def _set(rows: list[dict[str, Any]], name: str, **values: float) -> None:
 def results() -> dict[str, Any]:
     data: dict[str, Any] = json.loads(LATEST.read_text())
     rows = data["inprocess"]["rows"]
-    # A run without the in-app floors; the tests that want them add them.
-    rows[:] = [r for r in rows if not r["name"].startswith(("floor_", "bg_cold_rawredis_"))]
+    # A run without the in-app and contract floors; the tests that want them add them.
+    rows[:] = [
+        r
+        for r in rows
+        if not r["name"].startswith(("floor_", "bg_cold_rawredis_", "contract_miss_"))
+    ]
     # Rows timed once, as before `cold.repeated`; the test of its runs adds them.
     data["inprocess"].pop("cold_runs", None)
     for r in rows:  # and without CPU times; the test that wants them adds them
