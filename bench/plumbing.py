@@ -309,12 +309,14 @@ class ContractMissMiddleware:
 
     What every miss must do, with nothing around it: read every header, check the
     RFC 6750 syntax and length (`extract_token`) and the token format (H2), hash,
-    find neither a positive nor a negative entry, take a lookup slot and join or lead
-    the single flight for the token and address, await the backend, hand the answer to
-    the flight, cache it with its fresh-until time capped by the token's expiry (a
-    bounded table), apply `policy.admit`, build the `Identity` and write the scope keys.
-    It skips what bearerguard adds beyond the contract's minimum: no refresh
-    bookkeeping, no metrics, no logging, no shared copies in the cache.
+    find neither a positive nor a negative entry, take a lookup slot under the
+    fair-share rule (H2) and join or lead the single flight for the token and address,
+    await the backend, hand the answer to the flight, drop it if the token was revoked
+    meanwhile (P), cache it with its fresh-until time capped by the token's expiry and
+    its refresh time (G1; at once when asked from another address, H4) in a bounded
+    table, apply `policy.admit`, build the `Identity` and write the scope keys. It
+    skips what bearerguard adds beyond the contract: no metrics, no logging, no shared
+    copies in the cache (the memory target's), no stale-if-error.
     """
 
     def __init__(self, app: Any, *, backend: Any, api: str, table: dict[bytes, Any]) -> None:
@@ -324,7 +326,10 @@ class ContractMissMiddleware:
 
         self.app, self.backend, self.api, self.table = app, backend, api, table
         self.negative: dict[bytes, float] = {}
+        self.gone: dict[bytes | str, float] = {}  # revoked lately (P): none here
+        self.gone_until = 0.0
         self.flights: dict[tuple[bytes, str | None], Any] = {}
+        self.held: dict[str | None, int] = {}  # lookup slots per address (H2)
         self.in_flight = 0
         self.extract, self.well_formed, self.admit = extract_token, is_well_formed, admit
         self.identity, self.fingerprint = Identity, fingerprint
@@ -340,13 +345,32 @@ class ContractMissMiddleware:
             raise RuntimeError("bench: not a miss")
         return token, key
 
+    def _take(self, client_ip: str | None) -> None:
+        held = self.held.get(client_ip, 0)
+        if self.in_flight >= 16 or (held >= 4 and self.in_flight >= 8):
+            raise RuntimeError("bench: no lookup slot")
+        self.held[client_ip] = held + 1
+        self.in_flight += 1
+
+    def _give(self, client_ip: str | None) -> None:
+        held = self.held[client_ip] - 1
+        if held:
+            self.held[client_ip] = held
+        else:
+            del self.held[client_ip]
+        self.in_flight -= 1
+
     def _finish(self, key: bytes, info: Any, client_ip: str | None, now: float) -> Any:
         if info is None:
             raise RuntimeError("bench: token unknown")
+        if now < self.gone_until and (key in self.gone or info.key_id in self.gone):
+            raise RuntimeError("bench: token revoked")
         fresh_until = min(now + 300.0, info.expires_at)
+        counted = info.bound_ip in (None, client_ip)
+        refresh_at = min(now + min(5.0, info.ttl / 3), fresh_until) if counted else now
         if len(self.table) >= 100_000:
             del self.table[next(iter(self.table))]
-        self.table[key] = (fresh_until, info)
+        self.table[key] = (fresh_until, refresh_at, info)
         if self.admit(info, client_ip, self.api, now):
             raise RuntimeError("bench: token not admitted")
         return self.identity(info.key_id, info.apis, client_ip, info, self.fingerprint(key))
@@ -369,14 +393,14 @@ class ContractMissMiddleware:
         if waiter is not None:
             info = await asyncio.shield(waiter)
         else:
-            self.in_flight += 1
+            self._take(client_ip)
             waiter = self.flights[flight] = asyncio.get_running_loop().create_future()
             try:
                 info = await self.backend.alookup(token, client_ip)
                 waiter.set_result(info)
             finally:
                 del self.flights[flight]
-                self.in_flight -= 1
+                self._give(client_ip)
         ident = self._finish(key, info, client_ip, time.time())
         scope["bearerguard"] = scope["user"] = scope["auth"] = ident
         await self.app(scope, receive, send)
@@ -401,14 +425,14 @@ class ContractMissWSGI(ContractMissMiddleware):
         with self.lock:
             if flight in self.flights:
                 raise RuntimeError("bench: one request at a time")
+            self._take(client_ip)
             self.flights[flight] = None
-            self.in_flight += 1
         try:
             info = self.backend.lookup(token, client_ip)
         finally:
             with self.lock:
                 del self.flights[flight]
-                self.in_flight -= 1
+                self._give(client_ip)
         environ["bearerguard.identity"] = self._finish(key, info, client_ip, time.time())
         return self.app(environ, start_response)
 

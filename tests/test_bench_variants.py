@@ -11,6 +11,7 @@ variant that is unavailable. None is excluded.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -224,7 +225,7 @@ def test_the_contract_miss_floor_makes_the_contract_s_checks() -> None:
     """The floor of the miss work refuses what bearerguard refuses: a token used from
     another address than its own, a malformed header, a token it has cached."""
     from bench.apps import _memory_backend
-    from bench.plumbing import ContractMissMiddleware, asgi_call, starlette_app
+    from bench.plumbing import ContractMissMiddleware, asgi_call, sha256, starlette_app
 
     from bearerguard.credentials import MalformedCredentials
 
@@ -254,3 +255,9 @@ def test_the_contract_miss_floor_makes_the_contract_s_checks() -> None:
         asyncio.run(from_elsewhere([(b"authorization", f"Bearer {token}".encode())]))
     with pytest.raises(MalformedCredentials):
         asyncio.run(from_elsewhere([(b"authorization", b"Bearer a b")]))
+    app.gone[sha256(token.encode()).digest()] = 0.0  # revoked while the lookup ran (P)
+    app.gone_until = time.time() + 60
+    table.clear()
+    with pytest.raises(RuntimeError, match="revoked"):
+        asyncio.run(call())
+    assert app.in_flight == 0 and app.held == {}  # every slot given back
