@@ -193,22 +193,41 @@ async def _bg_asgi_otel_span(env: Env, v: Variant) -> Variant:
 # -- bearerguard, cold path (every call a cache miss) ------------------------------------------
 
 
+def _misses(v: Variant, call: Callable[[], Any], check: Callable[[], Any], clear: Any) -> Variant:
+    """`v` making each call, and each check, after `clear`: every one a cache miss."""
+    if v.is_async:
+
+        async def acold() -> None:
+            clear()
+            await call()
+
+        async def acheck() -> Any:
+            clear()
+            return await check()
+
+        v.call, v.check = acold, acheck
+    else:
+
+        def scold() -> None:
+            clear()
+            call()
+
+        def scheck() -> Any:
+            clear()
+            return check()
+
+        v.call, v.check = scold, scheck
+    return v
+
+
 def _cold_asgi(v: Variant, backend: Any, token: str) -> Variant:
     from starlette.middleware import Middleware
 
     from bearerguard import BearerGuardMiddleware, Guard
 
     guard = Guard(api="dns")
-    clear = guard.cache.clear
     app = starlette_app([Middleware(BearerGuardMiddleware, backend=backend, guard=guard)])
-    call, v.check = asgi_call(app, token)
-
-    async def cold() -> None:
-        clear()
-        await call()
-
-    v.call = cold
-    return v
+    return _misses(v, *asgi_call(app, token), guard.cache.clear)
 
 
 def _cold_wsgi(v: Variant, backend: Any, token: str) -> Variant:
@@ -218,15 +237,10 @@ def _cold_wsgi(v: Variant, backend: Any, token: str) -> Variant:
     mw = WSGIBearerGuard(app.wsgi_app, backend=backend, api="dns")
     app.wsgi_app = mw
     v.closers.append(mw.close)
-    clear = mw.guard.cache.clear
-    call, v.check = wsgi_call(app, token)
+    return _misses(v, *wsgi_call(app, token), mw.guard.cache.clear)
 
-    def cold() -> None:
-        clear()
-        call()
 
-    v.call = cold
-    return v
+_CONTRACT_NOTE = "every step of a miss, as one function, over the memory store: the floor for it"
 
 
 @variant(
@@ -237,22 +251,11 @@ async def _contract_miss_asgi(env: Env, v: Variant) -> Variant:
 
     from bench.plumbing import ContractMissMiddleware
 
-    backend = _memory_backend(env.token)
     table: dict[bytes, Any] = {}
+    backend = _memory_backend(env.token)
     mw = Middleware(ContractMissMiddleware, backend=backend, api="dns", table=table)
-    call, check = asgi_call(starlette_app([mw]), env.token)
-
-    async def cold() -> None:
-        table.clear()
-        await call()
-
-    async def cold_check() -> Any:
-        table.clear()  # a miss, as every timed call is
-        return await check()
-
-    v.call, v.check = cold, cold_check
-    v.note = "every step of a miss, as one function, over the memory store: the floor for it"
-    return v
+    v.note = _CONTRACT_NOTE
+    return _misses(v, *asgi_call(starlette_app([mw]), env.token), table.clear)
 
 
 @variant(
@@ -261,23 +264,12 @@ async def _contract_miss_asgi(env: Env, v: Variant) -> Variant:
 async def _contract_miss_wsgi(env: Env, v: Variant) -> Variant:
     from bench.plumbing import ContractMissWSGI
 
-    backend = _memory_backend(env.token)
     table: dict[bytes, Any] = {}
     app = flask_app()
+    backend = _memory_backend(env.token)
     app.wsgi_app = ContractMissWSGI(app.wsgi_app, backend=backend, api="dns", table=table)
-    call, check = wsgi_call(app, env.token)
-
-    def cold() -> None:
-        table.clear()
-        call()
-
-    def cold_check() -> Any:
-        table.clear()  # a miss, as every timed call is
-        return check()
-
-    v.call, v.check = cold, cold_check
-    v.note = "every step of a miss, as one function, over the memory store: the floor for it"
-    return v
+    v.note = _CONTRACT_NOTE
+    return _misses(v, *wsgi_call(app, env.token), table.clear)
 
 
 def _sqlite_backend(env: Env) -> Any:

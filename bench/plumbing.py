@@ -320,6 +320,7 @@ class ContractMissMiddleware:
     """
 
     def __init__(self, app: Any, *, backend: Any, api: str, table: dict[bytes, Any]) -> None:
+        from bearerguard._edge import _Slots
         from bearerguard.credentials import extract_token
         from bearerguard.policy import admit
         from bearerguard.tokens import Identity, fingerprint, is_well_formed
@@ -329,8 +330,7 @@ class ContractMissMiddleware:
         self.gone: dict[bytes | str, float] = {}  # revoked lately (P): none here
         self.gone_until = 0.0
         self.flights: dict[tuple[bytes, str | None], Any] = {}
-        self.held: dict[str | None, int] = {}  # lookup slots per address (H2)
-        self.in_flight = 0
+        self.slots = _Slots(16)  # the fair-share rule (H2), bearerguard's own
         self.extract, self.well_formed, self.admit = extract_token, is_well_formed, admit
         self.identity, self.fingerprint = Identity, fingerprint
 
@@ -344,21 +344,6 @@ class ContractMissMiddleware:
         if key in self.table or key in self.negative:
             raise RuntimeError("bench: not a miss")
         return token, key
-
-    def _take(self, client_ip: str | None) -> None:
-        held = self.held.get(client_ip, 0)
-        if self.in_flight >= 16 or (held >= 4 and self.in_flight >= 8):
-            raise RuntimeError("bench: no lookup slot")
-        self.held[client_ip] = held + 1
-        self.in_flight += 1
-
-    def _give(self, client_ip: str | None) -> None:
-        held = self.held[client_ip] - 1
-        if held:
-            self.held[client_ip] = held
-        else:
-            del self.held[client_ip]
-        self.in_flight -= 1
 
     def _finish(self, key: bytes, info: Any, client_ip: str | None, now: float) -> Any:
         if info is None:
@@ -393,14 +378,14 @@ class ContractMissMiddleware:
         if waiter is not None:
             info = await asyncio.shield(waiter)
         else:
-            self._take(client_ip)
+            self.slots.take(client_ip)
             waiter = self.flights[flight] = asyncio.get_running_loop().create_future()
             try:
                 info = await self.backend.alookup(token, client_ip)
                 waiter.set_result(info)
             finally:
                 del self.flights[flight]
-                self._give(client_ip)
+                self.slots.give(client_ip)
         ident = self._finish(key, info, client_ip, time.time())
         scope["bearerguard"] = scope["user"] = scope["auth"] = ident
         await self.app(scope, receive, send)
@@ -425,14 +410,14 @@ class ContractMissWSGI(ContractMissMiddleware):
         with self.lock:
             if flight in self.flights:
                 raise RuntimeError("bench: one request at a time")
-            self._take(client_ip)
+            self.slots.take(client_ip)
             self.flights[flight] = None
         try:
             info = self.backend.lookup(token, client_ip)
         finally:
             with self.lock:
                 del self.flights[flight]
-                self._give(client_ip)
+                self.slots.give(client_ip)
         environ["bearerguard.identity"] = self._finish(key, info, client_ip, time.time())
         return self.app(environ, start_response)
 

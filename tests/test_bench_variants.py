@@ -260,4 +260,4 @@ def test_the_contract_miss_floor_makes_the_contract_s_checks() -> None:
     table.clear()
     with pytest.raises(RuntimeError, match="revoked"):
         asyncio.run(call())
-    assert app.in_flight == 0 and app.held == {}  # every slot given back
+    assert app.slots.total == 0  # every slot given back
