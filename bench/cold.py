@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:28} vs raw {f.get('ratio', 0):.3f} (runs {each})"
             f"  floor {f.get('floor_ratio', 0):.3f}"
+            f"  contract floor {f.get('contract_floor_ratio', 0):.3f}"
             f"  app floor {f.get('in_app_floor_ratio', 0):.3f}"
             f"  raw-backend floor {f.get('middleware_floor_ratio', 0):.3f}"
             f"  by CPU {f.get('cpu_ratio', 0):.3f}",
