@@ -251,9 +251,36 @@ async def _authlib_introspect(env: Env, v: Variant) -> Variant:
     return v
 
 
+def _in_app(v: Variant, token: str) -> None:
+    """Make `v` a floor: each request makes `v`'s raw call first, then the bare app
+    (Starlette or Flask) answers, as the middleware's miss does. It shows what one round
+    trip costs a request of the app, cache and scheduler effects of the wait on the reply
+    included, which the raw call alone (no app work after it) does not pay."""
+    raw = v.call
+    assert raw is not None
+    if v.is_async:
+        bare = starlette_app()
+
+        async def floor_app(scope: Any, receive: Any, send: Any) -> None:
+            await raw()
+            await bare(scope, receive, send)
+
+        v.call, v.check = asgi_call(floor_app, token)
+        return
+    app = flask_app()
+    inner = app.wsgi_app
+
+    def floor_wsgi(environ: Any, start_response: Any) -> Any:
+        raw()
+        return inner(environ, start_response)
+
+    app.wsgi_app = floor_wsgi
+    v.call, v.check = wsgi_call(app, token)
+
+
 def _raw(name: str, label: str, is_async: bool, *, in_app: bool = False) -> None:
     """The raw httpx POST reference; `in_app`: the floor, that POST inside the bare app
-    (as `_raw_evalsha`'s floor is for Redis)."""
+    (`_in_app`)."""
 
     async def build(env: Env, v: Variant) -> Variant:
         if env.intro_url is None or env.intro_client is None:
@@ -282,14 +309,6 @@ def _raw(name: str, label: str, is_async: bool, *, in_app: bool = False) -> None
                 await apost()
 
             v.call, v.check = acall, apost
-            if in_app:
-                bare = starlette_app()
-
-                async def floor_app(scope: Any, receive: Any, send: Any) -> None:
-                    await apost()
-                    await bare(scope, receive, send)
-
-                v.call, v.check = asgi_call(floor_app, env.token)
             v.closers.append(aclient.aclose)
         else:
             client = httpx.Client(**opts)
@@ -305,19 +324,10 @@ def _raw(name: str, label: str, is_async: bool, *, in_app: bool = False) -> None
                 post()
 
             v.call, v.check = scall, post
-            if in_app:
-                app = flask_app()
-                inner = app.wsgi_app
-
-                def floor_wsgi(environ: Any, start_response: Any) -> Any:
-                    post()
-                    return inner(environ, start_response)
-
-                app.wsgi_app = floor_wsgi
-                v.call, v.check = wsgi_call(app, env.token)
             v.closers.append(client.close)
         v.note = "one POST to the introspection endpoint, no app"
         if in_app:
+            _in_app(v, env.token)
             v.compare_to = "raw_httpx_async" if is_async else "raw_httpx_sync"
             v.note = "that POST, then the bare app: the floor of a cold request over introspection"
         return v
@@ -338,13 +348,8 @@ _raw("floor_httpx_wsgi", "floor: bare Flask + one raw httpx POST", False, in_app
 
 
 def _raw_evalsha(name: str, label: str, is_async: bool, *, in_app: bool = False) -> None:
-    """The raw EVALSHA reference; `in_app`: the floor, that EVALSHA inside the bare app.
-
-    The floor wraps the bare app (Starlette, Flask) so each request makes the one raw
-    call first, as the middleware does on a miss: it shows what one round trip costs a
-    request of the app, cache and scheduler effects of the wait on the reply included,
-    which the raw call alone (no app work after it) does not pay.
-    """
+    """The raw EVALSHA reference; `in_app`: the floor, that EVALSHA inside the bare app
+    (`_in_app`)."""
 
     async def build(env: Env, v: Variant) -> Variant:
         import redis
@@ -379,14 +384,6 @@ def _raw_evalsha(name: str, label: str, is_async: bool, *, in_app: bool = False)
                 await aclient.evalsha(sha, 1, key, "127.0.0.1")
 
             v.call, v.check = acall, aeval
-            if in_app:
-                bare = starlette_app()
-
-                async def floor_app(scope: Any, receive: Any, send: Any) -> None:
-                    await aclient.evalsha(sha, 1, key, "127.0.0.1")
-                    await bare(scope, receive, send)
-
-                v.call, v.check = asgi_call(floor_app, env.token)
             v.closers.append(aclient.aclose)
         else:
             client = redis.Redis.from_url(env.redis_url)
@@ -399,19 +396,10 @@ def _raw_evalsha(name: str, label: str, is_async: bool, *, in_app: bool = False)
                 client.evalsha(sha, 1, key, "127.0.0.1")
 
             v.call, v.check = scall, seval
-            if in_app:
-                app = flask_app()
-                inner = app.wsgi_app
-
-                def floor_wsgi(environ: Any, start_response: Any) -> Any:
-                    client.evalsha(sha, 1, key, "127.0.0.1")
-                    return inner(environ, start_response)
-
-                app.wsgi_app = floor_wsgi
-                v.call, v.check = wsgi_call(app, env.token)
             v.closers.append(client.close)
         v.note = "one EVALSHA of the store's touch script, same key, no app"
         if in_app:
+            _in_app(v, env.token)
             v.compare_to = "raw_evalsha_async" if is_async else "raw_evalsha_sync"
             v.note = "that EVALSHA, then the bare app: the floor of a cold request over Redis"
         return v

@@ -93,14 +93,14 @@ async def _inprocess(env: plumbing.Env, args: argparse.Namespace) -> dict[str, A
             except Exception as exc:
                 facts[name] = {"unavailable": f"{type(exc).__name__}: {exc}"}
         prof: dict[str, Any] = {}
+        from bench import cold
+
         if not args.no_profile:
-            from bench import cold, profile
+            from bench import profile
 
             print("profiling the cached paths", file=sys.stderr, flush=True)
             prof = await profile.profile(env, n=2_000 if args.quick else 20_000)
             prof["cold"] = await cold.profile(env, n=200 if args.quick else 2_000)
-        from bench import cold
-
         print("the cold rows alone, several runs", file=sys.stderr, flush=True)
         cold_runs = await cold.repeated(
             env, runs=2 if args.quick else 5, rounds=args.rounds // 2, target_ms=args.target_ms
