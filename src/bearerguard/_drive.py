@@ -1,5 +1,5 @@
 """What both middlewares do with a backend, written once: ask which faces it has
-(`faces`), and drive the core's flow to a decision against it (`drive`, `drive_async`).
+(`faces`), and drive the core to a decision against it (`drive`, `drive_async`).
 
 The waiting itself (timeouts, single-flight, slots, refreshes) is `_edge.py`'s.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import BackendUnavailable
-from .flow import Allow, Decision, Lookup
+from .flow import Allow, Decision, Guard, Lookup, Pending, RequestFacts
 from .tokens import TokenInfo
 
 if TYPE_CHECKING:
@@ -52,6 +52,13 @@ def with_client_ip(fn: Callable[..., Any]) -> LookupFn:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         params = {}  # type: ignore[assignment]
+    positional = [
+        p.name
+        for p in params.values()
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    if positional[1:2] == ["client_ip"]:
+        return fn  # (token, client_ip) already, as the built-in backends: no wrapper
     if "client_ip" in params or any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
     ):
@@ -62,10 +69,9 @@ def with_client_ip(fn: Callable[..., Any]) -> LookupFn:
 async def _run(
     flow: Flow,
     lookup: Callable[[Lookup], Awaitable[TokenInfo | None]],
-    refresh: Callable[[Lookup], None],
 ) -> Decision:
-    # The one drive loop: answer each Lookup, throw BackendUnavailable back in, start
-    # the follow-up refresh of an allowed request.
+    # The generator's drive loop, for a guard that wraps `authenticate` (TracedGuard):
+    # answer each Lookup, throw BackendUnavailable back in.
     try:
         step = next(flow)
         while True:
@@ -77,31 +83,58 @@ async def _run(
                 step = flow.send(answer)
     except StopIteration as stop:
         decision: Decision = stop.value
-    if isinstance(decision, Allow) and decision.follow_up is not None:
-        refresh(decision.follow_up)
     return decision
 
 
-def drive(flow: Flow, caller: SyncCaller) -> Decision:
-    """Run the core's flow to its decision, answering each `Lookup` with `caller`.
+def drive(guard: Guard, facts: RequestFacts, api: str | None, caller: SyncCaller) -> Decision:
+    """Decide one request, answering its lookup with `caller`, then start its refresh.
 
-    The loop is `_run`'s: a sync lookup never suspends it, so one ``send`` runs it to
-    the end, with no event loop.
+    `Guard.begin` and `Guard.settle` straight, with no generator; a guard that wraps
+    `authenticate` is driven through it (`_run`: a sync lookup never suspends that
+    loop, so one ``send`` runs it to the end, with no event loop).
     """
+    if guard.stepwise:
+        step = guard.begin(facts, api)
+        if isinstance(step, Pending):
+            try:
+                answer: object = caller.lookup(step.lookup)
+            except BackendUnavailable as exc:
+                answer = exc
+            step = guard.settle(step, answer)
+        decision = step
+    else:
 
-    async def lookup(lk: Lookup) -> TokenInfo | None:
-        return caller.lookup(lk)
+        async def lookup(lk: Lookup) -> TokenInfo | None:
+            return caller.lookup(lk)
 
-    run = _run(flow, lookup, caller.refresh)
-    try:
-        run.send(None)
-    except StopIteration as done:
-        decision: Decision = done.value
-        return decision
-    run.close()  # pragma: no cover - nothing in the loop can suspend
-    raise RuntimeError("a sync lookup suspended")  # pragma: no cover
+        run = _run(guard.authenticate(facts, api), lookup)
+        try:
+            run.send(None)
+        except StopIteration as done:
+            decision = done.value
+        else:  # pragma: no cover - nothing in the loop can suspend
+            run.close()
+            raise RuntimeError("a sync lookup suspended")
+    if isinstance(decision, Allow) and decision.follow_up is not None:
+        caller.refresh(decision.follow_up)
+    return decision
 
 
-async def drive_async(flow: Flow, caller: AsyncCaller) -> Decision:
-    """`drive` under an event loop: each `Lookup` is awaited through `caller`."""
-    return await _run(flow, caller.lookup, caller.refresh)
+async def drive_async(
+    guard: Guard, facts: RequestFacts, api: str | None, caller: AsyncCaller
+) -> Decision:
+    """`drive` under an event loop: the lookup is awaited through `caller`."""
+    if guard.stepwise:
+        step = guard.begin(facts, api)
+        if isinstance(step, Pending):
+            try:
+                answer: object = await caller.lookup(step.lookup)
+            except BackendUnavailable as exc:
+                answer = exc
+            step = guard.settle(step, answer)
+        decision = step
+    else:
+        decision = await _run(guard.authenticate(facts, api), caller.lookup)
+    if isinstance(decision, Allow) and decision.follow_up is not None:
+        caller.refresh(decision.follow_up)
+    return decision

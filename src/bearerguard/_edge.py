@@ -309,6 +309,9 @@ class AsyncCaller:
             raise ConfigurationError(
                 "backend needs a lookup(token) method or an async alookup(token) method"
             )
+        # Each call timed into the guard's metrics (SyncCaller times a threaded one).
+        metered = guard.metrics is not None and self._threaded is None
+        self._call = self._metered if metered else self._bounded
 
     @staticmethod
     def _awaited(alookup: Callable[..., Any]) -> Callable[[Lookup, bool], Awaitable[Any]]:
@@ -319,24 +322,29 @@ class AsyncCaller:
         assert self._threaded is not None
         return await asyncio.wrap_future(self._threaded.submit(lk, background=background))
 
-    async def _call(self, lk: Lookup, background: bool) -> TokenInfo | None:
+    async def _metered(self, lk: Lookup, background: bool) -> TokenInfo | None:
         metrics = self._guard.metrics
+        assert metrics is not None
         started = time.perf_counter()
         ok = False
+        try:
+            result = await self._bounded(lk, background)
+            ok = True
+        finally:
+            metrics.backend_call(time.perf_counter() - started, ok)
+        return result
+
+    async def _bounded(self, lk: Lookup, background: bool) -> TokenInfo | None:
         call = self._alookup(lk, background)
         try:
             if self._self_timed:
                 result: TokenInfo | None = await call
             else:
                 result = await _within(call, self._timeout)
-            ok = True
         except asyncio.TimeoutError:
             raise BackendUnavailable(f"backend gave no answer in {self._timeout:g}s") from None
         except Exception as exc:
             raise _wrap(exc) from exc
-        finally:
-            if metrics is not None and self._threaded is None:
-                metrics.backend_call(time.perf_counter() - started, ok)
         return result
 
     async def lookup(self, lk: Lookup, *, background: bool = False) -> TokenInfo | None:

@@ -6,7 +6,8 @@ touched, so streaming works as without us.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from ._drive import drive_async
 from ._edge import AsyncCaller, guard_options, wire_invalidations
@@ -143,24 +144,25 @@ class BearerGuardMiddleware:
         peer = client[0] if client else None
         return await self._decide(scope, *_scan(scope["headers"]), peer, api)
 
-    async def _decide(
+    def _decide(
         self,
         scope: Scope,
         auth: tuple[bytes, ...],
         xff: tuple[bytes, ...],
         peer: str | None,
         api: str | None,
-    ) -> Decision:
+    ) -> Coroutine[Any, Any, Decision]:
+        # Not a coroutine of its own: the caller awaits `drive_async`'s, one frame less.
         guard = self.guard
         query = guard.query_token or (guard.websocket_query_token and scope["type"] == "websocket")
         facts = RequestFacts(
             scope["path"],
-            tuple(v.decode("latin-1") for v in auth),
+            tuple([v.decode("latin-1") for v in auth]),
             _query_tokens(scope) if query else (),
             peer,
-            tuple(v.decode("latin-1") for v in xff),
+            tuple([v.decode("latin-1") for v in xff]) if xff else (),
         )
-        return await drive_async(guard.authenticate(facts, api), self._caller)
+        return drive_async(guard, facts, api, self._caller)
 
     async def _serve_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
         # RFC 9728 §3: the metadata is public; only GET (and HEAD) read it.

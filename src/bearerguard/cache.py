@@ -9,7 +9,9 @@ that a spray of unknown tokens can only evict other unknown tokens (G5):
   own remaining life), so an entry never outlives the token (G2), and may be served
   `stale_if_error` seconds longer, still capped by the token's life, only while the
   backend is down. Bounded by `maxsize`, oldest-fetched first out;
-* negatives: digests the backend called unknown, in a cachetools `TTLCache`.
+* negatives: digests the backend called unknown, each with the time it is forgotten,
+  in a plain dict in insertion order (so also in expiry order), bounded by
+  `negative_maxsize`, oldest first out.
 
 A hit older than the touch interval (`Entry.refresh_at`) asks for a refresh: the adapter
 looks the token up again in the background, which counts as a use at the source, so
@@ -107,6 +109,18 @@ def _share(table: dict[Any, Any], value: _T, limit: int = _SHARED_MAX) -> _T:
     return value
 
 
+def _trim_negatives(neg: dict[bytes, float], now: float, maxsize: int) -> None:
+    # With the lock held: drop a couple of expired negatives from the old end, and the
+    # oldest ones beyond maxsize.
+    for _ in range(2):
+        oldest = next(iter(neg))
+        if neg[oldest] > now:
+            break
+        del neg[oldest]
+    while len(neg) > maxsize:
+        del neg[next(iter(neg))]
+
+
 def _positive(name: str, value: float) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise ConfigurationError(f"{name} must be a positive number of seconds")
@@ -158,7 +172,8 @@ class TokenCache:
         self._shared: dict[Any, Any] = {}
         self._shared_ips: dict[str, str] = {}
         self._shared_times: dict[float, float] = {}
-        self._neg: TTLCache[bytes, bool] = TTLCache(negative_maxsize, negative_ttl, timer=clock)
+        self.negative_maxsize = negative_maxsize
+        self._neg: dict[bytes, float] = {}
         # Tokens (raw digests) and key ids revoked lately: an answer that was already
         # on its way when the revocation arrived must not put them back (P).
         self._gone: TTLCache[bytes | str, bool] = TTLCache(_GONE_MAX, _GONE_TTL, timer=clock)
@@ -176,8 +191,9 @@ class TokenCache:
             with self._lock:
                 if self._pos.get(key) is entry:
                     del self._pos[key]
-        with self._lock:
-            return None, key in self._neg
+        # A dict lookup is atomic: no lock. An expired negative is dropped by a write.
+        gone = self._neg.get(key)
+        return None, gone is not None and self.clock() < gone
 
     def put(
         self, key: bytes, info: TokenInfo | None, now: float, *, counted: bool = True
@@ -189,9 +205,12 @@ class TokenCache:
         first hit by the holder instead of a touch interval later (H4).
         """
         if info is None:
+            neg = self._neg
             with self._lock:
                 self._pos.pop(key, None)
-                self._neg[key] = True
+                neg.pop(key, None)  # re-inserted at the end: insertion order is expiry order
+                neg[key] = now + self.negative_ttl
+                _trim_negatives(neg, now, self.negative_maxsize)
             return None
         life = math.inf if info.expires_at is None else info.expires_at - now
         if life <= 0:
@@ -215,7 +234,7 @@ class TokenCache:
             entry = Entry(info, fresh_until, refresh_at)
         pos, neg = self._pos, self._neg
         with self._lock:
-            if key in neg:  # a membership test costs a quarter of TTLCache.pop
+            if key in neg:
                 del neg[key]
             # Re-insert at the end: dict order is then oldest-fetched first, which is
             # the eviction order, and entries in use are re-fetched every touch.
@@ -231,10 +250,11 @@ class TokenCache:
         use unless it came from another address than the token's (H4); then the
         holder's next hit asks for a refresh.
         """
-        if info is not None and self.revoked(key, info.key_id):
+        now = self.clock()
+        if info is not None and now < self._gone_until and self.revoked(key, info.key_id):
             info = None
         counted = info is None or asker is None or info.bound_ip in (None, asker)
-        self.put(key, info, self.clock(), counted=counted)
+        self.put(key, info, now, counted=counted)
         return info
 
     def touch_for(self, info: TokenInfo) -> float:
@@ -249,7 +269,8 @@ class TokenCache:
         """`tick` + `after`, capped by the token's expiry, as a shared float object."""
         if after >= life and info.expires_at is not None:
             return info.expires_at
-        return _share(self._shared_times, tick + after, _RECENT_MAX)
+        at = tick + after
+        return self._shared_times.get(at) or _share(self._shared_times, at, _RECENT_MAX)
 
     def _shrink(self, info: TokenInfo) -> TokenInfo:
         # Many tokens share a key id, an API set, a TTL and often an address: keep one
@@ -257,12 +278,16 @@ class TokenCache:
         # bounded tables, so many distinct addresses cannot crowd out the key ids.
         # The constructor, not dataclasses.replace: this runs on every miss, and replace
         # costs several times as much (docs/benchmarks.md, the cold paths).
+        # `get(v) or _share(…)`: a value already kept costs a dict lookup, not a call
+        # (one kept as falsy, an empty API set, takes the call, to the same result).
+        shared, ips = self._shared, self._shared_ips
+        bound_ip, ttl = info.bound_ip, info.ttl
         return TokenInfo(
-            _share(self._shared, info.key_id),
-            _share(self._shared, info.apis),
-            info.bound_ip and _share(self._shared_ips, info.bound_ip, _RECENT_MAX),
+            shared.get(info.key_id) or _share(shared, info.key_id),
+            shared.get(info.apis) or _share(shared, info.apis),
+            bound_ip and (ips.get(bound_ip) or _share(ips, bound_ip, _RECENT_MAX)),
             info.expires_at,
-            info.ttl and _share(self._shared, info.ttl),
+            ttl and (shared.get(ttl) or _share(shared, ttl)),
             info.claims,
             info.audience,
         )
@@ -321,5 +346,4 @@ class TokenCache:
 
     @property
     def negative_size(self) -> int:
-        with self._lock:
-            return len(self._neg)
+        return len(self._neg)

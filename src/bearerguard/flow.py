@@ -1,9 +1,11 @@
-"""Request logic, written once for both adapters as a sans-I/O generator.
+"""Request logic, written once for both adapters, with no I/O.
 
-`Guard.authenticate(facts)` yields a `Lookup` when the cache cannot answer and the
-adapter (ASGI or WSGI) sends back the backend's `TokenInfo | None`, or throws
-`BackendUnavailable` into the generator. It returns `Allow` or `Deny`. Adapters wait,
-time out and run refreshes; they make no decision of their own.
+`Guard.begin(facts)` decides a request, or hands back a `Pending` when the cache
+cannot answer: the adapter asks the backend its `lookup` and gives the answer
+(`TokenInfo | None`, or the `BackendUnavailable` raised) to `Guard.settle`, which
+decides. `Guard.authenticate(facts)` is the same as a generator that yields the
+`Lookup`. Either way the result is `Allow` or `Deny`. Adapters wait, time out and run
+refreshes; they make no decision of their own.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from . import resource as _resource
-from .cache import TokenCache
+from .cache import Entry, TokenCache
 from .clientip import ClientIPResolver, learn_address
 from .credentials import (
     BEARER_PREFIXES,
@@ -47,6 +49,7 @@ __all__ = [
     "Deny",
     "Guard",
     "Lookup",
+    "Pending",
     "RequestFacts",
 ]
 
@@ -107,6 +110,34 @@ class Deny:
 
 Decision = Allow | Deny
 PUBLIC = Allow(None)
+
+
+class Pending:
+    """A request that waits for the backend (`Guard.begin`); `Guard.settle` ends it.
+
+    `lookup` is what to ask; the rest is what the decision needs once the answer is
+    in: the request, the API it needs, the cached entry if any (served stale when the
+    backend is down and ``stale_if_error`` allows), the client address and the
+    token's fingerprint.
+    """
+
+    __slots__ = ("api", "client_ip", "entry", "facts", "fp", "lookup")
+
+    def __init__(
+        self,
+        lookup: Lookup,
+        facts: RequestFacts,
+        api: str | None,
+        entry: Entry | None,
+        client_ip: str | None,
+        fp: str,
+    ) -> None:
+        self.lookup = lookup
+        self.facts = facts
+        self.api = api
+        self.entry = entry
+        self.client_ip = client_ip
+        self.fp = fp
 
 
 class Guard:
@@ -213,6 +244,9 @@ class Guard:
         # With query tokens, "two methods at once" needs the query string, and an audit
         # hook needs RequestFacts: both take the full flow, never `cached_identity`.
         self.fast_path = not query_token and on_decision is None
+        # The adapters call `begin` and `settle` themselves unless a subclass wraps
+        # `authenticate` (TracedGuard's span): then they drive that generator.
+        self.stepwise = type(self).authenticate is Guard.authenticate
         self._proxied = self.resolver.enabled
         self._rules = Rules(ip_binding, self.audience, require_audience)
         self._aud, self._req_aud = self.audience, require_audience  # one attribute each
@@ -263,9 +297,37 @@ class Guard:
     def authenticate(
         self, facts: RequestFacts, api: str | None = None
     ) -> Generator[Lookup, TokenInfo | None, Decision]:
-        """Decide one request; `api` overrides the guard's own requirement."""
-        decision = yield from self._decide(facts, api)
-        self._observe(facts, decision)
+        """Decide one request; `api` overrides the guard's own requirement.
+
+        The generator form of `begin` and `settle`: it yields the `Lookup` of a miss
+        and takes the answer (or a thrown `BackendUnavailable`).
+        """
+        step = self.begin(facts, api)
+        if isinstance(step, Pending):
+            try:
+                answer: TokenInfo | BackendUnavailable | None = yield step.lookup
+            except BackendUnavailable as exc:
+                answer = exc
+            return self.settle(step, answer)
+        return step
+
+    def begin(self, facts: RequestFacts, api: str | None = None) -> Decision | Pending:
+        """Decide one request, or say which lookup it waits for (a `Pending`).
+
+        A decision is final (and observed: counted, logged, hooked). A `Pending` goes
+        to the backend as its `lookup`, and its answer (`TokenInfo`, None, or the
+        `BackendUnavailable` raised instead) to `settle`. The adapters drive these two
+        directly (`bearerguard._drive`); `authenticate` is the same as a generator.
+        """
+        step = self._begin(facts, api)
+        if not isinstance(step, Pending):
+            self._observe(facts, step)
+        return step
+
+    def settle(self, pending: Pending, answer: object) -> Decision:
+        """The decision for `pending`, given the backend's answer (or its failure)."""
+        decision = self._settle(pending, answer)
+        self._observe(pending.facts, decision)
         return decision
 
     def _observe(self, facts: RequestFacts, decision: Decision) -> None:
@@ -297,9 +359,7 @@ class Guard:
             except Exception:
                 logger.exception("on_decision hook failed")
 
-    def _decide(
-        self, facts: RequestFacts, api: str | None
-    ) -> Generator[Lookup, TokenInfo | None, Decision]:
+    def _begin(self, facts: RequestFacts, api: str | None) -> Decision | Pending:
         if self.is_public(facts.path):
             return PUBLIC
         try:
@@ -315,15 +375,12 @@ class Guard:
         key = token_key(token)
         fp = fingerprint(key)
         client_ip = self.resolver.resolve(facts.peer, facts.forwarded_for)
-        asker = client_ip if self.ip_binding else None
         entry, negative = self.cache.get(key)
         now = self.clock()
         metrics = self.metrics
-        refresh_due = False
         info: TokenInfo | None
         if entry is not None and now < entry.fresh_until:
             info = entry.info
-            refresh_due = now >= entry.refresh_at
             if metrics is not None:
                 metrics.cache_hits += 1
         elif negative:
@@ -333,38 +390,51 @@ class Guard:
         else:
             if metrics is not None:
                 metrics.cache_misses += 1
-            try:
-                answer = yield Lookup(token, key, asker)
-            except BackendUnavailable as exc:
-                if entry is None or now >= entry.stale_until:
-                    logger.warning("backend unavailable, refusing token %s: %s", fp, exc)
-                    return Deny(self.unavailable, fingerprint=fp)
-                logger.warning(
-                    "backend unavailable, serving token %s from stale cache: %s", fp, exc
-                )
-                if metrics is not None:
-                    metrics.stale_served += 1
-                info = entry.info
-            else:
-                accepted = self._accept(key, answer, asker)
-                if accepted is BAD_ANSWER:
-                    return Deny(self.unavailable, fingerprint=fp)
-                info = accepted
-            now = self.clock()
+            asker = client_ip if self.ip_binding else None
+            return Pending(Lookup(token, key, asker), facts, api, entry, client_ip, fp)
+        verdict = self._verdict(info, client_ip, api, now, fp)
+        if isinstance(verdict, Deny):
+            # The entry's refresh bookkeeping is left alone, so requests that are
+            # refused for their address cannot consume or delay the holder's refresh (H4).
+            return verdict
+        if entry is None or now < entry.refresh_at:
+            return Allow(verdict)
+        # Ask once per touch interval: until the refresh lands (or if it fails), hits
+        # keep taking the cached path and do not ask again at once. Never past
+        # fresh_until: the cached path relies on refresh_at <= it.
+        entry.refresh_at = min(now + self.cache.touch_for(verdict.token), entry.fresh_until)
+        return Allow(verdict, Lookup(token, key, client_ip if self.ip_binding else None))
+
+    def _settle(self, p: Pending, answer: object) -> Decision:
+        lk = p.lookup
+        info: TokenInfo | None
+        if isinstance(answer, BackendUnavailable):
+            entry = p.entry
+            if entry is None or self.clock() >= entry.stale_until:
+                logger.warning("backend unavailable, refusing token %s: %s", p.fp, answer)
+                return Deny(self.unavailable, fingerprint=p.fp)
+            logger.warning(
+                "backend unavailable, serving token %s from stale cache: %s", p.fp, answer
+            )
+            if self.metrics is not None:
+                self.metrics.stale_served += 1
+            info = entry.info
+        else:
+            accepted = self._accept(lk.key, answer, lk.client_ip)
+            if accepted is BAD_ANSWER:
+                return Deny(self.unavailable, fingerprint=p.fp)
+            info = accepted
+        verdict = self._verdict(info, p.client_ip, p.api, self.clock(), p.fp)
+        return verdict if isinstance(verdict, Deny) else Allow(verdict)
+
+    def _verdict(
+        self, info: TokenInfo | None, client_ip: str | None, api: str | None, now: float, fp: str
+    ) -> Identity | Deny:
+        """The rules applied to what is known of the token (None: unknown)."""
         verdict = decide(info, client_ip, api or self.api, now, self._rules, fp)
         if isinstance(verdict, Challenge):
-            # Refused: the entry's refresh bookkeeping is left alone, so requests that
-            # are refused for their address cannot consume or delay the holder's
-            # refresh (H4).
             return Deny(verdict, info.key_id if info else None, client_ip, fp)
-        follow_up: Lookup | None = None
-        if refresh_due and entry is not None:
-            follow_up = Lookup(token, key, asker)
-            # Ask once per touch interval: until the refresh lands (or if it fails),
-            # hits keep taking the cached path and do not ask again at once.
-            # Never past fresh_until: the cached path relies on refresh_at <= it.
-            entry.refresh_at = min(now + self.cache.touch_for(verdict.token), entry.fresh_until)
-        return Allow(verdict, follow_up)
+        return verdict
 
     def _accept(
         self, key: bytes, answer: object, asker: str | None

@@ -103,7 +103,7 @@ class WSGIBearerGuard:
             environ.get("REMOTE_ADDR"),
             (xff,) if xff else (),
         )
-        return drive(guard.authenticate(facts, api), self._caller)
+        return drive(guard, facts, api, self._caller)
 
     def _serve_metadata(self, method: str, start_response: StartResponse) -> list[bytes]:
         # RFC 9728 §3: the metadata is public.
