@@ -91,7 +91,9 @@ def drive(guard: Guard, facts: RequestFacts, api: str | None, caller: SyncCaller
 
     `Guard.begin` and `Guard.settle` straight, with no generator; a guard that wraps
     `authenticate` is driven through it (`_run`: a sync lookup never suspends that
-    loop, so one ``send`` runs it to the end, with no event loop).
+    loop, so one ``send`` runs it to the end, with no event loop). `drive_async` has
+    the same few lines with ``await``: one coroutine for both, run here by ``send``,
+    cost a WSGI miss 3 µs (a tenth of its own work, in an interleaved A/B).
     """
     if guard.stepwise:
         step = guard.begin(facts, api)

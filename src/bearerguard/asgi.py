@@ -152,7 +152,7 @@ class BearerGuardMiddleware:
         peer: str | None,
         api: str | None,
     ) -> Coroutine[Any, Any, Decision]:
-        # Not a coroutine of its own: the caller awaits `drive_async`'s, one frame less.
+        # Not a coroutine of its own: the caller awaits `drive_async`'s, one frame fewer.
         guard = self.guard
         query = guard.query_token or (guard.websocket_query_token and scope["type"] == "websocket")
         facts = RequestFacts(
