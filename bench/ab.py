@@ -36,9 +36,9 @@ from types import ModuleType
 from typing import Any
 
 import bearerguard
+from bench.hotpath import QUANTILE, no_send, no_start_response, quantile, receive
 from bench.plumbing import APIS, PEER, asgi_scope, wsgi_environ
 
-QUANTILE = 0.10
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("asgi_miss", "asgi_hit", "wsgi_miss", "wsgi_hit")
 
@@ -105,18 +105,6 @@ class _Reached:
         return []
 
 
-async def _receive() -> dict[str, Any]:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
-async def _send(message: dict[str, Any]) -> None:
-    raise RuntimeError("bench.ab: the middleware answered instead of the app")
-
-
-def _start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-    raise RuntimeError("bench.ab: the middleware answered instead of the app")
-
-
 Call = tuple[bool, Callable[[], Any]]
 
 
@@ -147,13 +135,13 @@ def _one(mw: Any, is_async: bool, clear: Callable[[], None], scope: Any, environ
 
         async def acall() -> None:
             clear()
-            await mw(scope.copy(), _receive, _send)
+            await mw(scope.copy(), receive, no_send)
 
         return True, acall
 
     def scall() -> None:
         clear()
-        mw(environ.copy(), _start_response)
+        mw(environ.copy(), no_start_response)
 
     return False, scall
 
@@ -167,11 +155,6 @@ async def _batch(is_async: bool, call: Callable[[], Any], n: int) -> float:
         for _ in range(n):
             call()
     return (time.thread_time_ns() - t0) / n / 1000
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def measure(
@@ -193,10 +176,10 @@ async def measure(
     scope, environ = asgi_scope(token), wsgi_environ(token)
 
     async def app_alone() -> None:
-        await reached.asgi(scope.copy(), _receive, _send)
+        await reached.asgi(scope.copy(), receive, no_send)
 
     def wapp_alone() -> None:
-        reached.wsgi(environ.copy(), _start_response)
+        reached.wsgi(environ.copy(), no_start_response)
 
     bare: dict[str, Call] = {"asgi": (True, app_alone), "wsgi": (False, wapp_alone)}
     everything = {**variants, **{f"app:{face}": call for face, call in bare.items()}}
@@ -233,7 +216,7 @@ def _summary(
             **{
                 kind: {
                     "median_us": round(statistics.median(values), 3),
-                    "low_us": round(_quantile(values, QUANTILE), 3),
+                    "low_us": round(quantile(values, QUANTILE), 3),
                 }
                 for kind, values in work[label].items()
             },

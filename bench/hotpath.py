@@ -109,12 +109,12 @@ async def _check(env: Env) -> None:
     for name, (is_async, mw, close) in _variants(env, reached.asgi, reached.wsgi).items():
         reached.last = None
         if is_async:
-            await mw(asgi_scope(env.token), _receive, _send)
+            await mw(asgi_scope(env.token), receive, no_send)
             for _ in range(2):  # the second call takes the cached path
-                await mw(asgi_scope(env.token), _receive, _send)
+                await mw(asgi_scope(env.token), receive, no_send)
         else:
             for _ in range(2):
-                mw(wsgi_environ(env.token), _start_response)
+                mw(wsgi_environ(env.token), no_start_response)
         if reached.last is None:
             raise RuntimeError(f"bench.hotpath: {name} did not reach the app")
         if name.endswith("bearerguard"):
@@ -124,35 +124,39 @@ async def _check(env: Env) -> None:
         close()
 
 
-async def _receive() -> dict[str, Any]:
+# The request's receive, and a send and start_response that no admitted request reaches
+# (bench.ab uses them too).
+
+
+async def receive() -> dict[str, Any]:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
-async def _send(message: dict[str, Any]) -> None:
-    raise RuntimeError("bench.hotpath: the middleware answered instead of the app")
+async def no_send(message: dict[str, Any]) -> None:
+    raise RuntimeError("bench: the middleware answered instead of the app")
 
 
-def _start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
-    raise RuntimeError("bench.hotpath: the middleware answered instead of the app")
+def no_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+    raise RuntimeError("bench: the middleware answered instead of the app")
 
 
 async def _abatch(mw: Any, template: dict[str, Any], n: int) -> float:
-    receive, send = _receive, _send
+    rec, send = receive, no_send
     t0 = time.thread_time_ns()
     for _ in range(n):
-        await mw(template.copy(), receive, send)
+        await mw(template.copy(), rec, send)
     return (time.thread_time_ns() - t0) / n / 1000
 
 
 def _sbatch(mw: Any, template: dict[str, Any], n: int) -> float:
-    sr = _start_response
+    sr = no_start_response
     t0 = time.thread_time_ns()
     for _ in range(n):
         mw(template.copy(), sr)
     return (time.thread_time_ns() - t0) / n / 1000
 
 
-def _quantile(values: list[float], q: float) -> float:
+def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
@@ -165,9 +169,9 @@ async def run(env: Env, rounds: int = 200, batch: int = 1000) -> dict[str, Any]:
     for is_async, mw, _ in variants.values():  # warm: the first hit fills the cache
         for _ in range(3):
             if is_async:
-                await mw(scope.copy(), _receive, _send)
+                await mw(scope.copy(), receive, no_send)
             else:
-                mw(environ.copy(), _start_response)
+                mw(environ.copy(), no_start_response)
     samples: dict[str, list[float]] = {name: [] for name in variants}
     order = list(variants)
     for _ in range(rounds):
@@ -184,7 +188,7 @@ async def run(env: Env, rounds: int = 200, batch: int = 1000) -> dict[str, Any]:
     out: dict[str, Any] = {"rounds": rounds, "batch": batch, "quantile": QUANTILE, "us": {}}
     for name, values in samples.items():
         out["us"][name] = {
-            "low": round(_quantile(values, QUANTILE), 4),
+            "low": round(quantile(values, QUANTILE), 4),
             "median": round(statistics.median(values), 4),
         }
     out["ratios"] = {
